@@ -1,1 +1,36 @@
-//! placeholder
+//! gate-rules: phasegate's judgement, as a pure library.
+//!
+//! It owns the domain of the gate (rubric, phase record, findings, verdict), the strict
+//! `gate.toml`, the noise-aware paired statistics, the ten rules that turn history + candidate into
+//! a verdict with evidence, the markdown and JSON reports, and the parsers that import the JSON
+//! shapes users already have. It does no network, database or GPU work and has no async runtime:
+//! the coordinator and the CLI read history, call [`evaluate`], then store and post the result.
+//! The only I/O is [`import::load_files`], a thin reader in front of the pure parsers.
+
+pub mod bench;
+mod config;
+mod evaluate;
+mod finding;
+pub mod import;
+mod numfmt;
+mod phase;
+pub mod report;
+mod rubric;
+mod rules;
+mod stats;
+#[cfg(test)]
+mod testkit;
+mod verdict;
+
+pub use config::{
+    AutoFail, ConfigError, Divergence, Environment, GateConfig, MinScore, Plateau, QuestionDrop, Rules, Streak, Toggle,
+    Truncation, VramBudget,
+};
+pub use evaluate::{BaselineComparison, BaselineRole, Evaluation, evaluate};
+pub use finding::{Evidence, Excerpt, Finding, KeyDifference, NamedValue, RuleId, Severity};
+pub use phase::{
+    ConfigEntry, DatasetInfo, LossPoint, Phase, QuestionEval, Sample, TrainingMetrics, natural_cmp, ordinal_from_label,
+};
+pub use rubric::{AutoZeroHit, Dimension, DimensionScore, Rubric};
+pub use stats::{Change, Comparison, Interval, Method, PairedStats, SamplesNeeded};
+pub use verdict::Verdict;

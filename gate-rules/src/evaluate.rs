@@ -1,0 +1,208 @@
+//! `evaluate`: history + candidate + config → verdict, findings and statistics.
+//!
+//! History is every phase of the slice that is accepted, belongs to the candidate's experiment
+//! and is not the candidate itself (same label); so the candidate may or may not be in the slice,
+//! which lets a nightly run re-evaluate the latest accepted phase. History is sorted by
+//! `(ordinal, label)`, so the slice's order never matters, and the candidate counts as the newest
+//! phase. Work is linear in the history (one score per phase, one pass for best and streaks);
+//! the statistics run against at most two baselines.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::GateConfig;
+use crate::finding::{Finding, RuleId, Severity};
+use crate::phase::Phase;
+use crate::rubric::Rubric;
+use crate::rules::{self, Context};
+use crate::stats::{self, Comparison};
+use crate::verdict::Verdict;
+
+/// The gate's answer for one candidate; serialised as the machine-readable report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub experiment: String,
+    pub candidate: String,
+    pub verdict: Verdict,
+    /// Candidate score on the 0–10 scale, unrounded.
+    pub candidate_score: Option<f64>,
+    /// Best baseline first, then the previous one (one entry when they are the same phase).
+    pub statistics: Vec<BaselineComparison>,
+    /// In rule order, then baseline order.
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineComparison {
+    pub baseline: String,
+    pub roles: Vec<BaselineRole>,
+    pub baseline_score: Option<f64>,
+    pub comparison: Comparison,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineRole {
+    /// The highest-scoring accepted phase (the latest one on ties).
+    Best,
+    /// The latest accepted phase with scores.
+    Previous,
+}
+
+impl BaselineRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaselineRole::Best => "best",
+            BaselineRole::Previous => "previous",
+        }
+    }
+}
+
+/// The sorted history with one score per phase, computed once.
+#[derive(Debug)]
+pub(crate) struct Timeline<'a> {
+    pub(crate) phases: Vec<&'a Phase>,
+    pub(crate) scores: Vec<Option<f64>>,
+}
+
+impl<'a> Timeline<'a> {
+    pub(crate) fn new(history: &'a [Phase], candidate: &Phase) -> Timeline<'a> {
+        let mut phases: Vec<&Phase> = history
+            .iter()
+            .filter(|p| p.accepted && p.experiment == candidate.experiment && p.label != candidate.label)
+            .collect();
+        phases.sort_by(|a, b| Phase::history_order(a, b));
+        let scores = phases.iter().map(|p| p.score()).collect();
+        Timeline { phases, scores }
+    }
+
+    pub(crate) fn best(&self) -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, score) in self.scores.iter().enumerate() {
+            if let Some(s) = *score
+                && best.is_none_or(|(_, b)| s >= b)
+            {
+                best = Some((i, s));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    pub(crate) fn previous(&self) -> Option<usize> {
+        self.scores.iter().rposition(Option::is_some)
+    }
+}
+
+/// A baseline phase with its comparison, as the rules see it.
+#[derive(Debug)]
+pub(crate) struct Baseline<'a> {
+    pub(crate) phase: &'a Phase,
+    pub(crate) score: Option<f64>,
+    pub(crate) roles: Vec<BaselineRole>,
+    pub(crate) comparison: Comparison,
+}
+
+/// Judges `candidate` against `history` (see the module docs for which phases count).
+pub fn evaluate(history: &[Phase], candidate: &Phase, config: &GateConfig) -> Evaluation {
+    let timeline = Timeline::new(history, candidate);
+    let baselines = baselines(&timeline, candidate, config);
+    let rubric = Rubric::persona_v1();
+    let candidate_score = candidate.score();
+    let ctx =
+        Context { config, rubric: &rubric, candidate, candidate_score, timeline: &timeline, baselines: &baselines };
+    let mut findings = input_findings(&ctx);
+    findings.extend(rules::run_all(&ctx));
+    let verdict = verdict(&findings, &baselines);
+    Evaluation {
+        experiment: candidate.experiment.clone(),
+        candidate: candidate.label.clone(),
+        verdict,
+        candidate_score,
+        statistics: baselines
+            .into_iter()
+            .map(|b| BaselineComparison {
+                baseline: b.phase.label.clone(),
+                roles: b.roles,
+                baseline_score: b.score,
+                comparison: b.comparison,
+            })
+            .collect(),
+        findings,
+    }
+}
+
+fn baselines<'a>(timeline: &Timeline<'a>, candidate: &Phase, config: &GateConfig) -> Vec<Baseline<'a>> {
+    let mut picked: Vec<(usize, Vec<BaselineRole>)> = Vec::new();
+    for (index, role) in [(timeline.best(), BaselineRole::Best), (timeline.previous(), BaselineRole::Previous)] {
+        let Some(index) = index else { continue };
+        match picked.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, roles)) => roles.push(role),
+            None => picked.push((index, vec![role])),
+        }
+    }
+    picked
+        .into_iter()
+        .map(|(i, roles)| Baseline {
+            phase: timeline.phases[i],
+            score: timeline.scores[i],
+            roles,
+            comparison: stats::compare(candidate, timeline.phases[i], config),
+        })
+        .collect()
+}
+
+/// Findings about missing inputs: they are not rules of `gate.toml`, they keep the gate closed.
+fn input_findings(ctx: &Context<'_>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if ctx.candidate_score.is_none() {
+        findings.push(Finding::new(
+            RuleId::Baseline,
+            Severity::Fail,
+            format!("candidate phase {} has no scored questions: nothing to judge", ctx.candidate.label),
+        ));
+    }
+    if ctx.baselines.is_empty() {
+        findings.push(Finding::new(
+            RuleId::Baseline,
+            Severity::Info,
+            format!(
+                "no accepted phase of {} with scores to compare with: insufficient baseline",
+                ctx.candidate.experiment
+            ),
+        ));
+    }
+    for b in ctx.baselines {
+        if b.comparison == Comparison::NoSharedQuestions && ctx.candidate_score.is_some() {
+            findings.push(
+                Finding::new(
+                    RuleId::Baseline,
+                    Severity::Info,
+                    format!("no question is scored in both phase {} and the candidate", b.phase.label),
+                )
+                .against(&b.phase.label),
+            );
+        }
+    }
+    findings
+}
+
+/// Fail beats everything; then a missing baseline; then an inconclusive drop (reported by
+/// `overall_drop` as a warning); then warnings; else pass. Failures of candidate-only rules
+/// (auto_fail, vram_budget, ...) still fail without a baseline: fail closed, with the reason.
+fn verdict(findings: &[Finding], baselines: &[Baseline<'_>]) -> Verdict {
+    if findings.iter().any(|f| f.severity == Severity::Fail) {
+        return Verdict::Fail;
+    }
+    if !baselines.iter().any(|b| matches!(b.comparison, Comparison::Compared(_))) {
+        return Verdict::InsufficientBaseline;
+    }
+    if findings.iter().any(|f| f.rule == RuleId::OverallDrop && f.severity == Severity::Warn) {
+        return Verdict::Inconclusive;
+    }
+    if findings.iter().any(|f| f.severity == Severity::Warn) {
+        return Verdict::Warn;
+    }
+    Verdict::Pass
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+use super::*;
+
+const RUBRIC: &str = r#"{"phase": 6, "model": "m", "generation_params": {"max_new_tokens": 200, "temperature": 0.7},
+  "scores": {"Q1": {"question": "Quem?", "score": 3, "max_score": 10, "notes": ""},
+             "Q2": {"question": "O quê?", "score": 4, "max_score": 10}},
+  "overall": {"total": 7, "max": 20, "normalized_10": 3.5, "rounded": 3.5}, "verdict": "x"}"#;
+const DIMS_LIST: &str = r#"{"phase": "Phase 8", "training_loss": 1.2, "rubric_version": "1.0", "scores": [
+  {"qid": "Q1", "question": "Quem?", "d1": {"score": 0, "reason": "r"}, "d2": {"score": 1, "reason": "r"},
+   "d3": {"score": 1}, "d4": {"score": 2}, "d5": {"score": 1}, "total": 5},
+  {"qid": "Q2", "d1": {"score": 2}, "d2": {"score": 2}, "d3": {"score": 2}, "d4": {"score": 2}, "d5": {"score": 2}, "total": 10}],
+  "summary": {"whatever": true}}"#;
+const DIMS_KEYED: &str = r#"{"phase": 8, "scores": {
+  "Q1": {"question": "Quem?", "response_preview": "Sou", "d1": {"score": 0, "reason": "r"}, "d2": {"score": 1, "reason": "r"},
+         "d3": {"score": 1}, "d4": {"score": 2}, "d5": {"score": 1}, "total": 5},
+  "Q2": {"d1": {"score": 2}, "d2": {"score": 2}, "d3": {"score": 2}, "d4": {"score": 2}, "d5": {"score": 2}, "total": 10}}}"#;
+const METRICS: &str = r#"{"model": "m", "dataset": "d.json", "num_examples": 97, "epochs": 10, "max_length": 1024,
+  "final_loss": 0.7732, "vram_peak_gb": 1.88, "phase": 9, "fixes": ["a"], "lora_r": 16}"#;
+const TRAINER: &str = r#"{"global_step": 20, "log_history": [{"loss": 2.0, "step": 10, "epoch": 1},
+  {"eval_loss": 1.9, "step": 10}, {"loss": 1.5, "step": 20, "epoch": 2}, {"train_runtime": 90.4, "step": 20, "train_loss": 1.7}]}"#;
+const RESPONSES: &str = r#"{"phase": 8, "model": "m", "timestamp": "t", "generation_params": {"max_new_tokens": 300},
+  "results": [{"qid": "Q1", "question": "Quem?", "response": "Oi<|im_end|>", "d4_auto_fail": ["<|im_end|>"], "d4_auto_score": 0},
+              {"qid": "Q2", "question": "O quê?", "response": "Uma resposta cortada no meio de"}]}"#;
+
+fn parse(name: &str, text: &str) -> ImportedPart {
+    parse_file(name, text, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn shapes_are_detected() {
+    let table = [
+        (RUBRIC, Shape::RubricScores),
+        (DIMS_LIST, Shape::DimensionScores),
+        (DIMS_KEYED, Shape::DimensionScores),
+        (METRICS, Shape::TrainingMetrics),
+        (TRAINER, Shape::TrainerState),
+        (RESPONSES, Shape::EvalResponses),
+    ];
+    for (text, shape) in table {
+        assert_eq!(parse("f.json", text).shape, shape);
+    }
+}
+
+#[test]
+fn rubric_score_file_gives_totals_and_generation_params() {
+    let part = parse("r.json", RUBRIC);
+    assert_eq!(part.phase.as_deref(), Some("6"));
+    let points: Vec<f64> = part.questions.iter().map(|q| q.samples[0].points).collect();
+    assert_eq!(points, [3.0, 4.0]);
+    assert_eq!(part.generation[0].key, "max_new_tokens");
+    assert_eq!(part.generation[1].value, "0.7");
+}
+
+#[test]
+fn both_forms_of_per_dimension_scores_agree() {
+    let list = parse("l.json", DIMS_LIST);
+    let keyed = parse("k.json", DIMS_KEYED);
+    assert_eq!(list.phase.as_deref(), Some("8"), "\"Phase 8\" is label 8");
+    let points = |p: &ImportedPart| p.questions.iter().map(|q| (q.id.clone(), q.samples[0].points)).collect::<Vec<_>>();
+    assert_eq!(points(&list), points(&keyed));
+    assert_eq!(list.questions[0].samples[0].dimensions.len(), 5);
+    assert_eq!(list.training.final_loss, Some(1.2));
+}
+
+#[test]
+fn training_metrics_keep_unknown_keys_as_ordered_config() {
+    let part = parse("training_metrics.json", METRICS);
+    let keys: Vec<&str> = part.config.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["model", "dataset", "epochs", "max_length", "lora_r"]);
+    assert_eq!(part.training.vram_peak_mib, Some(1925));
+    assert_eq!(part.dataset.as_ref().and_then(|d| d.size), Some(97));
+    assert_eq!(part.notes, ["a"]);
+}
+
+#[test]
+fn trainer_state_gives_the_loss_curve() {
+    let part = parse("trainer_state.json", TRAINER);
+    assert_eq!(part.training.loss_curve.len(), 2);
+    assert_eq!(part.training.final_loss, Some(1.5));
+    assert_eq!(part.training.duration_secs, Some(90));
+}
+
+#[test]
+fn responses_carry_triggers_and_truncation() {
+    let part = parse("responses.json", RESPONSES);
+    assert_eq!(part.responses[0].auto_zero[0].trigger, "<|im_end|>");
+    assert!(part.responses[1].truncated);
+}
+
+#[test]
+fn parts_of_one_phase_merge_into_one_record() {
+    let parts = vec![
+        parse("scores.json", DIMS_LIST),
+        parse("responses.json", RESPONSES),
+        parse_file("trainer_state.json", TRAINER, Some("8")).unwrap(),
+    ];
+    let phase = merge(parts, "persona-v1").unwrap();
+    assert_eq!((phase.label.as_str(), phase.ordinal), ("8", 8));
+    assert_eq!(phase.training.final_loss, Some(1.2), "the score file's summary beats the trainer log");
+    assert_eq!(phase.training.loss_curve.len(), 2);
+    let q1 = &phase.eval[0].samples[0];
+    assert_eq!(q1.response.as_deref(), Some("Oi<|im_end|>"));
+    assert_eq!(q1.points, 3.0, "D4's automatic zero takes its 2 points");
+    assert_eq!(phase.generation[0].value, "300");
+}
+
+/// Every malformed file is rejected with an error naming the file and the field.
+#[test]
+fn malformed_files_name_file_and_field() {
+    let table: [(&str, &str, &str); 12] = [
+        ("{\"scores\": [", "line 1", "failed to parse"),
+        ("[1, 2]", "(top level)", "should be an object"),
+        ("{\"hello\": 1}", "hello", "unknown shape"),
+        (r#"{"phase": 1, "scores": [{"d1": {"score": 1}}]}"#, "scores[0].qid", "missing field"),
+        (
+            r#"{"phase": 1, "scores": {"Q1": {"score": "high", "max_score": 10}}}"#,
+            "scores.Q1.score",
+            "should be a number",
+        ),
+        (r#"{"phase": 1, "scores": {"Q1": {"score": 12, "max_score": 10}}}"#, "scores.Q1.score", "outside 0 to 10"),
+        (r#"{"phase": 1, "scores": {"Q1": {"score": 2}}}"#, "scores.Q1.max_score", "missing field"),
+        (
+            r#"{"phase": 1, "scores": {"Q1": {"score": 2, "max_score": 10}}, "overall": {"total": 3}}"#,
+            "overall.total",
+            "does not equal",
+        ),
+        (
+            r#"{"phase": 1, "scores": [{"qid": "Q1", "d1": {"score": 1}, "total": 2}]}"#,
+            "scores[0].total",
+            "does not equal",
+        ),
+        (r#"{"phase": 1, "scores": [{"qid": "Q1", "d6": {"score": 1}}]}"#, "scores[0].d6", "unknown dimension"),
+        (r#"{"phase": 1, "scores": [{"qid": "Q1", "d1": {"score": 3}}]}"#, "scores[0].d1.score", "above the maximum"),
+        (r#"{"phase": 1, "results": [{"qid": "Q1"}]}"#, "results[0].response", "missing field"),
+    ];
+    for (text, field, words) in table {
+        let message = parse_file("bad.json", text, None).unwrap_err().to_string();
+        assert!(message.contains("bad.json"), "{message}");
+        assert!(message.contains(field), "{field}: {message}");
+        assert!(message.contains(words), "{words}: {message}");
+    }
+}
+
+#[test]
+fn phase_labels_must_agree() {
+    let err = parse_file("r.json", RUBRIC, Some("7")).unwrap_err();
+    assert!(
+        matches!(&err, ImportError::PhaseMismatch { found, expected, .. } if found == "6" && expected == "7"),
+        "{err}"
+    );
+    let err = merge(vec![parse("r.json", RUBRIC), parse("l.json", DIMS_LIST)], "e").unwrap_err();
+    assert!(err.to_string().contains("l.json") && err.to_string().contains("r.json"), "{err}");
+    let unlabeled = parse("t.json", TRAINER);
+    let err = merge(vec![unlabeled], "e").unwrap_err();
+    assert!(matches!(err, ImportError::NoPhase { .. }), "{err}");
+}
+
+#[test]
+fn conflicting_or_unscored_parts_import_nothing() {
+    let other = DIMS_KEYED
+        .replace("\"total\": 10", "\"total\": 9")
+        .replace("\"d5\": {\"score\": 2}, \"total\": 9", "\"d5\": {\"score\": 1}, \"total\": 9");
+    let err = merge(vec![parse("a.json", DIMS_KEYED), parse("b.json", &other)], "e").unwrap_err();
+    assert!(matches!(&err, ImportError::Conflict { field, .. } if field == "scores.Q2"), "{err}");
+    let extra = RESPONSES.replace("\"qid\": \"Q2\"", "\"qid\": \"Q9\"");
+    let err = merge(vec![parse("s.json", DIMS_LIST), parse("resp.json", &extra)], "e").unwrap_err();
+    assert!(
+        matches!(&err, ImportError::Unscored { field, qid, .. } if field == "results[1].qid" && qid == "Q9"),
+        "{err}"
+    );
+    let err = merge(
+        vec![parse("m.json", METRICS), parse("m2.json", &METRICS.replace("\"epochs\": 10", "\"epochs\": 8"))],
+        "e",
+    )
+    .unwrap_err();
+    assert!(matches!(&err, ImportError::Conflict { field, .. } if field == "epochs"), "{err}");
+}
+
+#[test]
+fn unreadable_files_are_named() {
+    let err = load_files(&[PathBuf::from("no/such/file.json")], "e", None).unwrap_err();
+    assert!(err.to_string().contains("no/such/file.json"), "{err}");
+    assert!(matches!(load_files(&[], "e", None), Err(ImportError::NoFiles)));
+}

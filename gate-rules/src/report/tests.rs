@@ -1,0 +1,91 @@
+use super::*;
+use crate::evaluate::evaluate;
+use crate::testkit::{persona_history, phase};
+
+fn report(history: &[Phase], candidate: &Phase, budget: usize) -> String {
+    let config = GateConfig::default();
+    let e = evaluate(history, candidate, &config);
+    render_markdown(&e, history, candidate, &config, budget)
+}
+
+#[test]
+fn marker_is_the_first_line_and_safe_inside_a_comment() {
+    let h = persona_history();
+    let text = report(&h[..3], &h[3], GITHUB_COMMENT_LIMIT);
+    assert_eq!(text.lines().next(), Some("<!-- phasegate:report experiment=persona-v1 -->"));
+    assert_eq!(marker("a --> b"), "<!-- phasegate:report experiment=a_--__b -->");
+}
+
+#[test]
+fn report_has_every_section_the_issue_lists() {
+    let h = persona_history();
+    let text = report(&h[..3], &h[3], GITHUB_COMMENT_LIMIT);
+    for needle in [
+        "# persona-v1 phase 9: FAIL (2.875 → 5.5 → 3.25 → 3.125)",
+        "## Changes from phase 8",
+        "## Training results",
+        "| Question | Phase 6 | Phase 7 | Phase 8 | Phase 9 | Trend |",
+        "### What improved (vs phase 8)",
+        "### What regressed (vs phase 8)",
+        "## Findings",
+        "## Statistics",
+        "below min_effect 0.5: not a drop",
+        "xychart-beta",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}
+
+#[test]
+fn over_budget_drops_excerpts_first_and_says_so() {
+    let mut h = persona_history();
+    for p in &mut h {
+        p.eval[4].samples[0].response = Some(format!("Meu nome é João e eu trabalho com {} ", p.label).repeat(20));
+    }
+    let full = report(&h[..2], &h[2], GITHUB_COMMENT_LIMIT);
+    assert!(full.contains("“"), "the full report quotes responses");
+    let budget = chars(&full) - 1;
+    let short = report(&h[..2], &h[2], budget);
+    assert!(chars(&short) <= budget);
+    assert!(!short.contains("“"));
+    assert!(short.contains("response excerpts dropped"), "{short}");
+    assert!(!short.contains("older phases dropped"), "{short}");
+}
+
+#[test]
+fn long_history_drops_older_phases_next_and_says_so() {
+    let history: Vec<Phase> = (1..=40).map(|i| phase(&i.to_string(), i, &[5.0; 40])).collect();
+    let candidate = phase("41", 41, &[5.0; 40]);
+    let full = report(&history, &candidate, GITHUB_COMMENT_LIMIT);
+    assert!(full.contains("\"22\""), "the chart shows 20 phases");
+    let short = report(&history, &candidate, chars(&full) - 200);
+    assert!(short.contains("older phases dropped"), "{short}");
+    assert!(!short.contains("\"22\""));
+}
+
+#[test]
+fn tiny_budget_is_a_hard_cut_that_keeps_the_marker() {
+    let h = persona_history();
+    let text = report(&h[..3], &h[3], 600);
+    assert!(chars(&text) <= 600);
+    assert!(text.starts_with("<!-- phasegate:report"));
+    assert!(text.contains("was cut at 600 characters"));
+}
+
+#[test]
+fn json_form_carries_verdict_findings_and_statistics() {
+    let h = persona_history();
+    let e = evaluate(&h[..3], &h[3], &GateConfig::default());
+    let value: serde_json::Value = serde_json::from_str(&render_json(&e)).unwrap();
+    assert_eq!(value["verdict"], "fail");
+    assert!(value["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["rule"] == "regression_streak")));
+    assert_eq!(value["statistics"][1]["comparison"]["change"], "below_min_effect");
+    let back: Evaluation = serde_json::from_value(value).unwrap();
+    assert_eq!(back, e);
+}
+
+#[test]
+fn thousands_separator() {
+    assert_eq!(thousands(65_536), "65,536");
+    assert_eq!(thousands(999), "999");
+}
