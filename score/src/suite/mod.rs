@@ -1,0 +1,32 @@
+//! The eval suite format: a strict TOML file holding the persona, the rubric and the questions.
+
+mod convert;
+mod model;
+mod raw;
+
+pub use model::{
+    AnchorKind, AnchorText, AutoZeroScope, CleanlinessRules, DimId, Dimension, IdentityRules, Persona, QualityRules,
+    Question, Rubric, Suite, TriggerPattern, VoiceRules,
+};
+
+use crate::error::SuiteError;
+use std::path::Path;
+
+impl Suite {
+    /// Parse and validate a suite. `path` only names the file in errors.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Suite, SuiteError> {
+        let raw: raw::RawSuite = toml::from_str(text)
+            .map_err(|e| SuiteError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        convert::suite(raw).map_err(|problem| SuiteError::Invalid { path: path.to_owned(), problem })
+    }
+
+    /// Read and parse a suite file.
+    pub fn load(path: &Path) -> Result<Suite, SuiteError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SuiteError::Read { path: path.to_owned(), source })?;
+        Self::from_toml_str(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests;
