@@ -1,1 +1,23 @@
-//! placeholder
+//! phasegate agent: what runs on each GPU (or CPU) box.
+//!
+//! This crate owns the agent's local work: measuring the host's capabilities ([`caps`]), running a
+//! job's command with streamed output, timeout and cancellation ([`runner`]), reading training
+//! metrics ([`metrics`]), finding metrics files and artifacts ([`collect`]) and packing/unpacking
+//! source bundles ([`bundle`]), and the gRPC client loop that registers, heartbeats, leases jobs and
+//! reports them ([`run`]). It does not own the wire protocol or scheduling decisions.
+
+pub mod bundle;
+pub mod caps;
+mod client;
+pub mod collect;
+mod events;
+mod job;
+pub mod metrics;
+mod proctree;
+pub mod runner;
+
+pub use client::{AgentConfig, AgentError, run};
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,254 @@
+//! The agent's connection to the coordinator: register, heartbeat, lease and run jobs.
+//!
+//! The agent owns no durable state. After a coordinator restart it keeps its jobs running and
+//! registers again with the leases it holds; the coordinator keeps those it still owns and names the
+//! ones to stop.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::Code;
+
+use phasegate_proto::client::{AgentClient, ConnectError, agent_client, channel};
+use phasegate_proto::pb;
+
+use crate::caps::{CapsConfig, GpuProbe, gather};
+use crate::job::{JobContext, execute};
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub coordinator: String,
+    pub token: String,
+    pub ca_pem: Option<PathBuf>,
+    pub name: String,
+    pub labels: Vec<String>,
+    pub work_dir: PathBuf,
+    pub max_jobs: u32,
+    pub python_packages: Option<Vec<String>>,
+    /// Time between SIGTERM and SIGKILL when a job is stopped.
+    pub grace: Duration,
+    /// How long one lease request waits on the coordinator.
+    pub lease_wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("failed to create work dir {path}: {source}")]
+    WorkDir { path: PathBuf, source: std::io::Error },
+    #[error("the coordinator refused the registration: {0}")]
+    Refused(String),
+}
+
+/// Jobs this agent runs now: job id → (epoch, cancel switch).
+type Running = Arc<Mutex<HashMap<u64, (u64, watch::Sender<bool>)>>>;
+
+#[derive(Debug)]
+struct Agent {
+    client: AgentClient,
+    config: AgentConfig,
+    caps: CapsConfig,
+    probe: Arc<dyn GpuProbe>,
+    running: Running,
+    heartbeat: Mutex<Duration>,
+}
+
+/// Runs the agent until `shutdown` resolves. Running jobs are stopped on shutdown.
+pub async fn run(
+    config: AgentConfig,
+    probe: Arc<dyn GpuProbe>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.work_dir)
+        .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
+    let client = agent_client(channel(&config.coordinator, config.ca_pem.as_deref())?, &config.token)?;
+    let mut caps = CapsConfig::new(env!("CARGO_PKG_VERSION"), config.labels.clone());
+    if let Some(p) = &config.python_packages {
+        caps.python_packages = p.clone();
+    }
+    let agent = Arc::new(Agent {
+        client,
+        config,
+        caps,
+        probe,
+        running: Arc::default(),
+        heartbeat: Mutex::new(Duration::from_secs(5)),
+    });
+    agent.register_until_accepted().await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(agent.clone().heartbeat_loop());
+    for _ in 0..agent.config.max_jobs.max(1) {
+        tasks.spawn(agent.clone().lease_loop());
+    }
+    shutdown.await;
+    tracing::info!("agent shutting down; stopping running jobs");
+    for (_, (_, cancel)) in agent.running.lock().map(|m| m.clone()).unwrap_or_default() {
+        let _ = cancel.send(true);
+    }
+    tasks.abort_all();
+    Ok(())
+}
+
+impl Agent {
+    fn leases(&self) -> Vec<pb::JobLease> {
+        let running = self.running.lock().map(|m| m.iter().map(|(j, (e, _))| (*j, *e)).collect::<Vec<_>>());
+        running.unwrap_or_default().into_iter().map(|(job_id, epoch)| pb::JobLease { job_id, epoch }).collect()
+    }
+
+    fn stop(&self, jobs: &[u64]) {
+        let Ok(map) = self.running.lock() else { return };
+        for job in jobs {
+            if let Some((_, cancel)) = map.get(job) {
+                tracing::warn!(job, "coordinator no longer owns this job; stopping it");
+                let _ = cancel.send(true);
+            }
+        }
+    }
+
+    async fn register(&self) -> Result<(), tonic::Status> {
+        let caps = gather(&self.caps, self.probe.as_ref()).await;
+        let request = pb::RegisterRequest {
+            agent_name: self.config.name.clone(),
+            capabilities: Some(to_pb(caps, self.config.max_jobs)),
+            running: self.leases(),
+        };
+        let mut client = self.client.clone();
+        let resp = client.register(request).await?.into_inner();
+        if let Ok(mut hb) = self.heartbeat.lock() {
+            *hb = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
+        }
+        self.stop(&resp.stop_jobs);
+        tracing::info!(agent = %self.config.name, "registered with the coordinator");
+        Ok(())
+    }
+
+    /// Registers, retrying while the coordinator is unreachable; a refusal (bad token or bad
+    /// capabilities) is final.
+    async fn register_until_accepted(&self) -> Result<(), AgentError> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.register().await {
+                Ok(()) => return Ok(()),
+                Err(s)
+                    if matches!(s.code(), Code::Unauthenticated | Code::InvalidArgument | Code::PermissionDenied) =>
+                {
+                    return Err(AgentError::Refused(s.message().to_owned()));
+                }
+                Err(s) => {
+                    tracing::info!(error = s.message(), "coordinator unreachable; retrying registration");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut lost = false;
+        loop {
+            let interval = self.heartbeat.lock().map(|d| *d).unwrap_or(Duration::from_secs(5));
+            tokio::time::sleep(interval).await;
+            if lost {
+                // Re-attach after an outage: the coordinator may have restarted.
+                lost = self.register().await.is_err();
+                continue;
+            }
+            let request = pb::HeartbeatRequest {
+                agent_name: self.config.name.clone(),
+                gpus: self
+                    .probe
+                    .measure_free_vram()
+                    .into_iter()
+                    .map(|(index, free_vram_mib)| pb::GpuFree { index, free_vram_mib })
+                    .collect(),
+                running: self.leases(),
+            };
+            let mut client = self.client.clone();
+            match client.heartbeat(request).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    self.stop(&resp.stop_jobs);
+                    if resp.reregister {
+                        lost = self.register().await.is_err();
+                    }
+                }
+                Err(s) => {
+                    tracing::info!(error = s.message(), "heartbeat failed");
+                    lost = true;
+                }
+            }
+        }
+    }
+
+    async fn lease_loop(self: Arc<Self>) {
+        loop {
+            let mut client = self.client.clone();
+            let request = pb::LeaseJobRequest {
+                agent_name: self.config.name.clone(),
+                wait_ms: self.config.lease_wait.as_millis() as u32,
+            };
+            match client.lease_job(request).await {
+                Ok(resp) => {
+                    if let Some(a) = resp.into_inner().assignment {
+                        self.run_job(a).await;
+                    }
+                }
+                Err(s) => {
+                    if s.code() == Code::FailedPrecondition {
+                        let _ = self.register().await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn run_job(&self, a: pb::Assignment) {
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(a.job_id, (a.epoch, cancel_tx));
+        }
+        let job_id = a.job_id;
+        tracing::info!(job = job_id, stage = %a.stage, attempt = a.attempt, "running job");
+        let ctx = JobContext {
+            client: self.client.clone(),
+            work_dir: self.config.work_dir.clone(),
+            probe: self.probe.clone(),
+            grace: self.config.grace,
+        };
+        execute(ctx, a, cancel_rx).await;
+        if let Ok(mut m) = self.running.lock() {
+            m.remove(&job_id);
+        }
+    }
+}
+
+fn to_pb(c: crate::caps::Capabilities, max_jobs: u32) -> pb::Capabilities {
+    pb::Capabilities {
+        hostname: c.hostname,
+        cpus: c.cpu_count,
+        ram_mib: c.ram_mib,
+        gpus: c
+            .gpus
+            .into_iter()
+            .map(|g| pb::Gpu {
+                index: g.index,
+                name: g.name,
+                uuid: g.uuid,
+                total_vram_mib: g.total_vram_mib,
+                free_vram_mib: g.free_vram_mib,
+            })
+            .collect(),
+        driver_version: c.driver_version.unwrap_or_default(),
+        cuda_version: c.cuda_version.unwrap_or_default(),
+        labels: c.labels,
+        environment: c.fingerprint.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
+        max_jobs,
+    }
+}
