@@ -1,1 +1,18 @@
-//! placeholder
+//! The phasegate coordinator: scheduling core, store, artifact store and gRPC/HTTP services.
+//!
+//! It owns the durable state of runs, jobs, agents, logs and artifacts, and decides which agent runs
+//! what. It does not run jobs (agents do) and does not judge results (`gate-rules` does).
+
+mod artifacts;
+mod auth;
+mod grpc;
+mod http;
+mod metrics;
+mod scheduler;
+mod server;
+mod shell;
+mod store;
+
+pub use auth::{AccessError, AccessFile};
+pub use server::{ServeConfig, ServeError, run};
+pub use shell::{CoreConfigPublic, ShellConfig};

@@ -1,0 +1,132 @@
+//! Content-addressed artifact files in the data dir: `artifacts/ab/abcdef...` named by sha256.
+//!
+//! Writes go to a temporary file in the same directory, are fsynced, checked against the digest
+//! the sender announced, then renamed into place, so a reader never sees a partial artifact.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("failed to write artifact under {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("artifact {name} is {actual} bytes, but its header announced {announced}")]
+    SizeMismatch { name: String, announced: u64, actual: u64 },
+    #[error("artifact {name} has sha256 {actual}, but its header announced {announced}")]
+    DigestMismatch { name: String, announced: String, actual: String },
+    #[error("artifact {name} exceeds the limit of {limit} bytes")]
+    TooLarge { name: String, limit: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+/// An artifact being received.
+#[derive(Debug)]
+pub struct Incoming {
+    name: String,
+    announced_size: u64,
+    announced_sha: String,
+    limit: u64,
+    file: tempfile::NamedTempFile,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl ArtifactStore {
+    pub fn open(root: PathBuf) -> Result<Self, ArtifactError> {
+        std::fs::create_dir_all(root.join("tmp")).map_err(|source| ArtifactError::Io { path: root.clone(), source })?;
+        Ok(Self { root })
+    }
+
+    pub fn path_of(&self, sha256: &str) -> PathBuf {
+        self.root.join(&sha256[..2]).join(sha256)
+    }
+
+    pub fn begin(&self, name: &str, size: u64, sha256: &str, limit: u64) -> Result<Incoming, ArtifactError> {
+        if size > limit {
+            return Err(ArtifactError::TooLarge { name: name.to_owned(), limit });
+        }
+        let dir = self.root.join("tmp");
+        let file = tempfile::NamedTempFile::new_in(&dir).map_err(|source| ArtifactError::Io { path: dir, source })?;
+        Ok(Incoming {
+            name: name.to_owned(),
+            announced_size: size,
+            announced_sha: sha256.to_owned(),
+            limit,
+            file,
+            hasher: Sha256::new(),
+            written: 0,
+        })
+    }
+
+    /// Verifies and moves a received artifact into place; returns its digest and size.
+    pub fn finish(&self, mut incoming: Incoming) -> Result<(String, u64), ArtifactError> {
+        let io = |path: &Path, source| ArtifactError::Io { path: path.to_owned(), source };
+        if incoming.written != incoming.announced_size {
+            return Err(ArtifactError::SizeMismatch {
+                name: incoming.name,
+                announced: incoming.announced_size,
+                actual: incoming.written,
+            });
+        }
+        let actual = hex::encode(incoming.hasher.finalize_reset());
+        if actual != incoming.announced_sha {
+            return Err(ArtifactError::DigestMismatch {
+                name: incoming.name,
+                announced: incoming.announced_sha,
+                actual,
+            });
+        }
+        incoming.file.as_file().sync_all().map_err(|e| io(incoming.file.path(), e))?;
+        let dest = self.path_of(&actual);
+        let parent = dest.parent().unwrap_or(&self.root).to_owned();
+        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+        incoming.file.persist(&dest).map_err(|e| io(&dest, e.error))?;
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(|e| io(&parent, e))?;
+        Ok((actual, incoming.written))
+    }
+}
+
+impl Incoming {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ArtifactError> {
+        self.written += data.len() as u64;
+        if self.written > self.limit || self.written > self.announced_size {
+            return Err(ArtifactError::SizeMismatch {
+                name: self.name.clone(),
+                announced: self.announced_size,
+                actual: self.written,
+            });
+        }
+        self.hasher.update(data);
+        let path = self.file.path().to_owned();
+        self.file.write_all(data).map_err(|source| ArtifactError::Io { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_by_digest_and_rejects_wrong_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path().join("a")).unwrap();
+        let data = b"adapter weights";
+        let sha = hex::encode(Sha256::digest(data));
+        let mut inc = store.begin("adapter.safetensors", data.len() as u64, &sha, 1 << 20).unwrap();
+        inc.write(data).unwrap();
+        let (got, size) = store.finish(inc).unwrap();
+        assert_eq!((got.as_str(), size), (sha.as_str(), data.len() as u64));
+        assert_eq!(std::fs::read(store.path_of(&sha)).unwrap(), data);
+
+        let mut bad = store.begin("x", 3, &sha, 1 << 20).unwrap();
+        bad.write(b"abc").unwrap();
+        assert!(matches!(store.finish(bad), Err(ArtifactError::DigestMismatch { .. })));
+    }
+}

@@ -1,0 +1,146 @@
+//! Access tokens: `DATA_DIR/access.toml` (mode 0600), created on first start.
+//!
+//! Agents and clients hold different tokens; each gRPC service accepts only its own. Tokens are
+//! 256-bit random values; they are compared in constant time and never logged.
+
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Status};
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessFile {
+    /// The coordinator's gRPC address as clients should dial it, e.g. `http://127.0.0.1:7070`.
+    pub address: String,
+    pub agent_token: String,
+    pub client_token: String,
+}
+
+impl fmt::Debug for AccessFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessFile")
+            .field("address", &self.address)
+            .field("agent_token", &"<redacted>")
+            .field("client_token", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("failed to read access file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("failed to parse access file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("failed to write access file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl AccessFile {
+    pub fn load(path: &Path) -> Result<Self, AccessError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| AccessError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|e| AccessError::Parse { path: path.to_owned(), message: e.to_string() })
+    }
+
+    /// Loads the access file, creating it with fresh tokens when missing. The address is updated to
+    /// the one the coordinator listens on now.
+    pub fn load_or_create(path: &Path, address: &str) -> Result<Self, AccessError> {
+        let mut access = if path.exists() {
+            Self::load(path)?
+        } else {
+            Self { address: String::new(), agent_token: random_token(), client_token: random_token() }
+        };
+        if access.address != address {
+            access.address = address.to_owned();
+            access.write(path)?;
+        }
+        Ok(access)
+    }
+
+    fn write(&self, path: &Path) -> Result<(), AccessError> {
+        let err = |source| AccessError::Write { path: path.to_owned(), source };
+        let text = toml::to_string(self).map_err(|e| err(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("toml.tmp");
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+/// Constant-time comparison of a presented token with the expected one.
+fn same_token(presented: &[u8], expected: &[u8]) -> bool {
+    if presented.len() != expected.len() {
+        return false;
+    }
+    presented.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// A tonic interceptor that requires `authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct RequireToken {
+    expected: String,
+    role: &'static str,
+}
+
+impl fmt::Debug for RequireToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireToken").field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+impl RequireToken {
+    pub fn new(expected: &str, role: &'static str) -> Self {
+        Self { expected: format!("Bearer {expected}"), role }
+    }
+}
+
+impl tonic::service::Interceptor for RequireToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        match request.metadata().get("authorization") {
+            Some(v) if same_token(v.as_bytes(), self.expected.as_bytes()) => Ok(request),
+            Some(_) => Err(Status::unauthenticated(format!("invalid {} token", self.role))),
+            None => Err(Status::unauthenticated(format!("missing {} token (authorization: Bearer ...)", self.role))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn created_with_mode_0600_and_distinct_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.toml");
+        let a = AccessFile::load_or_create(&path, "http://127.0.0.1:1").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_ne!(a.agent_token, a.client_token);
+        assert!(a.agent_token.len() >= 32);
+        let b = AccessFile::load_or_create(&path, "http://127.0.0.1:2").unwrap();
+        assert_eq!(a.agent_token, b.agent_token);
+        assert_eq!(b.address, "http://127.0.0.1:2");
+        assert!(!format!("{b:?}").contains(&b.agent_token));
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(same_token(b"Bearer abc", b"Bearer abc"));
+        assert!(!same_token(b"Bearer abd", b"Bearer abc"));
+        assert!(!same_token(b"Bearer ab", b"Bearer abc"));
+    }
+}

@@ -1,0 +1,207 @@
+//! The client-facing gRPC service (CLI, CI, operators).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use phasegate_proto::domain::{AgentName, JobId, RunId, Trigger, parse_sha256};
+use phasegate_proto::pb;
+use phasegate_proto::pb::control_service_server::ControlService;
+
+use super::agent::async_stream_acks;
+use super::convert::{progress_of, run_to_pb};
+use super::upload;
+use crate::shell::{Shared, store_status};
+use crate::store::Store;
+
+#[derive(Debug)]
+pub(crate) struct ControlApi<S> {
+    pub shared: Arc<Shared<S>>,
+}
+
+fn invalid(e: impl ToString) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn run_id(raw: u64) -> Result<RunId, Status> {
+    RunId::from_wire("run_id", raw).map_err(invalid)
+}
+
+/// Largest spec text accepted.
+const MAX_SPEC_BYTES: usize = 256 * 1024;
+
+impl<S: Store> ControlApi<S> {
+    async fn load_run(&self, id: RunId) -> Result<pb::Run, Status> {
+        let run = self.shared.store.run(id).await.map_err(store_status)?;
+        let run = run.ok_or_else(|| Status::not_found(format!("no run {id}")))?;
+        let mut progress = Vec::new();
+        for job in run.jobs.iter().filter(|j| j.state == "running") {
+            if let Some(p) = self.shared.store.last_metric(JobId(job.id as u64)).await.map_err(store_status)? {
+                progress.push((job.id, progress_of(&p)));
+            }
+        }
+        Ok(run_to_pb(run, &progress))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> ControlService for ControlApi<S> {
+    async fn upload_bundle(
+        &self,
+        req: Request<Streaming<pb::ArtifactChunk>>,
+    ) -> Result<Response<pb::UploadArtifactResponse>, Status> {
+        let limit = self.shared.config.bundle_limit_bytes;
+        let artifact = upload::receive(&self.shared, req.into_inner(), limit, |h| async move {
+            if h.job_id != 0 {
+                return Err(invalid("header.job_id: must be 0 for a source bundle"));
+            }
+            Ok(h)
+        })
+        .await?;
+        Ok(Response::new(pb::UploadArtifactResponse { artifact: Some(artifact) }))
+    }
+
+    async fn submit_run(&self, req: Request<pb::SubmitRunRequest>) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        let req = req.into_inner();
+        if req.spec_toml.len() > MAX_SPEC_BYTES {
+            return Err(invalid(format!(
+                "spec_toml: {} bytes exceeds the limit of {MAX_SPEC_BYTES}",
+                req.spec_toml.len()
+            )));
+        }
+        let bundle = if req.bundle_sha256.is_empty() {
+            String::new()
+        } else {
+            parse_sha256("bundle_sha256", &req.bundle_sha256).map_err(invalid)?
+        };
+        let trigger = Trigger::try_from(req.trigger.as_ref()).map_err(invalid)?;
+        let path = if req.spec_path.is_empty() { "<spec>" } else { req.spec_path.as_str() };
+        let (run, superseded) = self.shared.submit(&req.spec_toml, path, bundle, trigger).await?;
+        tracing::info!(run = %run, superseded = superseded.len(), "run submitted");
+        Ok(Response::new(pb::SubmitRunResponse {
+            run_id: run.0,
+            superseded: superseded.into_iter().map(|r| r.0).collect(),
+        }))
+    }
+
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+        Ok(Response::new(self.load_run(run_id(req.get_ref().run_id)?).await?))
+    }
+
+    type WatchRunStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Run, Status>> + Send>>;
+
+    async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+        let id = run_id(req.get_ref().run_id)?;
+        let mut changes = self.shared.runs_changed.subscribe();
+        let first = self.load_run(id).await?;
+        let api = ControlApi { shared: self.shared.clone() };
+        let out = async_stream_acks(move |tx| async move {
+            let mut last = first;
+            if tx.send(Ok(last.clone())).await.is_err() {
+                return Ok(());
+            }
+            while !matches!(last.state.as_str(), "succeeded" | "failed" | "cancelled") {
+                // Wake on a change of this run, or every few seconds in case a notification was missed.
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(r) if r == id => return,
+                            Ok(_) => continue,
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .await;
+                let now = api.load_run(id).await?;
+                if now != last {
+                    if tx.send(Ok(now.clone())).await.is_err() {
+                        return Ok(());
+                    }
+                    last = now;
+                }
+            }
+            Ok(())
+        });
+        Ok(Response::new(out))
+    }
+
+    async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let req = req.into_inner();
+        let limit = if req.limit == 0 { 50 } else { req.limit.min(1000) };
+        let runs = self.shared.store.runs(limit, &req.experiment).await.map_err(store_status)?;
+        Ok(Response::new(pb::ListRunsResponse { runs: runs.into_iter().map(|r| run_to_pb(r, &[])).collect() }))
+    }
+
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let records = self.shared.store.agents().await.map_err(store_status)?;
+        let core = self.shared.core.lock().await;
+        let agents = records
+            .into_iter()
+            .map(|r| {
+                let status = AgentName::parse("name", &r.name).ok().and_then(|n| core.agent_status(&n));
+                let (online, last_seen_ms, running) = status.unwrap_or((false, 0, Vec::new()));
+                pb::Agent {
+                    name: r.name,
+                    capabilities: Some(r.capabilities),
+                    online,
+                    last_seen_ms: last_seen_ms as i64,
+                    running_jobs: running.into_iter().map(|j| j.0).collect(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let id = run_id(req.get_ref().run_id)?;
+        if self.shared.store.run(id).await.map_err(store_status)?.is_none() {
+            return Err(Status::not_found(format!("no run {id}")));
+        }
+        let cancelled = self.shared.cancel(id).await?;
+        Ok(Response::new(pb::CancelRunResponse { cancelled }))
+    }
+
+    type FetchLogsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+    async fn fetch_logs(&self, req: Request<pb::FetchLogsRequest>) -> Result<Response<Self::FetchLogsStream>, Status> {
+        let req = req.into_inner();
+        let id = run_id(req.run_id)?;
+        if self.shared.store.run(id).await.map_err(store_status)?.is_none() {
+            return Err(Status::not_found(format!("no run {id}")));
+        }
+        let shared = self.shared.clone();
+        let mut changes = shared.runs_changed.subscribe();
+        let out = async_stream_acks(move |tx| async move {
+            let mut after = (0i64, 0i64);
+            let mut last_pass = false;
+            loop {
+                let batch = shared.store.logs(id, after, 1000).await.map_err(store_status)?;
+                let full = batch.len() == 1000;
+                for rec in batch {
+                    after = (rec.job_id, rec.line.seq as i64);
+                    let chunk = pb::LogChunk { job_id: rec.job_id as u64, stage: rec.stage, lines: vec![rec.line] };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if full {
+                    continue;
+                }
+                if last_pass || !req.follow {
+                    return Ok(());
+                }
+                let run = shared.store.run(id).await.map_err(store_status)?;
+                // After the run ended, read once more: lines committed just before the end are not missed.
+                last_pass = run.is_none_or(|r| matches!(r.state.as_str(), "succeeded" | "failed" | "cancelled"));
+                if !last_pass {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), changes.recv()).await;
+                }
+            }
+        });
+        Ok(Response::new(out))
+    }
+}

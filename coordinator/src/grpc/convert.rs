@@ -1,0 +1,55 @@
+//! Store records to wire messages.
+
+use phasegate_proto::pb;
+
+use crate::store::{JobRecord, RunRecord};
+
+pub(crate) fn run_to_pb(run: RunRecord, progress: &[(i64, pb::Progress)]) -> pb::Run {
+    pb::Run {
+        id: run.id as u64,
+        experiment: run.experiment,
+        phase: run.phase,
+        description: run.description,
+        state: run.state,
+        priority: run.priority,
+        created_ms: run.created_ms,
+        trigger: Some(pb::Trigger::from(&run.trigger)),
+        error: run.error,
+        jobs: run
+            .jobs
+            .into_iter()
+            .map(|j| {
+                let p = progress.iter().find(|(id, _)| *id == j.id).map(|(_, p)| *p);
+                job_to_pb(j, p)
+            })
+            .collect(),
+        verdict: run.verdict,
+        report: run.report,
+        evaluation_json: run.evaluation_json,
+    }
+}
+
+fn job_to_pb(job: JobRecord, progress: Option<pb::Progress>) -> pb::Job {
+    pb::Job {
+        id: job.id as u64,
+        stage: job.stage,
+        state: job.state,
+        attempts: job.attempt as u32,
+        agent: job.agent.unwrap_or_default(),
+        error: job.error,
+        metrics: job.metrics,
+        history: job
+            .history
+            .into_iter()
+            .map(|h| pb::AttemptRecord { attempt: h.attempt, agent: h.agent, outcome: h.outcome })
+            .collect(),
+        progress,
+        artifacts: job.artifacts,
+        result_json: job.result_json,
+    }
+}
+
+/// Progress of a job from its latest metric point: the step and the `loss` value when present.
+pub(crate) fn progress_of(point: &pb::MetricPoint) -> pb::Progress {
+    pb::Progress { step: point.step, loss: point.values.iter().find(|v| v.key == "loss").map(|v| v.value) }
+}

@@ -1,0 +1,9 @@
+//! tonic services: they convert wire types (in `phasegate_proto::domain`) and call the shell.
+
+mod agent;
+mod control;
+mod convert;
+mod upload;
+
+pub(crate) use agent::AgentApi;
+pub(crate) use control::ControlApi;

@@ -1,0 +1,32 @@
+//! The HTTP side port: `/healthz` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+
+use crate::metrics::Gauges;
+use crate::shell::Shared;
+use crate::store::Store;
+
+pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics::<S>)).with_state(shared)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics<S: Store>(State(shared): State<Arc<Shared<S>>>) -> String {
+    let gauges = {
+        let core = shared.core.lock().await;
+        Gauges {
+            queued: core.queued_jobs(),
+            leased: core.leased_jobs(),
+            agents_online: core.online_agents(),
+            agents_known: core.agents().count(),
+        }
+    };
+    shared.stats.render(&gauges)
+}

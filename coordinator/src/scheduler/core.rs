@@ -1,0 +1,555 @@
+//! The scheduler state and its event handlers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use phasegate_proto::domain::{
+    AgentCaps, AgentName, Epoch, JobId, JobState, Lease, Priority, Requirements, RunId, RunState, Stage,
+};
+
+use super::effects::{AttemptRecord, Effects, JobSnapshot, RunUpdate};
+use super::placement::fit_now;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CoreConfig {
+    pub lease_ttl_ms: u64,
+    pub max_attempts: u32,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self { lease_ttl_ms: 30_000, max_attempts: 3 }
+    }
+}
+
+/// A run as submitted (after the shell made it durable and assigned ids).
+#[derive(Debug, Clone)]
+pub(crate) struct NewRun {
+    pub id: RunId,
+    pub priority: Priority,
+    /// `(repo, pr)` of a pull-request run: a newer run with the same key supersedes this one.
+    pub pr_key: Option<(String, u64)>,
+    pub jobs: Vec<NewJob>,
+}
+
+/// A job of a run, in the state the store holds it (fresh, or restored after a restart).
+#[derive(Debug, Clone)]
+pub(crate) struct NewJob {
+    pub id: JobId,
+    pub stage: Stage,
+    pub depends_on: Vec<JobId>,
+    pub requires: Requirements,
+    pub state: JobState,
+    pub epoch: Epoch,
+    pub attempt: u32,
+    pub agent: Option<AgentName>,
+    pub gpu: Option<u32>,
+    pub history: Vec<AttemptRecord>,
+}
+
+/// Why an agent's report was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Rejection {
+    #[error("job {0} is not known or no longer active")]
+    UnknownJob(JobId),
+    #[error("stale lease for job {job}: epoch {given} is not the current epoch {current}")]
+    StaleEpoch { job: JobId, given: Epoch, current: Epoch },
+    #[error("job {job} is {state}, not leased")]
+    NotLeased { job: JobId, state: JobState },
+    #[error("agent {0} is not registered")]
+    UnknownAgent(AgentName),
+}
+
+#[derive(Debug)]
+struct Job {
+    run: RunId,
+    stage: Stage,
+    depends_on: Vec<JobId>,
+    requires: Requirements,
+    state: JobState,
+    epoch: Epoch,
+    attempt: u32,
+    agent: Option<AgentName>,
+    gpu: Option<u32>,
+    lease_expires_ms: u64,
+    error: String,
+    history: Vec<AttemptRecord>,
+}
+
+#[derive(Debug)]
+struct Run {
+    priority: Priority,
+    seq: u64,
+    pr_key: Option<(String, u64)>,
+    jobs: Vec<JobId>,
+    state: RunState,
+}
+
+#[derive(Debug)]
+struct Agent {
+    caps: AgentCaps,
+    last_seen_ms: u64,
+    online: bool,
+    running: BTreeSet<JobId>,
+}
+
+/// Result of a heartbeat.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct HeartbeatOutcome {
+    pub stop: Vec<JobId>,
+    pub reregister: bool,
+}
+
+/// The whole scheduling state. Holds active runs only; a run leaves the core when it ends.
+#[derive(Debug)]
+pub(crate) struct Core {
+    config: CoreConfig,
+    runs: HashMap<RunId, Run>,
+    jobs: HashMap<JobId, Job>,
+    agents: BTreeMap<AgentName, Agent>,
+    /// Queued jobs by (priority, submission order): the leasing order.
+    queue: BTreeSet<(Priority, u64, JobId)>,
+    next_seq: u64,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig) -> Self {
+        Self {
+            config,
+            runs: HashMap::new(),
+            jobs: HashMap::new(),
+            agents: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Agents known to the core, for placement checks and listings.
+    pub fn agents(&self) -> impl Iterator<Item = (&AgentName, &AgentCaps)> {
+        self.agents.iter().map(|(n, a)| (n, &a.caps))
+    }
+
+    pub fn agent_status(&self, name: &AgentName) -> Option<(bool, u64, Vec<JobId>)> {
+        self.agents.get(name).map(|a| (a.online, a.last_seen_ms, a.running.iter().copied().collect()))
+    }
+
+    pub fn is_active_run(&self, run: RunId) -> bool {
+        self.runs.contains_key(&run)
+    }
+
+    pub fn queued_jobs(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn leased_jobs(&self) -> usize {
+        self.jobs.values().filter(|j| j.state.is_leased()).count()
+    }
+
+    pub fn online_agents(&self) -> usize {
+        self.agents.values().filter(|a| a.online).count()
+    }
+
+    /// Adds a run. Restored jobs keep their state; leased ones get a fresh TTL so their agents can
+    /// re-attach after a coordinator restart.
+    pub fn on_run_submitted(&mut self, run: NewRun, now_ms: u64) -> Effects {
+        let mut effects = Effects::default();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut ids = Vec::with_capacity(run.jobs.len());
+        for j in run.jobs {
+            ids.push(j.id);
+            if j.state == JobState::Queued {
+                self.queue.insert((run.priority, seq, j.id));
+                effects.work_available = true;
+            }
+            if let (true, Some(agent)) = (j.state.is_leased(), &j.agent)
+                && let Some(a) = self.agents.get_mut(agent)
+            {
+                a.running.insert(j.id);
+            }
+            let job = Job {
+                run: run.id,
+                stage: j.stage,
+                depends_on: j.depends_on,
+                requires: j.requires,
+                state: j.state,
+                epoch: j.epoch,
+                attempt: j.attempt,
+                agent: j.agent,
+                gpu: j.gpu,
+                lease_expires_ms: now_ms + self.config.lease_ttl_ms,
+                error: String::new(),
+                history: j.history,
+            };
+            self.jobs.insert(j.id, job);
+        }
+        let state = RunState::Queued;
+        self.runs.insert(run.id, Run { priority: run.priority, seq, pr_key: run.pr_key, jobs: ids, state });
+        self.refresh_run(run.id, &mut effects);
+        effects
+    }
+
+    /// Cancels the active runs of the same pull request as `newer` (a newer push supersedes them).
+    pub fn supersede(&mut self, newer: RunId, pr_key: &(String, u64)) -> (Vec<RunId>, Effects) {
+        let older: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(id, r)| **id != newer && r.pr_key.as_ref() == Some(pr_key))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut effects = Effects::default();
+        for id in &older {
+            effects.merge(self.on_run_cancelled(*id, &format!("superseded by run {newer}")));
+        }
+        (older, effects)
+    }
+
+    /// Cancels every unfinished job of a run. Agents learn it at their next heartbeat.
+    pub fn on_run_cancelled(&mut self, run: RunId, reason: &str) -> Effects {
+        let mut effects = Effects::default();
+        let Some(r) = self.runs.get(&run) else { return effects };
+        for id in r.jobs.clone() {
+            if self.jobs.get(&id).is_some_and(|j| !j.state.is_terminal()) {
+                self.finish_job(id, JobState::Cancelled, reason, "cancelled", &mut effects);
+            }
+        }
+        self.refresh_run(run, &mut effects);
+        effects
+    }
+
+    /// Adds an agent known from before a restart: offline until it registers again, but counted
+    /// when deciding whether a job could ever be placed.
+    pub fn on_agent_restored(&mut self, name: AgentName, caps: AgentCaps, now_ms: u64) {
+        self.agents.insert(name, Agent { caps, last_seen_ms: now_ms, online: false, running: BTreeSet::new() });
+    }
+
+    /// Registers or re-attaches an agent. Reported jobs that are still its valid leases are kept;
+    /// the others must be stopped. Jobs the core thinks the agent runs but it did not report are lost.
+    pub fn on_agent_registered(
+        &mut self,
+        name: AgentName,
+        caps: AgentCaps,
+        reported: &[Lease],
+        now_ms: u64,
+    ) -> (Vec<JobId>, Effects) {
+        let mut effects = Effects::default();
+        let previous = self.agents.remove(&name).map(|a| a.running).unwrap_or_default();
+        self.agents.insert(name.clone(), Agent { caps, last_seen_ms: now_ms, online: true, running: BTreeSet::new() });
+        let mut stop = Vec::new();
+        for lease in reported {
+            if self.owns(&name, *lease) {
+                self.attach(&name, lease.job, now_ms);
+            } else {
+                stop.push(lease.job);
+            }
+        }
+        let reported_ids: BTreeSet<JobId> = reported.iter().map(|l| l.job).collect();
+        for lost in previous.difference(&reported_ids) {
+            self.lose_job(*lost, &format!("agent {name} restarted without it"), &mut effects);
+        }
+        effects.work_available = true;
+        (stop, effects)
+    }
+
+    /// Renews the leases an agent holds, updates its free VRAM and says which jobs it must stop.
+    pub fn on_heartbeat(
+        &mut self,
+        name: &AgentName,
+        free_vram: &[(u32, u64)],
+        reported: &[Lease],
+        now_ms: u64,
+    ) -> HeartbeatOutcome {
+        if !self.agents.contains_key(name) {
+            return HeartbeatOutcome { stop: Vec::new(), reregister: true };
+        }
+        let mut stop = Vec::new();
+        for lease in reported {
+            if self.owns(name, *lease) {
+                if let Some(j) = self.jobs.get_mut(&lease.job) {
+                    j.lease_expires_ms = now_ms + self.config.lease_ttl_ms;
+                }
+            } else {
+                stop.push(lease.job);
+            }
+        }
+        if let Some(agent) = self.agents.get_mut(name) {
+            agent.last_seen_ms = now_ms;
+            agent.online = true;
+            for (index, free) in free_vram {
+                if let Some(g) = agent.caps.gpus.iter_mut().find(|g| g.index == *index) {
+                    g.free_vram_mib = (*free).min(g.total_vram_mib);
+                }
+            }
+        }
+        HeartbeatOutcome { stop, reregister: false }
+    }
+
+    /// Leases the most urgent ready job that fits the agent now, if any.
+    pub fn on_lease_request(&mut self, name: &AgentName, now_ms: u64) -> Result<Option<(Lease, Effects)>, Rejection> {
+        let agent = self.agents.get(name).ok_or_else(|| Rejection::UnknownAgent(name.clone()))?;
+        if agent.running.len() >= agent.caps.max_jobs as usize {
+            return Ok(None);
+        }
+        let promised = self.promised_vram(name);
+        let mut chosen = None;
+        for &(prio, seq, id) in &self.queue {
+            let Some(job) = self.jobs.get(&id) else { continue };
+            if job.stage.runs_on_coordinator() || !self.deps_done(job) {
+                continue;
+            }
+            if let Some(gpu) = fit_now(&job.requires, &agent.caps, &promised) {
+                chosen = Some(((prio, seq, id), gpu));
+                break;
+            }
+        }
+        let Some((key, gpu)) = chosen else { return Ok(None) };
+        self.queue.remove(&key);
+        let id = key.2;
+        let ttl = self.config.lease_ttl_ms;
+        let Some(job) = self.jobs.get_mut(&id) else { return Ok(None) };
+        job.state = JobState::Leased;
+        job.epoch = Epoch(job.epoch.0 + 1);
+        job.attempt += 1;
+        job.agent = Some(name.clone());
+        job.gpu = gpu;
+        job.lease_expires_ms = now_ms + ttl;
+        let lease = Lease { job: id, epoch: job.epoch };
+        let run = job.run;
+        if let Some(a) = self.agents.get_mut(name) {
+            a.running.insert(id);
+        }
+        let mut effects = Effects::default();
+        self.snapshot(id, &mut effects);
+        self.refresh_run(run, &mut effects);
+        Ok(Some((lease, effects)))
+    }
+
+    /// Checks that a report carries the current lease of an active job.
+    pub fn check_lease(&self, lease: Lease) -> Result<(RunId, Stage), Rejection> {
+        let job = self.jobs.get(&lease.job).ok_or(Rejection::UnknownJob(lease.job))?;
+        if job.epoch != lease.epoch {
+            return Err(Rejection::StaleEpoch { job: lease.job, given: lease.epoch, current: job.epoch });
+        }
+        if !job.state.is_leased() {
+            return Err(Rejection::NotLeased { job: lease.job, state: job.state });
+        }
+        Ok((job.run, job.stage))
+    }
+
+    pub fn on_job_started(&mut self, lease: Lease, now_ms: u64) -> Result<Effects, Rejection> {
+        self.check_lease(lease)?;
+        let mut effects = Effects::default();
+        if let Some(job) = self.jobs.get_mut(&lease.job) {
+            job.lease_expires_ms = now_ms + self.config.lease_ttl_ms;
+            if job.state == JobState::Leased {
+                job.state = JobState::Running;
+                self.snapshot(lease.job, &mut effects);
+            }
+        }
+        Ok(effects)
+    }
+
+    /// Completes a job. Its dependents become ready, or are cancelled when it failed.
+    pub fn on_job_completed(&mut self, lease: Lease, success: bool, error: &str) -> Result<Effects, Rejection> {
+        let (run, _) = self.check_lease(lease)?;
+        let mut effects = Effects::default();
+        let (state, outcome) = if success { (JobState::Succeeded, "succeeded") } else { (JobState::Failed, "failed") };
+        self.finish_job(lease.job, state, error, outcome, &mut effects);
+        if success {
+            effects.work_available = true;
+        }
+        self.refresh_run(run, &mut effects);
+        Ok(effects)
+    }
+
+    /// Expires leases whose TTL passed (requeue, or fail after `max_attempts`) and marks silent agents
+    /// offline.
+    pub fn on_tick(&mut self, now_ms: u64) -> Effects {
+        let mut effects = Effects::default();
+        let expired: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state.is_leased() && j.lease_expires_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let agent = self.jobs.get(&id).and_then(|j| j.agent.clone()).map(|a| a.to_string()).unwrap_or_default();
+            self.lose_job(id, &format!("lease expired on agent {agent}"), &mut effects);
+        }
+        let ttl = self.config.lease_ttl_ms;
+        for agent in self.agents.values_mut() {
+            if agent.online && agent.last_seen_ms + ttl <= now_ms {
+                agent.online = false;
+            }
+        }
+        effects
+    }
+
+    /// A leased job whose agent is gone: requeue it, or fail it with the attempts' history.
+    fn lose_job(&mut self, id: JobId, why: &str, effects: &mut Effects) {
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        if !job.state.is_leased() {
+            return;
+        }
+        let agent = job.agent.take();
+        job.history.push(AttemptRecord {
+            attempt: job.attempt,
+            agent: agent.as_ref().map(ToString::to_string).unwrap_or_default(),
+            outcome: why.to_owned(),
+        });
+        if let Some(a) = agent.as_ref().and_then(|a| self.agents.get_mut(a)) {
+            a.running.remove(&id);
+        }
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        let run = job.run;
+        if job.attempt >= self.config.max_attempts {
+            let attempts: Vec<String> =
+                job.history.iter().map(|h| format!("attempt {} on {}: {}", h.attempt, h.agent, h.outcome)).collect();
+            let error = format!("agent lost after {} attempts ({})", job.attempt, attempts.join("; "));
+            job.state = JobState::Failed;
+            job.gpu = None;
+            job.error = error;
+            self.snapshot(id, effects);
+            self.refresh_run(run, effects);
+        } else {
+            job.state = JobState::Queued;
+            job.gpu = None;
+            let key = self.runs.get(&run).map(|r| (r.priority, r.seq, id));
+            if let Some(key) = key {
+                self.queue.insert(key);
+            }
+            effects.work_available = true;
+            self.snapshot(id, effects);
+            self.refresh_run(run, effects);
+        }
+    }
+
+    fn finish_job(&mut self, id: JobId, state: JobState, error: &str, outcome: &str, effects: &mut Effects) {
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        if job.state == JobState::Queued {
+            let key = self.runs.get(&job.run).map(|r| (r.priority, r.seq, id));
+            if let Some(key) = key {
+                self.queue.remove(&key);
+            }
+        }
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        if job.state.is_leased() {
+            job.history.push(AttemptRecord {
+                attempt: job.attempt,
+                agent: job.agent.as_ref().map(ToString::to_string).unwrap_or_default(),
+                outcome: outcome.to_owned(),
+            });
+        }
+        job.state = state;
+        job.error = error.to_owned();
+        if let Some(agent) = job.agent.clone()
+            && let Some(a) = self.agents.get_mut(&agent)
+        {
+            a.running.remove(&id);
+        }
+        self.snapshot(id, effects);
+    }
+
+    /// Recomputes a run's state from its jobs; cascades failure to unfinished jobs; drops ended runs.
+    fn refresh_run(&mut self, run_id: RunId, effects: &mut Effects) {
+        let Some(run) = self.runs.get(&run_id) else { return };
+        let job_ids = run.jobs.clone();
+        let states: Vec<(JobId, JobState, String, Stage)> = job_ids
+            .iter()
+            .filter_map(|id| self.jobs.get(id).map(|j| (*id, j.state, j.error.clone(), j.stage)))
+            .collect();
+        if let Some((_, _, err, stage)) = states.iter().find(|s| s.1 == JobState::Failed) {
+            let reason = format!("skipped: stage {} failed", stage.as_str());
+            let error = format!("stage {} failed: {err}", stage.as_str());
+            for (id, state, _, _) in &states {
+                if !state.is_terminal() {
+                    self.finish_job(*id, JobState::Cancelled, &reason, "cancelled", effects);
+                }
+            }
+            return self.end_run(run_id, RunState::Failed, error, effects);
+        }
+        let new_state = if states.iter().all(|s| s.1 == JobState::Succeeded) {
+            RunState::Succeeded
+        } else if states.iter().all(|s| s.1.is_terminal()) {
+            let reason = states.iter().find(|s| s.1 == JobState::Cancelled).map(|s| s.2.clone()).unwrap_or_default();
+            return self.end_run(run_id, RunState::Cancelled, reason, effects);
+        } else if states.iter().any(|s| s.1 != JobState::Queued) {
+            RunState::Running
+        } else {
+            RunState::Queued
+        };
+        if new_state.is_terminal() {
+            return self.end_run(run_id, new_state, String::new(), effects);
+        }
+        if let Some(run) = self.runs.get_mut(&run_id)
+            && run.state != new_state
+        {
+            run.state = new_state;
+            effects.runs.insert(run_id, RunUpdate { state: new_state, error: String::new() });
+        }
+    }
+
+    fn end_run(&mut self, run_id: RunId, state: RunState, error: String, effects: &mut Effects) {
+        if let Some(run) = self.runs.remove(&run_id) {
+            for id in run.jobs {
+                self.jobs.remove(&id);
+                self.queue.remove(&(run.priority, run.seq, id));
+            }
+        }
+        effects.runs.insert(run_id, RunUpdate { state, error });
+    }
+
+    fn owns(&self, agent: &AgentName, lease: Lease) -> bool {
+        self.jobs
+            .get(&lease.job)
+            .is_some_and(|j| j.epoch == lease.epoch && j.state.is_leased() && j.agent.as_ref() == Some(agent))
+    }
+
+    fn attach(&mut self, agent: &AgentName, job: JobId, now_ms: u64) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.lease_expires_ms = now_ms + self.config.lease_ttl_ms;
+        }
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.running.insert(job);
+        }
+    }
+
+    fn deps_done(&self, job: &Job) -> bool {
+        // Dependencies that already left the core belong to an ended run; this job would be gone too.
+        job.depends_on.iter().all(|d| self.jobs.get(d).is_some_and(|j| j.state == JobState::Succeeded))
+    }
+
+    fn promised_vram(&self, agent: &AgentName) -> Vec<u64> {
+        let Some(a) = self.agents.get(agent) else { return Vec::new() };
+        let mut promised = vec![0; a.caps.gpus.len()];
+        for id in &a.running {
+            let Some(job) = self.jobs.get(id) else { continue };
+            if let Some(pos) = job.gpu.and_then(|g| a.caps.gpus.iter().position(|x| x.index == g)) {
+                promised[pos] += job.requires.vram_mib;
+            }
+        }
+        promised
+    }
+
+    #[cfg(test)]
+    pub fn promised_vram_for_test(&self, agent: &AgentName) -> Vec<u64> {
+        self.promised_vram(agent)
+    }
+
+    fn snapshot(&self, id: JobId, effects: &mut Effects) {
+        let Some(j) = self.jobs.get(&id) else { return };
+        effects.jobs.insert(
+            id,
+            JobSnapshot {
+                id,
+                run: j.run,
+                state: j.state,
+                epoch: j.epoch,
+                attempt: j.attempt,
+                agent: j.agent.clone(),
+                gpu: j.gpu,
+                error: j.error.clone(),
+                history: j.history.clone(),
+            },
+        );
+    }
+}

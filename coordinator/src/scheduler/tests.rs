@@ -1,0 +1,289 @@
+//! Scenario and property tests of the scheduling core: no runtime, no sleeps, time passed in.
+
+use std::collections::{BTreeSet, HashMap};
+
+use proptest::prelude::*;
+
+use phasegate_proto::domain::{
+    AgentCaps, AgentName, Epoch, GpuInfo, JobId, JobState, Lease, Priority, Requirements, RunId, RunState, Stage,
+};
+
+use super::{Core, CoreConfig, NewJob, NewRun, Rejection};
+
+const TTL: u64 = 1_000;
+
+fn core() -> Core {
+    Core::new(CoreConfig { lease_ttl_ms: TTL, max_attempts: 3 })
+}
+
+fn name(s: &str) -> AgentName {
+    AgentName::parse("name", s).unwrap()
+}
+
+fn gpu_agent(total: u64, max_jobs: u32) -> AgentCaps {
+    AgentCaps {
+        gpus: vec![GpuInfo { index: 0, name: "RTX 3050".into(), total_vram_mib: total, free_vram_mib: total }],
+        labels: BTreeSet::new(),
+        max_jobs,
+    }
+}
+
+fn job(id: u64, stage: Stage, deps: &[u64], vram: u64) -> NewJob {
+    NewJob {
+        id: JobId(id),
+        stage,
+        depends_on: deps.iter().map(|d| JobId(*d)).collect(),
+        requires: Requirements { gpu: vram > 0, vram_mib: vram, labels: BTreeSet::new() },
+        state: JobState::Queued,
+        epoch: Epoch(0),
+        attempt: 0,
+        agent: None,
+        gpu: None,
+        history: Vec::new(),
+    }
+}
+
+fn run(id: u64, priority: Priority, jobs: Vec<NewJob>) -> NewRun {
+    NewRun { id: RunId(id), priority, pr_key: None, jobs }
+}
+
+fn lease(core: &mut Core, agent: &str, now: u64) -> Option<Lease> {
+    core.on_lease_request(&name(agent), now).unwrap().map(|(l, _)| l)
+}
+
+#[test]
+fn a_job_is_leased_once_and_completes_its_run() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 0);
+    c.on_agent_registered(name("b"), gpu_agent(4096, 2), &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let l = lease(&mut c, "a", 1).unwrap();
+    assert_eq!(l, Lease { job: JobId(1), epoch: Epoch(1) });
+    assert_eq!(lease(&mut c, "b", 1), None, "the same job must not be leased twice");
+    let effects = c.on_job_completed(l, true, "").unwrap();
+    assert_eq!(effects.jobs[&JobId(1)].state, JobState::Succeeded);
+    assert_eq!(effects.runs[&RunId(1)].state, RunState::Succeeded);
+    assert!(!c.is_active_run(RunId(1)));
+}
+
+#[test]
+fn expired_lease_requeues_with_next_attempt_then_fails_with_history() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let mut now = 0;
+    for attempt in 1..=3u32 {
+        let l = lease(&mut c, "a", now).unwrap();
+        assert_eq!(l.epoch, Epoch(u64::from(attempt)));
+        now += TTL + 1;
+        let effects = c.on_tick(now);
+        let snap = &effects.jobs[&JobId(1)];
+        assert_eq!(snap.attempt, attempt);
+        if attempt < 3 {
+            assert_eq!(snap.state, JobState::Queued);
+            assert!(effects.work_available);
+        } else {
+            assert_eq!(snap.state, JobState::Failed);
+            assert!(snap.error.starts_with("agent lost after 3 attempts"), "{}", snap.error);
+            assert_eq!(snap.history.len(), 3);
+            assert_eq!(effects.runs[&RunId(1)].state, RunState::Failed);
+        }
+    }
+}
+
+#[test]
+fn heartbeat_keeps_a_lease_alive() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let l = lease(&mut c, "a", 0).unwrap();
+    for t in (500..5_000).step_by(500) {
+        assert!(c.on_heartbeat(&name("a"), &[], &[l], t).stop.is_empty());
+        assert!(c.on_tick(t).is_empty(), "a renewed lease must not expire at {t}");
+    }
+}
+
+#[test]
+fn stale_epoch_changes_nothing() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), &[], 0);
+    c.on_agent_registered(name("b"), gpu_agent(4096, 1), &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let old = lease(&mut c, "a", 0).unwrap();
+    c.on_tick(TTL + 1);
+    let new = lease(&mut c, "b", TTL + 2).unwrap();
+    assert_eq!(new.epoch, Epoch(2));
+    let err = c.on_job_completed(old, true, "").unwrap_err();
+    assert_eq!(err, Rejection::StaleEpoch { job: JobId(1), given: Epoch(1), current: Epoch(2) });
+    assert!(c.on_job_started(old, TTL + 3).is_err());
+    // The old agent is told to stop the job it no longer owns.
+    assert_eq!(c.on_heartbeat(&name("a"), &[], &[old], TTL + 4).stop, vec![JobId(1)]);
+    // The current holder is unaffected.
+    assert!(c.on_job_completed(new, true, "").is_ok());
+}
+
+#[test]
+fn priorities_pr_then_nightly_then_manual_fifo_within() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 10), &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    c.on_run_submitted(run(2, Priority::Nightly, vec![job(2, Stage::Finetune, &[], 0)]), 0);
+    c.on_run_submitted(run(3, Priority::Pr, vec![job(3, Stage::Finetune, &[], 0)]), 0);
+    c.on_run_submitted(run(4, Priority::Pr, vec![job(4, Stage::Finetune, &[], 0)]), 0);
+    let order: Vec<u64> = (0..4).map(|_| lease(&mut c, "a", 1).unwrap().job.0).collect();
+    assert_eq!(order, [3, 4, 2, 1]);
+}
+
+#[test]
+fn dependent_stage_waits_and_is_cancelled_when_its_dependency_fails() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 0);
+    c.on_run_submitted(
+        run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0), job(2, Stage::Eval, &[1], 0)]),
+        0,
+    );
+    let l = lease(&mut c, "a", 0).unwrap();
+    assert_eq!(l.job, JobId(1));
+    assert_eq!(lease(&mut c, "a", 0), None, "eval must wait for finetune");
+    let effects = c.on_job_completed(l, false, "command exited with status 1").unwrap();
+    assert_eq!(effects.jobs[&JobId(2)].state, JobState::Cancelled);
+    let run = &effects.runs[&RunId(1)];
+    assert_eq!(run.state, RunState::Failed);
+    assert!(run.error.contains("stage finetune failed"), "{}", run.error);
+}
+
+#[test]
+fn placement_respects_free_vram_and_promises() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 2500)]), 0);
+    c.on_run_submitted(run(2, Priority::Manual, vec![job(2, Stage::Finetune, &[], 2500)]), 0);
+    assert!(lease(&mut c, "a", 0).is_some());
+    assert_eq!(lease(&mut c, "a", 0), None, "2500 + 2500 MiB does not fit a 4096 MiB GPU");
+    // Another process took memory: even a small job no longer fits.
+    c.on_heartbeat(&name("a"), &[(0, 1000)], &[], 1);
+    c.on_run_submitted(run(3, Priority::Pr, vec![job(3, Stage::Finetune, &[], 100)]), 1);
+    assert_eq!(lease(&mut c, "a", 1), None);
+}
+
+#[test]
+fn reregistration_keeps_owned_leases_and_stops_the_rest() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let l = lease(&mut c, "a", 0).unwrap();
+    let foreign = Lease { job: JobId(99), epoch: Epoch(1) };
+    let (stop, effects) = c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[l, foreign], 10);
+    assert_eq!(stop, vec![JobId(99)]);
+    assert!(effects.jobs.is_empty(), "the kept lease changes nothing durable");
+    assert!(c.on_job_completed(l, true, "").is_ok());
+}
+
+#[test]
+fn agent_restarting_without_its_job_requeues_it() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    lease(&mut c, "a", 0).unwrap();
+    let (_, effects) = c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 10);
+    assert_eq!(effects.jobs[&JobId(1)].state, JobState::Queued);
+    assert_eq!(lease(&mut c, "a", 11).unwrap().epoch, Epoch(2));
+}
+
+#[test]
+fn newer_pr_run_supersedes_older() {
+    let mut c = core();
+    let key = ("owner/repo".to_owned(), 7);
+    let mut older = run(1, Priority::Pr, vec![job(1, Stage::Finetune, &[], 0)]);
+    older.pr_key = Some(key.clone());
+    c.on_run_submitted(older, 0);
+    let mut newer = run(2, Priority::Pr, vec![job(2, Stage::Finetune, &[], 0)]);
+    newer.pr_key = Some(key.clone());
+    c.on_run_submitted(newer, 1);
+    let (superseded, effects) = c.supersede(RunId(2), &key);
+    assert_eq!(superseded, vec![RunId(1)]);
+    assert_eq!(effects.runs[&RunId(1)].state, RunState::Cancelled);
+    assert!(effects.runs[&RunId(1)].error.contains("superseded by run 2"));
+    assert!(c.is_active_run(RunId(2)));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Lease(usize),
+    Complete(usize, bool),
+    Heartbeat(usize),
+    Tick(u64),
+    Submit(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3usize).prop_map(Op::Lease),
+        (0..3usize, any::<bool>()).prop_map(|(a, s)| Op::Complete(a, s)),
+        (0..3usize).prop_map(Op::Heartbeat),
+        (1..1500u64).prop_map(Op::Tick),
+        (0..3000u64).prop_map(Op::Submit),
+    ]
+}
+
+proptest! {
+    /// Whatever agents, expiries and completions happen: a job is never held by two agents at once,
+    /// a GPU is never promised more than its free VRAM, and a stale report never changes anything.
+    #[test]
+    fn leases_are_exclusive_and_vram_never_overcommitted(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut c = core();
+        let agents = ["a", "b", "c"];
+        for a in agents {
+            c.on_agent_registered(name(a), gpu_agent(4096, 3), &[], 0);
+        }
+        let mut now = 0u64;
+        let mut next_id = 1u64;
+        // Every lease ever granted, and which agent holds which job now (per the leases granted).
+        let mut held: HashMap<JobId, (usize, Lease, u64)> = HashMap::new();
+        let mut stale: Vec<Lease> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Submit(vram) => {
+                    c.on_run_submitted(run(next_id, Priority::Manual, vec![job(next_id, Stage::Finetune, &[], vram)]), now);
+                    next_id += 1;
+                }
+                Op::Lease(a) => {
+                    if let Some(l) = lease(&mut c, agents[a], now)
+                        && let Some((_, old, _)) = held.insert(l.job, (a, l, 0)) {
+                            stale.push(old);
+                        }
+                }
+                Op::Complete(a, ok) => {
+                    if let Some((&job, &(_, l, _))) = held.iter().find(|(_, (h, _, _))| *h == a)
+                        && c.on_job_completed(l, ok, "").is_ok() {
+                            held.remove(&job);
+                        }
+                }
+                Op::Heartbeat(a) => {
+                    let mine: Vec<Lease> = held.values().filter(|(h, _, _)| *h == a).map(|(_, l, _)| *l).collect();
+                    c.on_heartbeat(&name(agents[a]), &[], &mine, now);
+                }
+                Op::Tick(dt) => {
+                    now += dt;
+                    c.on_tick(now);
+                }
+            }
+            for l in &stale {
+                prop_assert!(c.check_lease(*l).is_err(), "a stale lease was accepted");
+            }
+            // Exclusivity: the core's view has each active job on at most one agent.
+            let mut seen = BTreeSet::new();
+            for a in agents {
+                if let Some((_, _, running)) = c.agent_status(&name(a)) {
+                    for j in running {
+                        prop_assert!(seen.insert(j), "job {j} held by two agents");
+                    }
+                }
+            }
+            for a in agents {
+                let promised = c.promised_vram_for_test(&name(a));
+                prop_assert!(promised.iter().all(|p| *p <= 4096), "overcommitted: {promised:?}");
+            }
+        }
+    }
+}

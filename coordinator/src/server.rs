@@ -1,0 +1,133 @@
+//! Serving: the caller hands in bound listeners and a shutdown signal (tests bind `127.0.0.1:0`).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use phasegate_proto::MAX_MESSAGE_BYTES;
+use phasegate_proto::pb::agent_service_server::AgentServiceServer;
+use phasegate_proto::pb::control_service_server::ControlServiceServer;
+
+use crate::artifacts::ArtifactStore;
+use crate::auth::{AccessFile, RequireToken};
+use crate::grpc::{AgentApi, ControlApi};
+use crate::shell::{Shared, ShellConfig};
+use crate::store::SqliteStore;
+
+/// Everything `phasegate serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub shell: ShellConfig,
+    /// PEM certificate and key; TLS is on when both are set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to create data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Access(#[from] crate::auth::AccessError),
+    #[error(transparent)]
+    Artifacts(#[from] crate::artifacts::ArtifactError),
+    #[error("failed to read TLS file {path}: {source}")]
+    Tls { path: PathBuf, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("failed to read the listener address: {0}")]
+    Addr(std::io::Error),
+}
+
+/// Opens the data dir (database, artifacts, access file) and serves gRPC on `grpc` and HTTP on
+/// `http` until `shutdown` resolves. Returns the access file it wrote.
+pub async fn run(
+    config: ServeConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (shared, access) = open(&config, &grpc).await?;
+    let grpc_addr = grpc.local_addr().map_err(ServeError::Addr)?;
+    tracing::info!(grpc = %grpc_addr, data_dir = %config.data_dir.display(), "coordinator listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let ticker = tokio::spawn(tick_loop(shared.clone(), stop_rx.clone()));
+    let http_router = crate::http::router(shared.clone());
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        let _ = axum::serve(http, http_router)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+
+    let agent = AgentServiceServer::new(AgentApi { shared: shared.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let control = ControlServiceServer::new(ControlApi { shared: shared.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let agent =
+        tonic::service::interceptor::InterceptedService::new(agent, RequireToken::new(&access.agent_token, "agent"));
+    let control = tonic::service::interceptor::InterceptedService::new(
+        control,
+        RequireToken::new(&access.client_token, "client"),
+    );
+
+    let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(20)));
+    if let Some((cert, key)) = &config.tls {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|source| ServeError::Tls { path: p.clone(), source });
+        builder = builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)))?;
+    }
+    let mut grpc_stop = stop_rx;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    builder
+        .add_service(agent)
+        .add_service(control)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    ticker.abort();
+    let _ = http_task.await;
+    Ok(())
+}
+
+async fn open(config: &ServeConfig, grpc: &TcpListener) -> Result<(Arc<Shared<SqliteStore>>, AccessFile), ServeError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir { path: dir.clone(), source })?;
+    let addr = grpc.local_addr().map_err(ServeError::Addr)?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let access = AccessFile::load_or_create(&dir.join("access.toml"), &format!("{scheme}://{addr}"))?;
+    let store = SqliteStore::open(&dir.join("phasegate.db")).await?;
+    let artifacts = ArtifactStore::open(dir.join("artifacts"))?;
+    let shared = Shared::restore(store, artifacts, config.shell.clone()).await?;
+    Ok((shared, access))
+}
+
+async fn tick_loop<S: crate::store::Store>(shared: Arc<Shared<S>>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if let Err(e) = shared.tick().await {
+                    tracing::warn!(error = %e, "lease expiry pass failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

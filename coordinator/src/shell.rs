@@ -1,0 +1,407 @@
+//! The async shell around the scheduling core: read → decide (core) → write (store) → acknowledge.
+//!
+//! One `tokio::sync::Mutex` guards the core and is held across the store write, so the store sees
+//! state changes in the order the core made them. If a write fails, the in-memory core may be ahead
+//! of the store; the shell then rebuilds the core from the store, which is the source of truth.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Mutex, Notify, broadcast};
+use tonic::Status;
+
+use phasegate_proto::domain::{
+    AgentCaps, AgentName, Epoch, JobId, JobState, Lease, Priority, RunId, RunState, Stage, Trigger,
+};
+use phasegate_proto::pb;
+use phasegate_proto::spec::{PhaseSpec, StageWork};
+
+use crate::artifacts::ArtifactStore;
+use crate::metrics::Stats;
+use crate::scheduler::{Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection, unplaceable};
+use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError};
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(crate) fn store_status(e: StoreError) -> Status {
+    tracing::error!(error = %e, "store failure");
+    Status::unavailable(format!("coordinator store failure: {e}"))
+}
+
+pub(crate) fn rejection_status(r: Rejection) -> Status {
+    match r {
+        Rejection::UnknownAgent(_) => Status::failed_precondition(format!("{r}; register first")),
+        _ => Status::failed_precondition(r.to_string()),
+    }
+}
+
+/// Settings of a running coordinator.
+#[derive(Debug, Clone)]
+pub struct ShellConfig {
+    pub core: CoreConfigPublic,
+    pub heartbeat_interval: Duration,
+    pub artifact_limit_bytes: u64,
+    pub bundle_limit_bytes: u64,
+}
+
+/// The scheduling limits users can set.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreConfigPublic {
+    pub lease_ttl: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        Self {
+            core: CoreConfigPublic { lease_ttl: Duration::from_secs(30), max_attempts: 3 },
+            heartbeat_interval: Duration::from_secs(5),
+            artifact_limit_bytes: 8 << 30,
+            bundle_limit_bytes: 512 << 20,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared<S> {
+    pub core: Mutex<Core>,
+    pub store: S,
+    pub artifacts: ArtifactStore,
+    pub work: Notify,
+    pub runs_changed: broadcast::Sender<RunId>,
+    pub stats: Stats,
+    pub config: ShellConfig,
+    lease_started: std::sync::Mutex<HashMap<JobId, Instant>>,
+}
+
+impl<S: Store> Shared<S> {
+    /// Builds the shell and restores the core from the store (after a restart: every active run,
+    /// its jobs with their epochs and attempts, and the agents known before).
+    pub async fn restore(store: S, artifacts: ArtifactStore, config: ShellConfig) -> Result<Arc<Self>, StoreError> {
+        let core = Self::load_core(&store, &config).await?;
+        let (runs_changed, _) = broadcast::channel(1024);
+        Ok(Arc::new(Self {
+            core: Mutex::new(core),
+            store,
+            artifacts,
+            work: Notify::new(),
+            runs_changed,
+            stats: Stats::default(),
+            config,
+            lease_started: std::sync::Mutex::new(HashMap::new()),
+        }))
+    }
+
+    async fn load_core(store: &S, config: &ShellConfig) -> Result<Core, StoreError> {
+        let now = now_ms();
+        let mut core = Core::new(CoreConfig {
+            lease_ttl_ms: config.core.lease_ttl.as_millis() as u64,
+            max_attempts: config.core.max_attempts,
+        });
+        for agent in store.agents().await? {
+            let (Ok(name), Ok(caps)) =
+                (AgentName::parse("name", &agent.name), AgentCaps::try_from(&agent.capabilities))
+            else {
+                continue;
+            };
+            core.on_agent_restored(name, caps, now);
+        }
+        for run in store.active_runs().await? {
+            let priority: Priority = run.priority.parse().unwrap_or(Priority::Manual);
+            let pr_key = run.trigger.pr.map(|pr| (run.trigger.repo.clone(), pr));
+            let jobs = run.jobs.iter().map(restored_job).collect::<Result<Vec<_>, _>>()?;
+            core.on_run_submitted(NewRun { id: RunId(run.id as u64), priority, pr_key, jobs }, now);
+        }
+        Ok(core)
+    }
+
+    /// Persists what an event changed, then wakes waiting agents and watchers. On a store failure the
+    /// core is rebuilt from the store so it never runs ahead of what is durable.
+    pub async fn commit(&self, core: &mut Core, effects: &Effects, result: &JobResult) -> Result<(), Status> {
+        if effects.is_empty() && result.job.is_none() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.apply(effects, result, now_ms() as i64).await {
+            if let Ok(fresh) = Self::load_core(&self.store, &self.config).await {
+                *core = fresh;
+            }
+            return Err(store_status(e));
+        }
+        self.after_commit(effects);
+        Ok(())
+    }
+
+    fn after_commit(&self, effects: &Effects) {
+        if effects.work_available {
+            self.work.notify_waiters();
+        }
+        let mut runs: Vec<RunId> = effects.runs.keys().copied().collect();
+        runs.extend(effects.jobs.values().map(|j| j.run));
+        runs.sort();
+        runs.dedup();
+        for run in runs {
+            let _ = self.runs_changed.send(run);
+        }
+        for job in effects.jobs.values() {
+            if job.state.is_terminal() {
+                let started = self.lease_started.lock().ok().and_then(|mut m| m.remove(&job.id));
+                self.stats.job_finished(job.state, started.map(|s| s.elapsed()));
+            } else if job.state == JobState::Leased
+                && let Ok(mut m) = self.lease_started.lock()
+            {
+                m.insert(job.id, Instant::now());
+            }
+        }
+    }
+
+    pub async fn submit(
+        &self,
+        spec_toml: &str,
+        spec_path: &str,
+        bundle_sha256: String,
+        trigger: Trigger,
+    ) -> Result<(RunId, Vec<RunId>), Status> {
+        let spec = PhaseSpec::parse(spec_toml, spec_path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !bundle_sha256.is_empty() && !self.store.artifact_known(&bundle_sha256).await.map_err(store_status)? {
+            return Err(Status::invalid_argument(format!(
+                "bundle_sha256: no uploaded source bundle has digest {bundle_sha256}"
+            )));
+        }
+        let plans = spec.stages();
+        let mut core = self.core.lock().await;
+        let unfit = plans.iter().find_map(|p| unplaceable(&p.requires, core.agents()));
+        let mut jobs = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let depends_on = plan.depends_on.iter().filter_map(|d| plans.iter().position(|p| p.stage == *d)).collect();
+            jobs.push(NewJobRecord {
+                stage: plan.stage,
+                depends_on,
+                requires: pb::Requirements::from(&plan.requires),
+                work: assignment_template(&plan.work, plan.stage, &bundle_sha256),
+            });
+        }
+        let record = NewRunRecord {
+            experiment: spec.experiment.clone(),
+            phase: spec.phase.clone(),
+            description: spec.description.clone(),
+            priority: spec.priority,
+            spec_toml: spec_toml.to_owned(),
+            spec_path: spec_path.to_owned(),
+            bundle_sha256,
+            trigger: trigger.clone(),
+            created_ms: now_ms() as i64,
+            state: if unfit.is_some() { RunState::Failed } else { RunState::Queued },
+            error: unfit.clone().unwrap_or_default(),
+            jobs,
+        };
+        let (run_id, job_ids) = self.store.insert_run(&record).await.map_err(store_status)?;
+        self.stats.run_submitted();
+        if unfit.is_some() {
+            let _ = self.runs_changed.send(run_id);
+            return Ok((run_id, Vec::new()));
+        }
+        let pr_key = trigger.pr.map(|pr| (trigger.repo.clone(), pr));
+        let new_jobs = plans
+            .iter()
+            .zip(&job_ids)
+            .map(|(plan, id)| NewJob {
+                id: *id,
+                stage: plan.stage,
+                depends_on: plan
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| plans.iter().position(|p| p.stage == *d).map(|i| job_ids[i]))
+                    .collect(),
+                requires: plan.requires.clone(),
+                state: JobState::Queued,
+                epoch: Epoch(0),
+                attempt: 0,
+                agent: None,
+                gpu: None,
+                history: Vec::new(),
+            })
+            .collect();
+        let mut effects = core.on_run_submitted(
+            NewRun { id: run_id, priority: spec.priority, pr_key: pr_key.clone(), jobs: new_jobs },
+            now_ms(),
+        );
+        let mut superseded = Vec::new();
+        if let Some(key) = &pr_key {
+            let (older, cancel_effects) = core.supersede(run_id, key);
+            superseded = older;
+            effects.merge(cancel_effects);
+        }
+        self.commit(&mut core, &effects, &JobResult::default()).await?;
+        Ok((run_id, superseded))
+    }
+
+    pub async fn cancel(&self, run: RunId) -> Result<bool, Status> {
+        let mut core = self.core.lock().await;
+        if !core.is_active_run(run) {
+            return Ok(false);
+        }
+        let effects = core.on_run_cancelled(run, "cancelled by user");
+        self.commit(&mut core, &effects, &JobResult::default()).await?;
+        Ok(true)
+    }
+
+    pub async fn register(
+        &self,
+        name: AgentName,
+        caps_pb: pb::Capabilities,
+        running: &[Lease],
+    ) -> Result<Vec<JobId>, Status> {
+        let caps = AgentCaps::try_from(&caps_pb).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let record = AgentRecord { name: name.to_string(), capabilities: caps_pb, registered_ms: now_ms() as i64 };
+        self.store.upsert_agent(&record).await.map_err(store_status)?;
+        let mut core = self.core.lock().await;
+        let (stop, effects) = core.on_agent_registered(name, caps, running, now_ms());
+        self.commit(&mut core, &effects, &JobResult::default()).await?;
+        self.work.notify_waiters();
+        Ok(stop)
+    }
+
+    pub async fn heartbeat(&self, name: &AgentName, free: &[(u32, u64)], running: &[Lease]) -> HeartbeatOutcome {
+        let outcome = self.core.lock().await.on_heartbeat(name, free, running, now_ms());
+        // Free VRAM may have grown: waiting lease requests should look again.
+        self.work.notify_waiters();
+        outcome
+    }
+
+    /// Long-poll lease: waits up to `wait` for a job this agent fits.
+    pub async fn lease(&self, name: &AgentName, wait: Duration) -> Result<Option<pb::Assignment>, Status> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut core = self.core.lock().await;
+                if let Some((lease, effects)) = core.on_lease_request(name, now_ms()).map_err(rejection_status)? {
+                    self.commit(&mut core, &effects, &JobResult::default()).await?;
+                    let gpu = effects.jobs.get(&lease.job).and_then(|j| j.gpu);
+                    let attempt = effects.jobs.get(&lease.job).map(|j| j.attempt).unwrap_or(1);
+                    drop(core);
+                    return self.assignment(lease, gpu, attempt).await.map(Some);
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn assignment(&self, lease: Lease, gpu: Option<u32>, attempt: u32) -> Result<pb::Assignment, Status> {
+        let job = self
+            .store
+            .job(lease.job)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::internal(format!("leased job {} has no row", lease.job)))?;
+        let mut inputs = Vec::new();
+        for dep in &job.depends_on {
+            if let Some(d) = self.store.job(JobId(*dep as u64)).await.map_err(store_status)? {
+                inputs.extend(d.artifacts);
+            }
+        }
+        let mut a = job.work;
+        a.job_id = lease.job.0;
+        a.epoch = lease.epoch.0;
+        a.run_id = job.run_id as u64;
+        a.attempt = attempt;
+        a.gpu_index = gpu;
+        a.inputs = inputs;
+        Ok(a)
+    }
+
+    pub async fn start(&self, lease: Lease) -> Result<(), Status> {
+        let mut core = self.core.lock().await;
+        let effects = core.on_job_started(lease, now_ms()).map_err(rejection_status)?;
+        self.commit(&mut core, &effects, &JobResult::default()).await
+    }
+
+    /// Checks a lease without changing anything (events and uploads are fenced by it).
+    pub async fn check(&self, lease: Lease) -> Result<(RunId, Stage), Status> {
+        self.core.lock().await.check_lease(lease).map_err(rejection_status)
+    }
+
+    pub async fn events(&self, lease: Lease, batch: &pb::EventBatch) -> Result<(), Status> {
+        let (run, _) = self.check(lease).await?;
+        self.store
+            .append_events(lease.job, batch.batch_seq, &batch.lines, &batch.metrics)
+            .await
+            .map_err(store_status)?;
+        let _ = self.runs_changed.send(run);
+        Ok(())
+    }
+
+    pub async fn complete(&self, lease: Lease, req: pb::CompleteJobRequest) -> Result<(), Status> {
+        for a in &req.artifacts {
+            if !self.store.artifact_known(&a.sha256).await.map_err(store_status)? {
+                return Err(Status::invalid_argument(format!(
+                    "artifacts: {} ({}) was never uploaded",
+                    a.name, a.sha256
+                )));
+            }
+        }
+        let mut core = self.core.lock().await;
+        let effects = core.on_job_completed(lease, req.success, &req.error).map_err(rejection_status)?;
+        let result = JobResult {
+            job: Some(lease.job),
+            metrics: req.metrics,
+            result_json: req.result_json,
+            exit_code: req.exit_code,
+            artifacts: req.artifacts,
+        };
+        self.commit(&mut core, &effects, &result).await
+    }
+
+    /// Expires leases; called periodically.
+    pub async fn tick(&self) -> Result<(), Status> {
+        let mut core = self.core.lock().await;
+        let effects = core.on_tick(now_ms());
+        self.commit(&mut core, &effects, &JobResult::default()).await
+    }
+}
+
+fn restored_job(j: &crate::store::JobRecord) -> Result<NewJob, StoreError> {
+    let bad = |detail: String| StoreError::Corrupt { table: "jobs", detail };
+    let requires = phasegate_proto::domain::Requirements {
+        gpu: j.requires.gpu,
+        vram_mib: j.requires.vram_mib,
+        labels: j.requires.labels.iter().cloned().collect(),
+    };
+    Ok(NewJob {
+        id: JobId(j.id as u64),
+        stage: j.stage.parse().map_err(bad)?,
+        depends_on: j.depends_on.iter().map(|d| JobId(*d as u64)).collect(),
+        requires,
+        state: j.state.parse().map_err(bad)?,
+        epoch: Epoch(j.epoch as u64),
+        attempt: j.attempt as u32,
+        agent: j.agent.as_deref().and_then(|a| AgentName::parse("agent", a).ok()),
+        gpu: j.gpu_index.map(|g| g as u32),
+        history: j.history.clone(),
+    })
+}
+
+fn assignment_template(work: &StageWork, stage: Stage, bundle: &str) -> pb::Assignment {
+    let work = match work {
+        StageWork::Command(c) => pb::assignment::Work::Command(pb::CommandWork {
+            argv: c.command.clone(),
+            env: c.env.iter().map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect(),
+            timeout_ms: c.timeout.as_millis() as u64,
+            metrics_globs: c.metrics.clone(),
+            artifact_globs: c.artifacts.clone(),
+        }),
+    };
+    pb::Assignment {
+        stage: stage.as_str().to_owned(),
+        bundle_sha256: bundle.to_owned(),
+        work: Some(work),
+        ..Default::default()
+    }
+}

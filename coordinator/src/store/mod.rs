@@ -1,0 +1,81 @@
+//! Durable state behind a small trait: SQLite now, PostgreSQL when several coordinators share state.
+//!
+//! Contract: every method commits before it returns `Ok`, so the caller may acknowledge what it
+//! wrote. A method that writes several rows writes them in one transaction.
+
+mod records;
+mod sqlite;
+
+use std::future::Future;
+
+pub(crate) use records::{AgentRecord, JobRecord, LogRecord, NewJobRecord, NewRunRecord, RunRecord};
+pub use sqlite::SqliteStore;
+
+use crate::scheduler::Effects;
+use phasegate_proto::domain::{JobId, RunId};
+use phasegate_proto::pb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to open the database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("failed to migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+/// What a completed job reported, written together with the state change.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JobResult {
+    pub job: Option<JobId>,
+    pub metrics: Option<pb::JobMetrics>,
+    pub result_json: String,
+    pub exit_code: Option<i32>,
+    pub artifacts: Vec<pb::ArtifactRef>,
+}
+
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Inserts a run and its jobs; returns their ids (jobs in the order given).
+    fn insert_run(&self, run: &NewRunRecord) -> impl Future<Output = Result<(RunId, Vec<JobId>), StoreError>> + Send;
+    /// Writes the job and run rows an event changed, plus an optional job result, atomically.
+    fn apply(
+        &self,
+        effects: &Effects,
+        result: &JobResult,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores log lines and metric points; lines already stored (same job and seq) are ignored.
+    fn append_events(
+        &self,
+        job: JobId,
+        batch_seq: u64,
+        lines: &[pb::LogLine],
+        metrics: &[pb::MetricPoint],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn record_artifact(
+        &self,
+        sha256: &str,
+        size: u64,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn artifact_known(&self, sha256: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn upsert_agent(&self, agent: &AgentRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+    /// Runs that are not finished, with all their jobs: what the scheduler rebuilds itself from.
+    fn active_runs(&self) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send;
+    fn runs(&self, limit: u32, experiment: &str) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    fn job(&self, id: JobId) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+    /// Log lines of a run after `after` (job id, seq), in order.
+    fn logs(
+        &self,
+        run: RunId,
+        after: (i64, i64),
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<LogRecord>, StoreError>> + Send;
+    /// The latest metric point of a job, for progress displays.
+    fn last_metric(&self, job: JobId) -> impl Future<Output = Result<Option<pb::MetricPoint>, StoreError>> + Send;
+}

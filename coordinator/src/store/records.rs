@@ -1,0 +1,83 @@
+//! Rows as the store reads and writes them.
+
+use phasegate_proto::domain::{Priority, RunState, Stage, Trigger};
+use phasegate_proto::pb;
+
+use crate::scheduler::AttemptRecord;
+
+#[derive(Debug, Clone)]
+pub(crate) struct NewJobRecord {
+    pub stage: Stage,
+    /// Indices into the run's job list.
+    pub depends_on: Vec<usize>,
+    pub requires: pb::Requirements,
+    pub work: pb::Assignment,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NewRunRecord {
+    pub experiment: String,
+    pub phase: String,
+    pub description: String,
+    pub priority: Priority,
+    pub spec_toml: String,
+    pub spec_path: String,
+    pub bundle_sha256: String,
+    pub trigger: Trigger,
+    pub created_ms: i64,
+    pub state: RunState,
+    pub error: String,
+    pub jobs: Vec<NewJobRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct JobRecord {
+    pub id: i64,
+    pub run_id: i64,
+    pub stage: String,
+    pub depends_on: Vec<i64>,
+    pub requires: pb::Requirements,
+    /// The assignment template: the work of the stage, without lease fields.
+    pub work: pb::Assignment,
+    pub state: String,
+    pub epoch: i64,
+    pub attempt: i64,
+    pub agent: Option<String>,
+    pub gpu_index: Option<i64>,
+    pub error: String,
+    pub history: Vec<AttemptRecord>,
+    pub metrics: Option<pb::JobMetrics>,
+    pub result_json: String,
+    pub artifacts: Vec<pb::ArtifactRef>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RunRecord {
+    pub id: i64,
+    pub experiment: String,
+    pub phase: String,
+    pub description: String,
+    pub priority: String,
+    pub state: String,
+    pub error: String,
+    pub trigger: Trigger,
+    pub created_ms: i64,
+    pub verdict: String,
+    pub report: String,
+    pub evaluation_json: String,
+    pub jobs: Vec<JobRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AgentRecord {
+    pub name: String,
+    pub capabilities: pb::Capabilities,
+    pub registered_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LogRecord {
+    pub job_id: i64,
+    pub stage: String,
+    pub line: pb::LogLine,
+}

@@ -1,0 +1,404 @@
+//! The embedded SQLite store (WAL, one file in the data dir).
+//!
+//! `synchronous = NORMAL` in WAL mode makes every commit durable against a killed process (the WAL
+//! is written before `COMMIT` returns); only an OS crash or power loss can drop the last commits.
+
+use std::path::Path;
+use std::time::Duration;
+
+use prost::Message;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use phasegate_proto::domain::{JobId, RunId, Trigger};
+use phasegate_proto::pb;
+
+use super::{AgentRecord, JobRecord, JobResult, LogRecord, NewRunRecord, RunRecord, Store, StoreError};
+use crate::scheduler::Effects;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs the embedded migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn jobs_of(&self, run_ids: &[i64]) -> Result<Vec<JobRecord>, StoreError> {
+        let mut out = Vec::new();
+        for run in run_ids {
+            let rows = sqlx::query(
+                "SELECT id, run_id, stage, depends_on, requires, work, state, epoch, attempt, agent, gpu_index, \
+                 error, history, metrics, result_json FROM jobs WHERE run_id = ? ORDER BY id",
+            )
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                let mut job = job_from_row(&row)?;
+                job.artifacts = self.job_artifacts(job.id).await?;
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn job_artifacts(&self, job: i64) -> Result<Vec<pb::ArtifactRef>, StoreError> {
+        let rows = sqlx::query("SELECT name, sha256, size FROM job_artifacts WHERE job_id = ? ORDER BY name")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(pb::ArtifactRef {
+                    name: r.try_get("name")?,
+                    sha256: r.try_get("sha256")?,
+                    size: r.try_get::<i64, _>("size")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn attach_jobs(&self, mut runs: Vec<RunRecord>) -> Result<Vec<RunRecord>, StoreError> {
+        let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        let mut jobs = self.jobs_of(&ids).await?;
+        for run in &mut runs {
+            let (mine, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.run_id == run.id);
+            run.jobs = mine;
+            jobs = rest;
+        }
+        Ok(runs)
+    }
+}
+
+fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt { table, detail: detail.to_string() }
+}
+
+fn decode<M: Message + Default>(table: &'static str, bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|e| corrupt(table, e))
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<JobRecord, StoreError> {
+    let depends: String = row.try_get("depends_on")?;
+    let history: String = row.try_get("history")?;
+    let metrics: Option<Vec<u8>> = row.try_get("metrics")?;
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        stage: row.try_get("stage")?,
+        depends_on: serde_json::from_str(&depends).map_err(|e| corrupt("jobs", e))?,
+        requires: decode("jobs", &row.try_get::<Vec<u8>, _>("requires")?)?,
+        work: decode("jobs", &row.try_get::<Vec<u8>, _>("work")?)?,
+        state: row.try_get("state")?,
+        epoch: row.try_get("epoch")?,
+        attempt: row.try_get("attempt")?,
+        agent: row.try_get("agent")?,
+        gpu_index: row.try_get("gpu_index")?,
+        error: row.try_get("error")?,
+        history: serde_json::from_str(&history).map_err(|e| corrupt("jobs", e))?,
+        metrics: metrics.map(|m| decode("jobs", &m)).transpose()?,
+        result_json: row.try_get("result_json")?,
+        artifacts: Vec::new(),
+    })
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let pr: Option<i64> = row.try_get("pr")?;
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        experiment: row.try_get("experiment")?,
+        phase: row.try_get("phase")?,
+        description: row.try_get("description")?,
+        priority: row.try_get("priority")?,
+        state: row.try_get("state")?,
+        error: row.try_get("error")?,
+        trigger: Trigger {
+            pr: pr.map(|p| p as u64),
+            sha: row.try_get("sha")?,
+            branch: row.try_get("branch")?,
+            repo: row.try_get("repo")?,
+        },
+        created_ms: row.try_get("created_ms")?,
+        verdict: row.try_get("verdict")?,
+        report: row.try_get("report")?,
+        evaluation_json: row.try_get("evaluation_json")?,
+        jobs: Vec::new(),
+    })
+}
+
+impl Store for SqliteStore {
+    async fn insert_run(&self, run: &NewRunRecord) -> Result<(RunId, Vec<JobId>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let run_id: i64 = sqlx::query(
+            "INSERT INTO runs (experiment, phase, description, priority, state, error, spec_toml, spec_path, \
+             bundle_sha256, pr, sha, branch, repo, created_ms, finished_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&run.experiment)
+        .bind(&run.phase)
+        .bind(&run.description)
+        .bind(run.priority.as_str())
+        .bind(run.state.as_str())
+        .bind(&run.error)
+        .bind(&run.spec_toml)
+        .bind(&run.spec_path)
+        .bind(&run.bundle_sha256)
+        .bind(run.trigger.pr.map(|p| p as i64))
+        .bind(&run.trigger.sha)
+        .bind(&run.trigger.branch)
+        .bind(&run.trigger.repo)
+        .bind(run.created_ms)
+        .bind(run.state.is_terminal().then_some(run.created_ms))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let job_state = match run.state {
+            phasegate_proto::domain::RunState::Failed => "cancelled",
+            _ => "queued",
+        };
+        let mut ids: Vec<i64> = Vec::with_capacity(run.jobs.len());
+        for job in &run.jobs {
+            let deps: Vec<i64> = job.depends_on.iter().filter_map(|i| ids.get(*i).copied()).collect();
+            let id: i64 = sqlx::query(
+                "INSERT INTO jobs (run_id, stage, depends_on, requires, work, state, error, updated_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(run_id)
+            .bind(job.stage.as_str())
+            .bind(serde_json::to_string(&deps).map_err(|e| corrupt("jobs", e))?)
+            .bind(job.requires.encode_to_vec())
+            .bind(job.work.encode_to_vec())
+            .bind(job_state)
+            .bind(if job_state == "cancelled" { run.error.as_str() } else { "" })
+            .bind(run.created_ms)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok((RunId(run_id as u64), ids.into_iter().map(|i| JobId(i as u64)).collect()))
+    }
+
+    async fn apply(&self, effects: &Effects, result: &JobResult, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for job in effects.jobs.values() {
+            let history = serde_json::to_string(&job.history).map_err(|e| corrupt("jobs", e))?;
+            sqlx::query(
+                "UPDATE jobs SET state = ?, epoch = ?, attempt = ?, agent = ?, gpu_index = ?, error = ?, \
+                 history = ?, updated_ms = ? WHERE id = ?",
+            )
+            .bind(job.state.as_str())
+            .bind(job.epoch.0 as i64)
+            .bind(i64::from(job.attempt))
+            .bind(job.agent.as_ref().map(|a| a.as_str().to_owned()))
+            .bind(job.gpu.map(i64::from))
+            .bind(&job.error)
+            .bind(history)
+            .bind(now_ms)
+            .bind(job.id.0 as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(job) = result.job {
+            sqlx::query("UPDATE jobs SET metrics = ?, result_json = ?, exit_code = ? WHERE id = ?")
+                .bind(result.metrics.as_ref().map(Message::encode_to_vec))
+                .bind(&result.result_json)
+                .bind(result.exit_code)
+                .bind(job.0 as i64)
+                .execute(&mut *tx)
+                .await?;
+            for a in &result.artifacts {
+                sqlx::query("INSERT OR REPLACE INTO job_artifacts (job_id, name, sha256, size) VALUES (?, ?, ?, ?)")
+                    .bind(job.0 as i64)
+                    .bind(&a.name)
+                    .bind(&a.sha256)
+                    .bind(a.size as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for (run, update) in &effects.runs {
+            sqlx::query("UPDATE runs SET state = ?, error = ?, finished_ms = ? WHERE id = ?")
+                .bind(update.state.as_str())
+                .bind(&update.error)
+                .bind(update.state.is_terminal().then_some(now_ms))
+                .bind(run.0 as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_events(
+        &self,
+        job: JobId,
+        batch_seq: u64,
+        lines: &[pb::LogLine],
+        metrics: &[pb::MetricPoint],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for line in lines {
+            sqlx::query("INSERT OR IGNORE INTO job_logs (job_id, seq, stream, text, ts_ms) VALUES (?, ?, ?, ?, ?)")
+                .bind(job.0 as i64)
+                .bind(line.seq as i64)
+                .bind(&line.stream)
+                .bind(&line.text)
+                .bind(line.ts_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (idx, point) in metrics.iter().enumerate() {
+            sqlx::query("INSERT OR IGNORE INTO job_metric_points (job_id, batch_seq, idx, point) VALUES (?, ?, ?, ?)")
+                .bind(job.0 as i64)
+                .bind(batch_seq as i64)
+                .bind(idx as i64)
+                .bind(point.encode_to_vec())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_artifact(&self, sha256: &str, size: u64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO artifacts (sha256, size, created_ms) VALUES (?, ?, ?)")
+            .bind(sha256)
+            .bind(size as i64)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn artifact_known(&self, sha256: &str) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 FROM artifacts WHERE sha256 = ?").bind(sha256).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
+    async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO agents (name, capabilities, registered_ms) VALUES (?, ?, ?)")
+            .bind(&agent.name)
+            .bind(agent.capabilities.encode_to_vec())
+            .bind(agent.registered_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT name, capabilities, registered_ms FROM agents ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AgentRecord {
+                    name: r.try_get("name")?,
+                    capabilities: decode("agents", &r.try_get::<Vec<u8>, _>("capabilities")?)?,
+                    registered_ms: r.try_get("registered_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json \
+             FROM runs WHERE state IN ('queued', 'running') ORDER BY id";
+        let rows = sqlx::query(Q).fetch_all(&self.pool).await?;
+        let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        self.attach_jobs(runs).await
+    }
+
+    async fn run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json \
+             FROM runs WHERE id = ?";
+        let Some(row) = sqlx::query(Q).bind(id.0 as i64).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let runs = self.attach_jobs(vec![run_from_row(&row)?]).await?;
+        Ok(runs.into_iter().next())
+    }
+
+    async fn runs(&self, limit: u32, experiment: &str) -> Result<Vec<RunRecord>, StoreError> {
+        const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json \
+             FROM runs WHERE (? = '' OR experiment = ?) ORDER BY id DESC LIMIT ?";
+        let rows =
+            sqlx::query(Q).bind(experiment).bind(experiment).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        self.attach_jobs(runs).await
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, run_id, stage, depends_on, requires, work, state, epoch, attempt, agent, gpu_index, \
+             error, history, metrics, result_json FROM jobs WHERE id = ?",
+        )
+        .bind(id.0 as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut job = job_from_row(&row)?;
+        job.artifacts = self.job_artifacts(job.id).await?;
+        Ok(Some(job))
+    }
+
+    async fn logs(&self, run: RunId, after: (i64, i64), limit: u32) -> Result<Vec<LogRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT l.job_id, j.stage, l.seq, l.stream, l.text, l.ts_ms FROM job_logs l JOIN jobs j ON j.id = l.job_id \
+             WHERE j.run_id = ? AND (l.job_id > ? OR (l.job_id = ? AND l.seq > ?)) ORDER BY l.job_id, l.seq LIMIT ?",
+        )
+        .bind(run.0 as i64)
+        .bind(after.0)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogRecord {
+                    job_id: r.try_get("job_id")?,
+                    stage: r.try_get("stage")?,
+                    line: pb::LogLine {
+                        seq: r.try_get::<i64, _>("seq")? as u64,
+                        stream: r.try_get("stream")?,
+                        text: r.try_get("text")?,
+                        ts_ms: r.try_get("ts_ms")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn last_metric(&self, job: JobId) -> Result<Option<pb::MetricPoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT point FROM job_metric_points WHERE job_id = ? ORDER BY batch_seq DESC, idx DESC LIMIT 1",
+        )
+        .bind(job.0 as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| decode("job_metric_points", &r.try_get::<Vec<u8>, _>("point")?)).transpose()
+    }
+}
