@@ -1,0 +1,39 @@
+//! One file per command group; each returns the exit code or an expected failure.
+
+mod agent;
+mod bench;
+mod query;
+mod serve;
+mod submit;
+
+use crate::cli::{BenchCommand, Cli, Command};
+use crate::exit::{Code, Result};
+
+pub async fn dispatch(cli: Cli) -> Result<Code> {
+    let endpoint = cli.endpoint;
+    match cli.command {
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Agent(args) => agent::agent(args, &endpoint).await,
+        Command::Up(args) => serve::up(args).await,
+        Command::Submit(args) => submit::submit(args, &endpoint).await,
+        Command::Runs(args) => query::runs(args, &endpoint).await,
+        Command::Show(args) => query::show(args, &endpoint).await,
+        Command::Agents(args) => query::agents(args, &endpoint).await,
+        Command::Cancel(args) => query::cancel(args, &endpoint).await,
+        Command::Logs(args) => query::logs(args, &endpoint).await,
+        Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

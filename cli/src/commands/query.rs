@@ -1,0 +1,100 @@
+//! `runs`, `show`, `agents`, `cancel`, `logs`.
+
+use futures::StreamExt as _;
+
+use phasegate_proto::pb;
+
+use crate::cli::{JsonArg, LogsArgs, RunArg, RunsArgs, ShowArgs};
+use crate::connect::Endpoint;
+use crate::exit::{Code, Failure, Result};
+use crate::render::{agent_json, agent_text, run_json, run_text};
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn runs(args: RunsArgs, endpoint: &Endpoint) -> Result<Code> {
+    let mut client = endpoint.control()?;
+    let req = pb::ListRunsRequest { limit: args.limit, experiment: args.experiment.unwrap_or_default() };
+    let runs =
+        client.list_runs(req).await.map_err(|s| Failure::from_status("failed to list runs", &s))?.into_inner().runs;
+    if args.json {
+        print_json(&serde_json::Value::Array(runs.iter().map(run_json).collect()));
+    } else if runs.is_empty() {
+        println!("no runs");
+    } else {
+        for r in &runs {
+            let verdict = if r.verdict.is_empty() { String::new() } else { format!("  verdict {}", r.verdict) };
+            println!("{:>6}  {:<20} phase {:<8} {:<10} {}{verdict}", r.id, r.experiment, r.phase, r.state, r.priority);
+        }
+    }
+    Ok(Code::Success)
+}
+
+pub async fn show(args: ShowArgs, endpoint: &Endpoint) -> Result<Code> {
+    let mut client = endpoint.control()?;
+    let run = client
+        .get_run(pb::GetRunRequest { run_id: args.run })
+        .await
+        .map_err(|s| Failure::from_status(&format!("failed to show run {}", args.run), &s))?
+        .into_inner();
+    if args.json {
+        print_json(&run_json(&run));
+    } else {
+        print!("{}", run_text(&run));
+    }
+    Ok(Code::Success)
+}
+
+pub async fn agents(args: JsonArg, endpoint: &Endpoint) -> Result<Code> {
+    let mut client = endpoint.control()?;
+    let agents = client
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map_err(|s| Failure::from_status("failed to list agents", &s))?
+        .into_inner()
+        .agents;
+    if args.json {
+        print_json(&serde_json::Value::Array(agents.iter().map(agent_json).collect()));
+    } else if agents.is_empty() {
+        println!("no agents registered");
+    } else {
+        for a in &agents {
+            println!("{}", agent_text(a));
+        }
+    }
+    Ok(Code::Success)
+}
+
+pub async fn cancel(args: RunArg, endpoint: &Endpoint) -> Result<Code> {
+    let mut client = endpoint.control()?;
+    let resp = client
+        .cancel_run(pb::CancelRunRequest { run_id: args.run })
+        .await
+        .map_err(|s| Failure::from_status(&format!("failed to cancel run {}", args.run), &s))?
+        .into_inner();
+    if resp.cancelled {
+        println!("run {} cancelled", args.run);
+    } else {
+        println!("run {} had already ended", args.run);
+    }
+    Ok(Code::Success)
+}
+
+pub async fn logs(args: LogsArgs, endpoint: &Endpoint) -> Result<Code> {
+    let mut client = endpoint.control()?;
+    let what = format!("failed to fetch logs of run {}", args.run);
+    let mut stream = client
+        .fetch_logs(pb::FetchLogsRequest { run_id: args.run, follow: args.follow })
+        .await
+        .map_err(|s| Failure::from_status(&what, &s))?
+        .into_inner();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|s| Failure::from_status(&what, &s))?;
+        for line in chunk.lines {
+            let tag = if line.stream == "stdout" { String::new() } else { format!("[{}] ", line.stream) };
+            println!("{}#{} {tag}{}", chunk.stage, chunk.job_id, line.text);
+        }
+    }
+    Ok(Code::Success)
+}

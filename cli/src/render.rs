@@ -1,0 +1,125 @@
+//! Runs and agents as JSON (the `--json` contract) and as text.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use phasegate_proto::pb;
+
+fn metrics_json(m: Option<&pb::JobMetrics>) -> Value {
+    let Some(m) = m else { return Value::Null };
+    let curve = |c: &[pb::LossPoint]| -> Vec<Value> {
+        c.iter().map(|p| json!({"step": p.step, "epoch": p.epoch, "loss": p.loss})).collect()
+    };
+    json!({
+        "final_loss": m.final_loss,
+        "vram_peak_mib": m.vram_peak_mib,
+        "loss_curve": curve(&m.loss_curve),
+        "eval_loss_curve": curve(&m.eval_loss_curve),
+        "duration_s": m.duration_s,
+        "summary": serde_json::from_str::<Value>(&m.summary_json).unwrap_or(Value::Null),
+    })
+}
+
+pub fn run_json(run: &pb::Run) -> Value {
+    let trigger = run.trigger.clone().unwrap_or_default();
+    json!({
+        "id": run.id,
+        "experiment": run.experiment,
+        "phase": run.phase,
+        "description": run.description,
+        "state": run.state,
+        "priority": run.priority,
+        "created_ms": run.created_ms,
+        "error": run.error,
+        "trigger": {"pr": trigger.pr, "sha": trigger.sha, "branch": trigger.branch, "repo": trigger.repo},
+        "jobs": run.jobs.iter().map(|j| json!({
+            "id": j.id,
+            "stage": j.stage,
+            "state": j.state,
+            "attempts": j.attempts,
+            "agent": j.agent,
+            "error": j.error,
+            "metrics": metrics_json(j.metrics.as_ref()),
+            "history": j.history.iter().map(|h| json!({"attempt": h.attempt, "agent": h.agent, "outcome": h.outcome})).collect::<Vec<_>>(),
+            "artifacts": j.artifacts.iter().map(|a| json!({"name": a.name, "sha256": a.sha256, "size": a.size})).collect::<Vec<_>>(),
+            "progress": j.progress.map(|p| json!({"step": p.step, "loss": p.loss})),
+        })).collect::<Vec<_>>(),
+        "verdict": if run.verdict.is_empty() { Value::Null } else { Value::String(run.verdict.clone()) },
+        "report": if run.report.is_empty() { Value::Null } else { Value::String(run.report.clone()) },
+    })
+}
+
+pub fn run_text(run: &pb::Run) -> String {
+    let mut out =
+        format!("run {}  {} phase {}  {}  ({})\n", run.id, run.experiment, run.phase, run.state, run.priority);
+    if !run.description.is_empty() {
+        let _ = writeln!(out, "  {}", run.description);
+    }
+    if !run.error.is_empty() {
+        let _ = writeln!(out, "  error: {}", run.error.replace('\n', "\n    "));
+    }
+    for j in &run.jobs {
+        let _ = write!(out, "  job {} {:<9} {:<10} attempts {}", j.id, j.stage, j.state, j.attempts);
+        if !j.agent.is_empty() {
+            let _ = write!(out, "  agent {}", j.agent);
+        }
+        if let Some(m) = &j.metrics {
+            if let Some(l) = m.final_loss {
+                let _ = write!(out, "  final loss {l:.4}");
+            }
+            if let Some(v) = m.vram_peak_mib {
+                let _ = write!(out, "  vram peak {v} MiB");
+            }
+        }
+        out.push('\n');
+        if !j.error.is_empty() {
+            let _ = writeln!(out, "    error: {}", j.error);
+        }
+    }
+    if !run.verdict.is_empty() {
+        let _ = writeln!(out, "  verdict: {}", run.verdict);
+    }
+    out
+}
+
+pub fn agent_json(a: &pb::Agent) -> Value {
+    let c = a.capabilities.clone().unwrap_or_default();
+    json!({
+        "name": a.name,
+        "online": a.online,
+        "last_seen_ms": a.last_seen_ms,
+        "running_jobs": a.running_jobs,
+        "hostname": c.hostname,
+        "cpus": c.cpus,
+        "ram_mib": c.ram_mib,
+        "labels": c.labels,
+        "max_jobs": c.max_jobs,
+        "driver_version": c.driver_version,
+        "cuda_version": c.cuda_version,
+        "gpus": c.gpus.iter().map(|g| json!({"index": g.index, "name": g.name, "total_vram_mib": g.total_vram_mib, "free_vram_mib": g.free_vram_mib})).collect::<Vec<_>>(),
+        "environment": c.environment.iter().map(|kv| (kv.key.clone(), Value::String(kv.value.clone()))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+pub fn agent_text(a: &pb::Agent) -> String {
+    let c = a.capabilities.clone().unwrap_or_default();
+    let gpus = if c.gpus.is_empty() {
+        "no GPU".to_owned()
+    } else {
+        c.gpus
+            .iter()
+            .map(|g| format!("{} {}/{} MiB free", g.name, g.free_vram_mib, g.total_vram_mib))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{:<20} {:<8} {} cpus, {} MiB ram, {gpus}; labels [{}]; running {:?}",
+        a.name,
+        if a.online { "online" } else { "offline" },
+        c.cpus,
+        c.ram_mib,
+        c.labels.join(", "),
+        a.running_jobs
+    )
+}
