@@ -1,1 +1,45 @@
-//! placeholder
+//! Text generation for phasegate's eval jobs, natively with candle.
+//!
+//! This crate owns turning a model (a GGUF file or a Hugging Face safetensors directory, plus an
+//! optional PEFT LoRA adapter merged at load) and a list of chat prompts into generated answers:
+//! tokenizer (from `tokenizer.json` or GGUF metadata), chat template, a batched llama forward
+//! pass with preallocated KV caches, sampling with per-sample seeds, and the model cache
+//! (`pull`, `list`, `resolve`). It does not score answers (`phasegate-score`) nor decide
+//! anything about a run.
+
+mod bench;
+mod cache;
+mod engine;
+mod error;
+mod generate;
+mod gguf;
+mod lora;
+mod model;
+mod safetensors_io;
+mod sampler;
+mod spec;
+mod template;
+mod tokenizer;
+mod vocab;
+
+#[cfg(any(test, feature = "testutil"))]
+pub mod tiny;
+
+#[cfg(test)]
+mod tests;
+
+pub use bench::{BenchFigures, BenchOptions, bench};
+pub use cache::{CachedModel, KNOWN_MODELS, KnownModel, default_cache_dir, list, pull, resolve};
+pub use engine::Engine;
+pub use error::EvalError;
+pub use sampler::derive_seed;
+pub use spec::{
+    Answer, CpuRequantize, GenerationOutput, GenerationParams, ModelInfo, ModelSpec, Prompt, RepetitionPenaltyScope,
+    Timing,
+};
+pub use template::TEMPLATE_NAMES;
+
+/// Model cache operations, as `models::pull(...)`.
+pub mod models {
+    pub use crate::cache::{default_cache_dir, list, pull, resolve};
+}

@@ -1,0 +1,227 @@
+//! `Engine`: a loaded model, its tokenizer and chat template, ready to answer prompts.
+
+use crate::error::EvalError;
+use crate::generate::{self, Job};
+use crate::gguf::GgufMeta;
+use crate::lora::Adapter;
+use crate::model::gguf_llama::{self, GgufLoader};
+use crate::model::hf_llama::{self, HfConfig};
+use crate::model::llama::Llama;
+use crate::sampler::derive_seed;
+use crate::spec::{Answer, GenerationOutput, GenerationParams, ModelInfo, ModelSpec, Prompt, Timing};
+use crate::template::ChatTemplate;
+use crate::tokenizer::{self, TextTokenizer};
+use candle_core::Device;
+use candle_core::quantized::gguf_file::Content;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A model ready to generate. Load once, call `generate` many times.
+#[derive(Debug)]
+pub struct Engine {
+    model: Llama,
+    tokenizer: TextTokenizer,
+    template: ChatTemplate,
+    stop_ids: Vec<u32>,
+    info: ModelInfo,
+    device: Device,
+}
+
+fn device() -> Result<Device, EvalError> {
+    #[cfg(feature = "cuda")]
+    {
+        if candle_core::utils::cuda_is_available() {
+            return Ok(Device::new_cuda(0)?);
+        }
+    }
+    Ok(Device::Cpu)
+}
+
+impl Engine {
+    /// Resolves `spec.reference` against the default cache and loads the model.
+    pub fn load(spec: &ModelSpec) -> Result<Self, EvalError> {
+        let path = crate::cache::resolve(&spec.reference, &crate::cache::default_cache_dir())?;
+        Self::load_path(&path, spec)
+    }
+
+    /// Loads the model at `path` (a `.gguf` file or a safetensors directory).
+    pub fn load_path(path: &Path, spec: &ModelSpec) -> Result<Self, EvalError> {
+        let adapter = spec.adapter.as_deref().map(Adapter::load).transpose()?;
+        let device = device()?;
+        let mut engine =
+            if path.is_dir() { load_hf(path, spec, adapter, device)? } else { load_gguf(path, spec, adapter, device)? };
+        engine.info.adapter = spec.adapter.clone();
+        Ok(engine)
+    }
+
+    pub fn model_info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The prompt as the model sees it, after the chat template.
+    pub fn render(&self, prompt: &Prompt) -> Result<String, EvalError> {
+        self.template.render(prompt)
+    }
+
+    /// Generates `params.samples` answers per prompt, in prompt order then sample order.
+    pub fn generate(&self, prompts: &[Prompt], params: &GenerationParams) -> Result<GenerationOutput, EvalError> {
+        validate(params)?;
+        let wall = Instant::now();
+        let ids =
+            prompts.iter().map(|p| self.tokenizer.encode(&self.template.render(p)?)).collect::<Result<Vec<_>, _>>()?;
+        let jobs: Vec<Job> = prompts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                (0..params.samples).map(move |s| Job { prompt: i, seed: derive_seed(params.seed, &p.qid, s) })
+            })
+            .collect();
+        let (results, spent) = generate::run(&self.model, &ids, &jobs, params, &self.stop_ids, &self.device)?;
+        let mut answers = Vec::with_capacity(jobs.len());
+        for (index, (job, result)) in jobs.iter().zip(results).enumerate() {
+            answers.push(Answer {
+                qid: prompts[job.prompt].qid.clone(),
+                sample: index % params.samples,
+                seed: job.seed,
+                text: self.tokenizer.decode(&result.tokens)?,
+                generated_tokens: result.tokens.len(),
+                truncated: result.truncated,
+                prompt_tokens: ids[job.prompt].len(),
+            });
+        }
+        let rate = |n: usize, d: std::time::Duration| {
+            if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() }
+        };
+        let timing = Timing {
+            prompt_tokens: spent.prompt_tokens,
+            generated_tokens: spent.generated_tokens,
+            prompt_tokens_per_s: rate(spent.prompt_tokens, spent.prompt_time),
+            generation_tokens_per_s: rate(spent.generated_tokens, spent.decode_time),
+            wall_s: wall.elapsed().as_secs_f64(),
+        };
+        Ok(GenerationOutput { answers, timing })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> (&Llama, &TextTokenizer, &[u32]) {
+        (&self.model, &self.tokenizer, &self.stop_ids)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn add_stop_id(&mut self, id: u32) {
+        self.stop_ids.push(id);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn model_mut(&mut self) -> &mut Llama {
+        &mut self.model
+    }
+}
+
+fn validate(params: &GenerationParams) -> Result<(), EvalError> {
+    let invalid = |param, message: &str| Err(EvalError::InvalidParam { param, message: message.into() });
+    if params.samples == 0 {
+        return invalid("samples", "must be at least 1");
+    }
+    if params.max_new_tokens == 0 {
+        return invalid("max_new_tokens", "must be at least 1");
+    }
+    if !(params.top_p > 0.0 && params.top_p <= 1.0) {
+        return invalid("top_p", "must be in (0, 1]");
+    }
+    if params.repetition_penalty.is_nan()
+        || params.repetition_penalty <= 0.0
+        || !params.temperature.is_finite()
+        || params.temperature < 0.0
+    {
+        return invalid("temperature", "temperature must be >= 0 and repetition_penalty > 0");
+    }
+    Ok(())
+}
+
+fn model_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn parameter_count(model: &Llama) -> u64 {
+    let c = &model.cfg;
+    let kv = c.n_kv_heads * c.head_dim();
+    let ffn = model.layers.first().map_or(0, |l| l.gate.w_rows());
+    let per_layer = c.hidden * (2 * c.hidden + 2 * kv) + 3 * c.hidden * ffn + 2 * c.hidden;
+    (c.vocab * c.hidden + c.n_layers * per_layer + c.hidden) as u64
+}
+
+fn load_gguf(path: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: Device) -> Result<Engine, EvalError> {
+    let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader).map_err(|e| EvalError::parse(path, e))?;
+    let meta = GgufMeta { path, content: &content };
+    let architecture = meta.string("general.architecture")?;
+    if architecture != "llama" {
+        return Err(EvalError::UnsupportedArchitecture { path: path.to_path_buf(), architecture });
+    }
+    let tokenizer = tokenizer::from_gguf(&meta)?;
+    let own = meta
+        .opt_string("tokenizer.chat_template")
+        .or_else(|| config_template(path.with_file_name("tokenizer_config.json")));
+    let template = ChatTemplate::choose(spec.template_override.as_deref(), own, &tokenizer, path)?;
+    let cfg = gguf_llama::config(&meta)?;
+    let name = meta.opt_string("general.name").unwrap_or_else(|| model_name(path));
+    let requantize = spec.cpu_requantize;
+    let loader = GgufLoader { meta, reader: &mut reader, adapter, requantize, device: device.clone() };
+    let (model, mut dtype) = loader.load(cfg)?;
+    if let Some(target) = requantize
+        && (dtype == "q4_0" || dtype == "q4_1")
+    {
+        dtype = format!(
+            "{dtype}->{}",
+            serde_json::to_value(target).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        );
+    }
+    finish(model, tokenizer, template, name, architecture, dtype, device)
+}
+
+fn load_hf(dir: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: Device) -> Result<Engine, EvalError> {
+    let config = HfConfig::read(dir)?;
+    let architecture = config.architectures.first().cloned().unwrap_or_else(|| "LlamaForCausalLM".into());
+    if !matches!(architecture.as_str(), "LlamaForCausalLM" | "MistralForCausalLM") {
+        return Err(EvalError::UnsupportedArchitecture { path: dir.to_path_buf(), architecture });
+    }
+    let mut tensors = hf_llama::read_tensors(dir)?;
+    let tied = config.tie_word_embeddings || !tensors.contains_key("lm_head.weight");
+    if let Some(mut adapter) = adapter {
+        hf_llama::merge_adapter(&mut tensors, &mut adapter, tied)?;
+    }
+    let model = hf_llama::build(config.llama_config(), tensors, dir, &device)?;
+    let inner = tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let tokenizer_config = read_json(&dir.join("tokenizer_config.json"));
+    let add_bos = tokenizer_config.as_ref().and_then(|c| c.get("add_bos_token")?.as_bool()).unwrap_or(false);
+    let tokenizer = TextTokenizer { inner, bos: config.bos_token_id, eos: config.eos(), add_bos };
+    let own = config_template(dir.join("tokenizer_config.json"));
+    let template = ChatTemplate::choose(spec.template_override.as_deref(), own, &tokenizer, dir)?;
+    finish(model, tokenizer, template, model_name(dir), "llama".into(), "f32".into(), device)
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn config_template(path: PathBuf) -> Option<String> {
+    read_json(&path)?.get("chat_template")?.as_str().map(String::from)
+}
+
+fn finish(
+    model: Llama,
+    tokenizer: TextTokenizer,
+    template: ChatTemplate,
+    name: String,
+    architecture: String,
+    dtype: String,
+    device: Device,
+) -> Result<Engine, EvalError> {
+    let stop_ids = template.stop_ids(&tokenizer);
+    let parameters = parameter_count(&model);
+    let info = ModelInfo { name, architecture, dtype, parameters, adapter: None };
+    Ok(Engine { model, tokenizer, template, stop_ids, info, device })
+}

@@ -1,0 +1,197 @@
+//! The batched decoding loop over our llama forward pass.
+
+use crate::error::EvalError;
+use crate::model::llama::{KvCache, Llama};
+use crate::sampler::{apply_repetition_penalty, choose};
+use crate::spec::GenerationParams;
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::time::{Duration, Instant};
+
+/// One sequence to generate: which prompt it continues and with which seed.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub(crate) prompt: usize,
+    pub(crate) seed: u64,
+}
+
+/// What one job produced.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JobResult {
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) truncated: bool,
+}
+
+/// Time and tokens spent on prompts and on decoding.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Spent {
+    pub(crate) prompt_tokens: usize,
+    pub(crate) prompt_time: Duration,
+    pub(crate) generated_tokens: usize,
+    pub(crate) decode_time: Duration,
+}
+
+/// A row of the running batch.
+struct Row {
+    job: usize,
+    pad: usize,
+    prompt_len: usize,
+    rng: StdRng,
+}
+
+/// Generates every job, `params.max_batch` rows at a time; jobs sharing a prompt share its
+/// prefill.
+pub(crate) fn run(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    jobs: &[Job],
+    params: &GenerationParams,
+    stop_ids: &[u32],
+    device: &Device,
+) -> Result<(Vec<JobResult>, Spent), EvalError> {
+    let mut results = vec![JobResult::default(); jobs.len()];
+    let mut spent = Spent::default();
+    let batch = params.max_batch.max(1);
+    for (chunk_index, chunk) in jobs.chunks(batch).enumerate() {
+        let first = chunk_index * batch;
+        let ctx = Chunk { model, prompts, params, stop_ids, device };
+        ctx.run(first, chunk, &mut results, &mut spent)?;
+    }
+    Ok((results, spent))
+}
+
+struct Chunk<'a> {
+    model: &'a Llama,
+    prompts: &'a [Vec<u32>],
+    params: &'a GenerationParams,
+    stop_ids: &'a [u32],
+    device: &'a Device,
+}
+
+impl Chunk<'_> {
+    fn run(&self, first: usize, jobs: &[Job], results: &mut [JobResult], spent: &mut Spent) -> Result<(), EvalError> {
+        let mut unique: Vec<usize> = jobs.iter().map(|j| j.prompt).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let width = unique.iter().map(|&p| self.prompts[p].len()).max().unwrap_or(0);
+        let capacity = width + self.params.max_new_tokens;
+        if capacity > self.model.cfg.max_seq {
+            return Err(EvalError::InvalidParam {
+                param: "max_new_tokens",
+                message: format!(
+                    "prompt + answer ({capacity} tokens) exceed the context of {}",
+                    self.model.cfg.max_seq
+                ),
+            });
+        }
+        let started = Instant::now();
+        let mut cache = KvCache::new(&self.model.cfg, unique.len(), capacity, self.device)?;
+        let logits = self.prefill(&unique, width, &mut cache)?;
+        let fan_out: Vec<u32> =
+            jobs.iter().map(|j| unique.iter().position(|&p| p == j.prompt).unwrap_or(0) as u32).collect();
+        cache.select_rows(&fan_out)?;
+        let logits = logits.index_select(&Tensor::new(fan_out.as_slice(), self.device)?, 0)?;
+        spent.prompt_tokens += unique.iter().map(|&p| self.prompts[p].len()).sum::<usize>();
+        spent.prompt_time += started.elapsed();
+        let rows = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let prompt_len = self.prompts[j.prompt].len();
+                Row { job: first + i, pad: width - prompt_len, prompt_len, rng: StdRng::seed_from_u64(j.seed) }
+            })
+            .collect();
+        let started = Instant::now();
+        let generated = self.decode(rows, logits, &mut cache, jobs, first, results)?;
+        spent.generated_tokens += generated;
+        spent.decode_time += started.elapsed();
+        Ok(())
+    }
+
+    /// Runs the left-padded prompts; returns the logits of their last positions.
+    fn prefill(&self, unique: &[usize], width: usize, cache: &mut KvCache) -> Result<Tensor, EvalError> {
+        let n = unique.len();
+        let mut tokens = vec![0u32; n * width];
+        let mut positions = vec![0u32; n * width];
+        let mut mask = vec![f32::NEG_INFINITY; n * width * width];
+        for (row, &p) in unique.iter().enumerate() {
+            let ids = &self.prompts[p];
+            let pad = width - ids.len();
+            tokens[row * width + pad..(row + 1) * width].copy_from_slice(ids);
+            for i in 0..width {
+                positions[row * width + i] = i.saturating_sub(pad) as u32;
+                for j in 0..=i {
+                    // Padding queries see themselves so that no softmax row is empty (NaN).
+                    if j >= pad || j == i {
+                        mask[(row * width + i) * width + j] = 0.0;
+                    }
+                }
+            }
+        }
+        let tokens = Tensor::from_vec(tokens, (n, width), self.device)?;
+        let positions = Tensor::from_vec(positions, (n, width), self.device)?;
+        let mask = Tensor::from_vec(mask, (n, 1, width, width), self.device)?;
+        Ok(self.model.forward(&tokens, &positions, &mask, cache)?)
+    }
+
+    fn decode(
+        &self,
+        mut rows: Vec<Row>,
+        mut logits: Tensor,
+        cache: &mut KvCache,
+        jobs: &[Job],
+        first: usize,
+        results: &mut [JobResult],
+    ) -> Result<usize, EvalError> {
+        let mut generated_total = 0;
+        loop {
+            let values = logits.to_vec2::<f32>()?;
+            let mut keep = Vec::with_capacity(rows.len());
+            for (index, (row, mut row_logits)) in rows.iter_mut().zip(values).enumerate() {
+                let prompt = &self.prompts[jobs[row.job - first].prompt];
+                let result = &mut results[row.job];
+                apply_repetition_penalty(&mut row_logits, self.params, prompt, &result.tokens);
+                let token = choose(&row_logits, self.params, &mut row.rng);
+                if self.stop_ids.contains(&token) {
+                    continue;
+                }
+                result.tokens.push(token);
+                generated_total += 1;
+                if result.tokens.len() >= self.params.max_new_tokens {
+                    result.truncated = true;
+                    continue;
+                }
+                keep.push(index);
+            }
+            if keep.is_empty() {
+                return Ok(generated_total);
+            }
+            if keep.len() < rows.len() {
+                let index: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+                cache.select_rows(&index)?;
+                rows = rows.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, r)| r).collect();
+            }
+            logits = self.step(&rows, cache, results)?;
+        }
+    }
+
+    /// Feeds each row its last sampled token.
+    fn step(&self, rows: &[Row], cache: &mut KvCache, results: &[JobResult]) -> Result<Tensor, EvalError> {
+        let n = rows.len();
+        let total = cache.len + 1;
+        let mut tokens = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let mut mask = vec![0f32; n * total];
+        for (i, row) in rows.iter().enumerate() {
+            let generated = &results[row.job].tokens;
+            tokens.push(*generated.last().unwrap_or(&0));
+            positions.push((row.prompt_len + generated.len() - 1) as u32);
+            mask[i * total..i * total + row.pad].fill(f32::NEG_INFINITY);
+        }
+        let tokens = Tensor::from_vec(tokens, (n, 1), self.device)?;
+        let positions = Tensor::from_vec(positions, (n, 1), self.device)?;
+        let mask = Tensor::from_vec(mask, (n, 1, 1, total), self.device)?;
+        Ok(self.model.forward(&tokens, &positions, &mask, cache)?)
+    }
+}

@@ -1,0 +1,166 @@
+//! Llama-family models from GGUF files, with LoRA merging and optional re-quantisation.
+
+use super::llama::{Embedding, Layer, Llama, LlamaConfig, Proj};
+use crate::error::EvalError;
+use crate::gguf::GgufMeta;
+use crate::lora::{Adapter, permute_for_gguf_rope};
+use crate::spec::CpuRequantize;
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Tensor};
+use std::io::{Read, Seek};
+use std::sync::Arc;
+
+/// GGUF tensor suffixes and the Hugging Face module each one comes from.
+const LAYER_TENSORS: [(&str, &str); 7] = [
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+pub(crate) struct GgufLoader<'a, R> {
+    pub(crate) meta: GgufMeta<'a>,
+    pub(crate) reader: &'a mut R,
+    pub(crate) adapter: Option<Adapter>,
+    pub(crate) requantize: Option<CpuRequantize>,
+    pub(crate) device: Device,
+}
+
+impl<R> std::fmt::Debug for GgufLoader<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufLoader").field("path", &self.meta.path).finish()
+    }
+}
+
+pub(crate) fn config(meta: &GgufMeta<'_>) -> Result<LlamaConfig, EvalError> {
+    let arch = meta.string("general.architecture")?;
+    let key = |k: &str| format!("{arch}.{k}");
+    let n_heads = meta.usize(&key("attention.head_count"))?;
+    let vocab = match meta.usize(&key("vocab_size")) {
+        Ok(v) => v,
+        Err(_) => meta.vocab()?.tokens.len(),
+    };
+    Ok(LlamaConfig {
+        hidden: meta.usize(&key("embedding_length"))?,
+        n_layers: meta.usize(&key("block_count"))?,
+        n_heads,
+        n_kv_heads: meta.usize(&key("attention.head_count_kv")).unwrap_or(n_heads),
+        vocab,
+        rms_eps: f64::from(meta.opt_f32(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5)),
+        rope_theta: meta.opt_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
+        max_seq: meta.usize(&key("context_length")).unwrap_or(4096),
+        rope_interleaved: true,
+    })
+}
+
+impl<R: Read + Seek> GgufLoader<'_, R> {
+    fn content(&self) -> &Content {
+        self.meta.content
+    }
+
+    fn read(&mut self, name: &str) -> Result<QTensor, EvalError> {
+        let content = self.meta.content;
+        content.tensor(self.reader, name, &self.device).map_err(|e| EvalError::Tensor {
+            path: self.meta.path_buf(),
+            tensor: name.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor, EvalError> {
+        Ok(self.read(name)?.dequantize(&self.device)?)
+    }
+
+    pub(crate) fn load(mut self, cfg: LlamaConfig) -> Result<(Llama, String), EvalError> {
+        let embed = Arc::new(self.read("token_embd.weight")?);
+        let dtype =
+            self.content().tensor_infos.get("blk.0.attn_q.weight").map_or(embed.dtype(), |info| info.ggml_dtype);
+        let dtype = format!("{dtype:?}").to_lowercase();
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for index in 0..cfg.n_layers {
+            layers.push(self.layer(index, &cfg)?);
+        }
+        let norm = self.dense("output_norm.weight")?;
+        let output = self.output(&embed)?;
+        if let Some(adapter) = &self.adapter {
+            adapter.ensure_consumed()?;
+        }
+        let llama = Llama::new(cfg, Embedding(embed), layers, norm, output, &self.device)?;
+        Ok((llama, dtype))
+    }
+
+    fn layer(&mut self, index: usize, cfg: &LlamaConfig) -> Result<Layer, EvalError> {
+        let mut projs = Vec::with_capacity(LAYER_TENSORS.len());
+        for (suffix, module) in LAYER_TENSORS {
+            let hf = format!("model.layers.{index}.{module}.weight");
+            let heads = match suffix {
+                "attn_q" => Some(cfg.n_heads),
+                "attn_k" => Some(cfg.n_kv_heads),
+                _ => None,
+            };
+            projs.push(self.proj(&format!("blk.{index}.{suffix}.weight"), &hf, heads)?);
+        }
+        let mut it = projs.into_iter();
+        let mut next = || it.next().ok_or(candle_core::Error::Msg("layer tensors".into()));
+        Ok(Layer {
+            attn_norm: self.dense(&format!("blk.{index}.attn_norm.weight"))?,
+            q: next()?,
+            k: next()?,
+            v: next()?,
+            o: next()?,
+            ffn_norm: self.dense(&format!("blk.{index}.ffn_norm.weight"))?,
+            gate: next()?,
+            up: next()?,
+            down: next()?,
+        })
+    }
+
+    /// Reads one matmul weight, merging its LoRA delta (`permute_heads` for q/k) and
+    /// re-quantising as configured.
+    fn proj(&mut self, name: &str, hf: &str, permute_heads: Option<usize>) -> Result<Proj, EvalError> {
+        let mut tensor = self.read(name)?;
+        let delta = self.adapter.as_mut().and_then(|a| a.deltas.remove(hf));
+        if let Some(delta) = delta {
+            let delta = match permute_heads {
+                Some(n_head) => permute_for_gguf_rope(&delta, n_head)?,
+                None => delta,
+            };
+            let merged = (tensor.dequantize(&self.device)? + delta)?;
+            tensor = QTensor::quantize(&merged, tensor.dtype())?;
+        }
+        Ok(Proj::new(QMatMul::from_qtensor(self.requantized(tensor)?)?))
+    }
+
+    fn requantized(&self, tensor: QTensor) -> Result<QTensor, EvalError> {
+        match (self.requantize, tensor.dtype()) {
+            (Some(CpuRequantize::Q8_0), GgmlDType::Q4_0 | GgmlDType::Q4_1) => {
+                let dense = tensor.dequantize(&self.device)?;
+                Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?)
+            }
+            _ => Ok(tensor),
+        }
+    }
+
+    fn output(&mut self, embed: &Arc<QTensor>) -> Result<Proj, EvalError> {
+        if self.content().tensor_infos.contains_key("output.weight") {
+            return self.proj("output.weight", "lm_head.weight", None);
+        }
+        if let Some(adapter) = &self.adapter
+            && adapter.deltas.contains_key("lm_head.weight")
+        {
+            return Err(EvalError::LoraTiedOutput { path: adapter.path.clone(), module: "lm_head".into() });
+        }
+        let tied = match (self.requantize, embed.dtype()) {
+            (Some(_), GgmlDType::Q4_0 | GgmlDType::Q4_1) => {
+                let dense = embed.dequantize(&self.device)?;
+                Arc::new(QTensor::quantize(&dense, GgmlDType::Q8_0)?)
+            }
+            _ => embed.clone(),
+        };
+        Ok(Proj::new(QMatMul::from_arc(tied)?))
+    }
+}
