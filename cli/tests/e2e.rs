@@ -1,0 +1,168 @@
+//! End to end with the real `phasegate` binary: a coordinator and two agents as separate processes.
+//!
+//! Timings are short (lease TTL 2 s, heartbeats every 500 ms) so the failure scenarios finish in
+//! seconds; every wait polls with a deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{Cluster, example_spec};
+
+/// Long enough for any single run on a loaded 2-core machine.
+const RUN_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// `(step, loss)` pairs from the trainer's `step K/N epoch E loss L` log lines.
+fn losses_from_logs(logs: &str) -> Vec<(u64, f64)> {
+    logs.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("step ")? + "step ".len()..];
+            let (step, rest) = rest.split_once('/')?;
+            let loss = rest.rsplit_once(" loss ")?.1;
+            Some((step.parse().ok()?, loss.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The run's finetune job.
+fn finetune(run: &Value) -> &Value {
+    let jobs = run["jobs"].as_array().unwrap_or_else(|| panic!("run has no jobs: {run}"));
+    jobs.iter().find(|j| j["stage"] == "finetune").unwrap_or_else(|| panic!("run has no finetune job: {run}"))
+}
+
+fn loss_curve(job: &Value) -> Vec<(u64, f64)> {
+    job["metrics"]["loss_curve"]
+        .as_array()
+        .unwrap_or_else(|| panic!("job has no loss curve: {job}"))
+        .iter()
+        .map(|p| (p["step"].as_u64().expect("step"), p["loss"].as_f64().expect("loss")))
+        .collect()
+}
+
+#[test]
+fn command_job_completes_and_its_loss_curve_is_stored() {
+    const STEPS: u32 = 24;
+    let cluster = Cluster::start(&["a1", "a2"]);
+    let spec = example_spec(cluster.dir.path(), "spec", STEPS, 0.01, None);
+
+    let out = cluster.cli(&["submit", spec.to_str().unwrap(), "--wait", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "submit --wait failed: {}", String::from_utf8_lossy(&out.stderr));
+    let waited: Value = serde_json::from_slice(&out.stdout).expect("submit --json prints the run");
+    let run_id = waited["id"].as_u64().expect("run id");
+
+    let run = cluster.show(run_id);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["experiment"], "persona-v1");
+    assert_eq!(run["phase"], "10");
+    let job = finetune(&run);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(["a1", "a2"].contains(&job["agent"].as_str().unwrap_or_default()), "{job}");
+
+    // The stored curve is what the trainer printed: compare with its own log lines.
+    let logs = cluster.cli(&["logs", &run_id.to_string()]);
+    assert!(logs.status.success(), "logs failed: {}", String::from_utf8_lossy(&logs.stderr));
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("training done"), "logs lack the trainer's last line:\n{logs}");
+    let printed = losses_from_logs(&logs);
+    assert_eq!(printed.len(), STEPS as usize, "expected one training line per step:\n{logs}");
+    let curve = loss_curve(job);
+    assert_eq!(curve.len(), printed.len(), "curve {curve:?} vs printed {printed:?}");
+    for ((cs, cl), (ps, pl)) in curve.iter().zip(&printed) {
+        assert_eq!(cs, ps);
+        assert!((cl - pl).abs() < 1e-3, "step {cs}: stored loss {cl}, printed {pl}");
+    }
+    assert!(curve.first().unwrap().1 > curve.last().unwrap().1, "the stand-in loss decays: {curve:?}");
+    let final_loss = job["metrics"]["final_loss"].as_f64().expect("final_loss stored");
+    assert!((final_loss - printed.last().unwrap().1).abs() < 1e-3, "final loss {final_loss} vs {printed:?}");
+
+    let artifacts = job["artifacts"].as_array().expect("artifacts");
+    assert!(
+        artifacts.iter().any(|a| a["name"].as_str().is_some_and(|n| n.ends_with("adapter_config.json"))),
+        "the adapter was not uploaded: {artifacts:?}"
+    );
+}
+
+#[test]
+fn job_needing_more_vram_than_any_agent_fails_at_once() {
+    let cluster = Cluster::start(&["a1", "a2"]);
+    let spec = example_spec(cluster.dir.path(), "big", 4, 0.01, Some("{ gpu = true, vram_mib = 100000, labels = [] }"));
+
+    let started = Instant::now();
+    let out = cluster.cli(&["submit", spec.to_str().unwrap(), "--wait", "--json"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // "At once": no lease, no timeout — well under one lease TTL plus CLI start-up.
+    assert!(took < Duration::from_secs(10), "failing the run took {took:?}");
+
+    let waited: Value = serde_json::from_slice(&out.stdout).expect("submit --json prints the run");
+    let run = cluster.show(waited["id"].as_u64().expect("run id"));
+    assert_eq!(run["state"], "failed", "{run}");
+    let job = finetune(&run);
+    assert_eq!(job["attempts"], 0, "the job must never have been leased: {job}");
+    let error = format!("{} {}", run["error"].as_str().unwrap_or_default(), job["error"].as_str().unwrap_or_default());
+    assert!(error.contains("100000 MiB"), "the error names the requirement: {error}");
+    for agent in ["a1", "a2"] {
+        assert!(error.contains(&format!("agent {agent}: no GPU")), "the error lists {agent} and its capacity: {error}");
+    }
+}
+
+#[test]
+fn agent_killed_mid_job_the_job_finishes_on_the_other_agent() {
+    let mut cluster = Cluster::start(&["a1", "a2"]);
+    let spec = example_spec(cluster.dir.path(), "slow", 120, 0.05, None);
+    let run_id = cluster.submit(&spec);
+
+    let victim = cluster.wait_running(run_id, RUN_TIMEOUT);
+    cluster.kill_agent(&victim);
+    let survivor = if victim == "a1" { "a2" } else { "a1" };
+
+    let run = cluster.wait_ended(run_id, RUN_TIMEOUT);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let job = finetune(&run);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_eq!(job["agent"], survivor, "{job}");
+    let history = job["history"].as_array().expect("history");
+    assert!(history.iter().any(|h| h["agent"] == victim.as_str()), "the lost attempt is recorded: {history:?}");
+    assert!(job["metrics"]["final_loss"].as_f64().is_some(), "{job}");
+}
+
+#[test]
+fn coordinator_killed_mid_job_restarts_with_every_run_and_the_job_completes() {
+    let mut cluster = Cluster::start(&["a1", "a2"]);
+    let quick = example_spec(cluster.dir.path(), "quick", 4, 0.01, None);
+    let done = cluster.submit(&quick);
+    let done_before = cluster.wait_ended(done, RUN_TIMEOUT);
+    assert_eq!(done_before["state"], "succeeded", "{done_before}");
+
+    let slow = example_spec(cluster.dir.path(), "slow", 100, 0.05, None);
+    let running = cluster.submit(&slow);
+    let agent = cluster.wait_running(running, RUN_TIMEOUT);
+    let runs_before = cluster.json(&["runs", "--json"]).expect("runs");
+
+    cluster.kill_coordinator();
+    cluster.start_coordinator();
+
+    // Every acknowledged run is still there, the finished one unchanged.
+    let runs_after = cluster.json(&["runs", "--json"]).expect("runs after restart");
+    let ids = |v: &Value| -> Vec<u64> { v.as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect() };
+    let mut before = ids(&runs_before);
+    let mut after = ids(&runs_after);
+    before.sort_unstable();
+    after.sort_unstable();
+    assert_eq!(before, after);
+    let done_after = cluster.show(done);
+    assert_eq!(done_after["state"], "succeeded");
+    assert_eq!(finetune(&done_after)["metrics"], finetune(&done_before)["metrics"]);
+
+    // The agent re-attaches and the running job completes, on its first attempt.
+    let run = cluster.wait_ended(running, RUN_TIMEOUT);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let job = finetune(&run);
+    assert_eq!(job["attempts"], 1, "the job must not have been restarted: {job}");
+    assert_eq!(job["agent"], agent.as_str(), "{job}");
+    assert_eq!(loss_curve(job).len(), 100, "{job}");
+}
