@@ -1,11 +1,14 @@
 //! The phasegate coordinator: scheduling core, store, artifact store and gRPC/HTTP services.
 //!
 //! It owns the durable state of runs, jobs, agents, logs and artifacts, and decides which agent runs
-//! what. It does not run jobs (agents do) and does not judge results (`gate-rules` does).
+//! what. It does not run jobs (agents do) and does not judge results (`gate-rules` does): its
+//! gate stage and [`history`] read the phase history, call `gate-rules`, then store the verdict.
 
 mod artifacts;
 mod auth;
+mod gate_stage;
 mod grpc;
+pub mod history;
 mod http;
 mod metrics;
 mod scheduler;

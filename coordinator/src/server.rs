@@ -64,6 +64,7 @@ pub async fn run(
     });
 
     let ticker = tokio::spawn(tick_loop(shared.clone(), stop_rx.clone()));
+    let gates = tokio::spawn(coordinator_job_loop(shared.clone(), stop_rx.clone()));
     let http_router = crate::http::router(shared.clone());
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
@@ -102,6 +103,7 @@ pub async fn run(
         })
         .await?;
     ticker.abort();
+    gates.abort();
     let _ = http_task.await;
     Ok(())
 }
@@ -127,6 +129,21 @@ async fn tick_loop<S: crate::store::Store>(shared: Arc<Shared<S>>, mut stop: tok
                     tracing::warn!(error = %e, "lease expiry pass failed");
                 }
             }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs the coordinator's own jobs (the gate) as they become ready; the first pass picks up jobs
+/// restored after a restart.
+async fn coordinator_job_loop<S: crate::store::Store>(
+    shared: Arc<Shared<S>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        shared.run_coordinator_jobs().await;
+        tokio::select! {
+            _ = shared.coordinator_work.notified() => {}
             _ = stop.changed() => return,
         }
     }

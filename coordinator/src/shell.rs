@@ -71,6 +71,8 @@ pub(crate) struct Shared<S> {
     pub store: S,
     pub artifacts: ArtifactStore,
     pub work: Notify,
+    /// Woken when a job succeeded, so a coordinator job (the gate) may have become ready.
+    pub coordinator_work: Notify,
     pub runs_changed: broadcast::Sender<RunId>,
     pub stats: Stats,
     pub config: ShellConfig,
@@ -88,6 +90,7 @@ impl<S: Store> Shared<S> {
             store,
             artifacts,
             work: Notify::new(),
+            coordinator_work: Notify::new(),
             runs_changed,
             stats: Stats::default(),
             config,
@@ -138,6 +141,10 @@ impl<S: Store> Shared<S> {
         if effects.work_available {
             self.work.notify_waiters();
         }
+        if effects.jobs.values().any(|j| j.state == JobState::Succeeded) {
+            // notify_one keeps a permit, so a wake-up between two passes is not lost.
+            self.coordinator_work.notify_one();
+        }
         let mut runs: Vec<RunId> = effects.runs.keys().copied().collect();
         runs.extend(effects.jobs.values().map(|j| j.run));
         runs.sort();
@@ -172,7 +179,10 @@ impl<S: Store> Shared<S> {
         }
         let plans = spec.stages();
         let mut core = self.core.lock().await;
-        let unfit = plans.iter().find_map(|p| unplaceable(&p.requires, core.agents()));
+        let unfit = plans
+            .iter()
+            .filter(|p| !p.stage.runs_on_coordinator())
+            .find_map(|p| unplaceable(&p.requires, core.agents()));
         let mut jobs = Vec::with_capacity(plans.len());
         for plan in &plans {
             let depends_on = plan.depends_on.iter().filter_map(|d| plans.iter().position(|p| p.stage == *d)).collect();
@@ -339,6 +349,8 @@ impl<S: Store> Shared<S> {
     }
 
     pub async fn complete(&self, lease: Lease, req: pb::CompleteJobRequest) -> Result<(), Status> {
+        // Fence first: a stale lease is refused as such whatever else the report carries.
+        self.check(lease).await?;
         for a in &req.artifacts {
             if !self.store.artifact_known(&a.sha256).await.map_err(store_status)? {
                 return Err(Status::invalid_argument(format!(
@@ -390,18 +402,15 @@ fn restored_job(j: &crate::store::JobRecord) -> Result<NewJob, StoreError> {
 
 fn assignment_template(work: &StageWork, stage: Stage, bundle: &str) -> pb::Assignment {
     let work = match work {
-        StageWork::Command(c) => pb::assignment::Work::Command(pb::CommandWork {
+        // The coordinator runs the gate itself; the spec (stored with the run) describes it.
+        StageWork::Gate(_) => None,
+        StageWork::Command(c) => Some(pb::assignment::Work::Command(pb::CommandWork {
             argv: c.command.clone(),
             env: c.env.iter().map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect(),
             timeout_ms: c.timeout.as_millis() as u64,
             metrics_globs: c.metrics.clone(),
             artifact_globs: c.artifacts.clone(),
-        }),
+        })),
     };
-    pb::Assignment {
-        stage: stage.as_str().to_owned(),
-        bundle_sha256: bundle.to_owned(),
-        work: Some(work),
-        ..Default::default()
-    }
+    pb::Assignment { stage: stage.as_str().to_owned(), bundle_sha256: bundle.to_owned(), work, ..Default::default() }
 }

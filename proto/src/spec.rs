@@ -31,6 +31,15 @@ struct RawSpec {
     priority: Option<Priority>,
     #[serde(default)]
     finetune: Option<RawCommandStage>,
+    #[serde(default)]
+    gate: Option<RawGateStage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateStage {
+    config: String,
+    results: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +67,19 @@ pub struct PhaseSpec {
     pub parent: Option<String>,
     pub priority: Priority,
     pub finetune: Option<CommandStage>,
+    pub gate: Option<GateStage>,
+}
+
+/// The gate stage, run by the coordinator once every earlier stage succeeded: import the results
+/// the earlier stages uploaded as artifacts, judge them against the experiment's accepted history,
+/// store verdict and report with the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateStage {
+    /// Path of the `gate.toml`, relative to the spec's directory (it travels in the source bundle).
+    pub config: String,
+    /// Globs over the artifact names of earlier stages (paths relative to the job directory, e.g.
+    /// `output/eval_rubric.json`); the files they match are imported as the candidate's results.
+    pub results: Vec<String>,
 }
 
 /// A stage that runs an external command on an agent (the fine-tune path for HF/PEFT scripts).
@@ -83,6 +105,7 @@ pub struct StagePlan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StageWork {
     Command(CommandStage),
+    Gate(GateStage),
 }
 
 /// Default timeout of a command stage when the spec gives none.
@@ -96,6 +119,12 @@ impl PhaseSpec {
         check_name("experiment", &raw.experiment).map_err(err)?;
         check_name("phase", &raw.phase).map_err(err)?;
         let finetune = raw.finetune.map(|s| command_stage("finetune", s)).transpose().map_err(err)?;
+        let gate = raw.gate.map(gate_stage).transpose().map_err(err)?;
+        if gate.is_some() && finetune.is_none() {
+            return Err(err("the [gate] stage needs an earlier stage whose artifacts hold the results: \
+                 add a [finetune] section"
+                .to_owned()));
+        }
         let spec = Self {
             experiment: raw.experiment,
             phase: raw.phase,
@@ -103,6 +132,7 @@ impl PhaseSpec {
             parent: raw.parent,
             priority: raw.priority.unwrap_or(Priority::Manual),
             finetune,
+            gate,
         };
         if spec.stages().is_empty() {
             return Err(err("the spec has no stage: add a [finetune] section".to_owned()));
@@ -121,8 +151,35 @@ impl PhaseSpec {
                 work: StageWork::Command(ft.clone()),
             });
         }
+        if let Some(gate) = &self.gate {
+            plans.push(StagePlan {
+                stage: Stage::Gate,
+                depends_on: plans.iter().map(|p| p.stage).collect(),
+                requires: Requirements::default(),
+                work: StageWork::Gate(gate.clone()),
+            });
+        }
         plans
     }
+}
+
+fn relative_path(what: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() || value.starts_with('/') || value.split('/').any(|p| p == "..") {
+        return Err(format!("{what} {value:?} must be a relative path inside the spec's directory"));
+    }
+    Ok(())
+}
+
+fn gate_stage(raw: RawGateStage) -> Result<GateStage, String> {
+    relative_path("`gate.config`", &raw.config)?;
+    if raw.results.is_empty() {
+        return Err("`gate.results` must list at least one glob of result files".to_owned());
+    }
+    for glob in &raw.results {
+        relative_path("`gate.results` glob", glob)?;
+        globset::Glob::new(glob).map_err(|e| format!("`gate.results` glob {glob:?} is not a valid glob: {e}"))?;
+    }
+    Ok(GateStage { config: raw.config, results: raw.results })
 }
 
 fn check_name(key: &str, value: &str) -> Result<(), String> {
@@ -217,6 +274,38 @@ artifacts = ["output/**/adapter/**"]
     fn spec_without_stage_is_rejected() {
         let msg = PhaseSpec::parse("experiment = \"e\"\nphase = \"1\"\n", "p.toml").unwrap_err().to_string();
         assert!(msg.contains("no stage"), "{msg}");
+    }
+
+    #[test]
+    fn gate_section_adds_a_gate_stage_after_the_others() {
+        let text = format!("{SPEC}\n[gate]\nconfig = \"gate.toml\"\nresults = [\"output/eval_*.json\"]\n");
+        let spec = PhaseSpec::parse(&text, "p.toml").unwrap();
+        let gate = spec.gate.as_ref().unwrap();
+        assert_eq!(gate.config, "gate.toml");
+        let plans = spec.stages();
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[1].stage, Stage::Gate);
+        assert_eq!(plans[1].depends_on, vec![Stage::Finetune]);
+        assert!(!plans[1].requires.gpu);
+    }
+
+    #[test]
+    fn gate_section_is_strict() {
+        let cases = [
+            ("config = \"gate.toml\"\nresults = [\"a.json\"]\nextra = 1", "extra"),
+            ("config = \"../gate.toml\"\nresults = [\"a.json\"]", "gate.config"),
+            ("config = \"gate.toml\"\nresults = []", "gate.results"),
+            ("config = \"gate.toml\"\nresults = [\"a[.json\"]", "not a valid glob"),
+            ("results = [\"a.json\"]", "config"),
+        ];
+        for (body, needle) in cases {
+            let text = format!("{SPEC}\n[gate]\n{body}\n");
+            let msg = PhaseSpec::parse(&text, "p.toml").unwrap_err().to_string();
+            assert!(msg.contains(needle), "{body}: {msg}");
+        }
+        let alone = "experiment = \"e\"\nphase = \"1\"\n[gate]\nconfig = \"g.toml\"\nresults = [\"a\"]\n";
+        let msg = PhaseSpec::parse(alone, "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("needs an earlier stage"), "{msg}");
     }
 
     #[test]

@@ -9,6 +9,8 @@ use phasegate_proto::domain::{
 use super::effects::{AttemptRecord, Effects, JobSnapshot, RunUpdate};
 use super::placement::fit_now;
 
+mod coordinator_jobs;
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CoreConfig {
     pub lease_ttl_ms: u64,
@@ -57,6 +59,8 @@ pub(crate) enum Rejection {
     NotLeased { job: JobId, state: JobState },
     #[error("agent {0} is not registered")]
     UnknownAgent(AgentName),
+    #[error("job {job} is {state}, not a coordinator job in the right state")]
+    NotReady { job: JobId, state: JobState },
 }
 
 #[derive(Debug)]
@@ -155,8 +159,13 @@ impl Core {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut ids = Vec::with_capacity(run.jobs.len());
-        for j in run.jobs {
+        for mut j in run.jobs {
             ids.push(j.id);
+            // The coordinator's own jobs died with it: run them again.
+            let requeued = j.stage.runs_on_coordinator() && j.state.is_leased();
+            if requeued {
+                j.state = JobState::Queued;
+            }
             if j.state == JobState::Queued {
                 self.queue.insert((run.priority, seq, j.id));
                 effects.work_available = true;
@@ -181,6 +190,9 @@ impl Core {
                 history: j.history,
             };
             self.jobs.insert(j.id, job);
+            if requeued {
+                self.snapshot(j.id, &mut effects);
+            }
         }
         let state = RunState::Queued;
         self.runs.insert(run.id, Run { priority: run.priority, seq, pr_key: run.pr_key, jobs: ids, state });
@@ -326,6 +338,9 @@ impl Core {
     /// Checks that a report carries the current lease of an active job.
     pub fn check_lease(&self, lease: Lease) -> Result<(RunId, Stage), Rejection> {
         let job = self.jobs.get(&lease.job).ok_or(Rejection::UnknownJob(lease.job))?;
+        if job.stage.runs_on_coordinator() {
+            return Err(Rejection::UnknownJob(lease.job));
+        }
         if job.epoch != lease.epoch {
             return Err(Rejection::StaleEpoch { job: lease.job, given: lease.epoch, current: job.epoch });
         }
@@ -368,7 +383,7 @@ impl Core {
         let expired: Vec<JobId> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.state.is_leased() && j.lease_expires_ms <= now_ms)
+            .filter(|(_, j)| j.state.is_leased() && !j.stage.runs_on_coordinator() && j.lease_expires_ms <= now_ms)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {

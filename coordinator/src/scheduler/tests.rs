@@ -287,3 +287,85 @@ proptest! {
         }
     }
 }
+
+fn gate_run(id: u64) -> NewRun {
+    run(id, Priority::Manual, vec![job(10 * id, Stage::Finetune, &[], 0), job(10 * id + 1, Stage::Gate, &[10 * id], 0)])
+}
+
+#[test]
+fn gate_jobs_are_never_leased_and_become_ready_after_their_dependencies() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_run_submitted(gate_run(1), 0);
+    assert!(c.ready_coordinator_jobs().is_empty(), "the gate waits for the finetune");
+    let l = lease(&mut c, "a", 1).unwrap();
+    assert_eq!(l.job, JobId(10));
+    assert_eq!(lease(&mut c, "a", 1), None, "the gate job must not be leased to an agent");
+    let effects = c.on_job_completed(l, true, "").unwrap();
+    assert!(effects.work_available);
+    assert_eq!(c.ready_coordinator_jobs(), vec![(RunId(1), JobId(11))]);
+    assert_eq!(lease(&mut c, "a", 2), None, "a ready gate job is still not for agents");
+}
+
+#[test]
+fn a_started_gate_job_runs_once_and_its_success_ends_the_run() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_run_submitted(gate_run(1), 0);
+    let l = lease(&mut c, "a", 1).unwrap();
+    c.on_job_completed(l, true, "").unwrap();
+    let started = c.on_coordinator_job_started(JobId(11)).unwrap();
+    assert_eq!(started.jobs[&JobId(11)].state, JobState::Running);
+    assert!(c.ready_coordinator_jobs().is_empty(), "a started gate job is not ready again");
+    assert!(matches!(c.on_coordinator_job_started(JobId(11)), Err(Rejection::NotReady { .. })));
+    // No agent can report on it, even with a guessed lease.
+    let guess = Lease { job: JobId(11), epoch: Epoch(0) };
+    assert_eq!(c.on_job_completed(guess, true, ""), Err(Rejection::UnknownJob(JobId(11))));
+    // Nor does it expire like an agent's lease.
+    assert!(c.on_tick(10 * TTL).jobs.is_empty());
+    let done = c.on_coordinator_job_done(JobId(11), true, "").unwrap();
+    assert_eq!(done.jobs[&JobId(11)].state, JobState::Succeeded);
+    assert_eq!(done.runs[&RunId(1)].state, RunState::Succeeded);
+    assert!(!c.is_active_run(RunId(1)));
+}
+
+#[test]
+fn a_gate_that_cannot_run_fails_the_run_with_its_error() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_run_submitted(gate_run(1), 0);
+    let l = lease(&mut c, "a", 1).unwrap();
+    c.on_job_completed(l, true, "").unwrap();
+    c.on_coordinator_job_started(JobId(11)).unwrap();
+    let done = c.on_coordinator_job_done(JobId(11), false, "no file matched results").unwrap();
+    assert_eq!(done.jobs[&JobId(11)].state, JobState::Failed);
+    let update = &done.runs[&RunId(1)];
+    assert_eq!(update.state, RunState::Failed);
+    assert!(update.error.contains("stage gate failed: no file matched results"), "{}", update.error);
+}
+
+#[test]
+fn gate_not_ready_cannot_start_and_failed_finetune_cancels_it() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_run_submitted(gate_run(1), 0);
+    assert!(matches!(c.on_coordinator_job_started(JobId(11)), Err(Rejection::NotReady { .. })));
+    assert!(matches!(c.on_coordinator_job_started(JobId(10)), Err(Rejection::NotReady { .. })));
+    let l = lease(&mut c, "a", 1).unwrap();
+    let effects = c.on_job_completed(l, false, "oom").unwrap();
+    assert_eq!(effects.jobs[&JobId(11)].state, JobState::Cancelled);
+    assert!(c.ready_coordinator_jobs().is_empty());
+    assert_eq!(c.on_coordinator_job_done(JobId(11), true, ""), Err(Rejection::UnknownJob(JobId(11))));
+}
+
+#[test]
+fn a_gate_job_running_when_the_coordinator_stopped_is_queued_again_on_restore() {
+    let mut c = core();
+    let mut finetune = job(10, Stage::Finetune, &[], 0);
+    finetune.state = JobState::Succeeded;
+    let mut gate = job(11, Stage::Gate, &[10], 0);
+    gate.state = JobState::Running;
+    let effects = c.on_run_submitted(run(1, Priority::Manual, vec![finetune, gate]), 0);
+    assert_eq!(effects.jobs[&JobId(11)].state, JobState::Queued);
+    assert_eq!(c.ready_coordinator_jobs(), vec![(RunId(1), JobId(11))]);
+}

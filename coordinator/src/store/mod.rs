@@ -8,7 +8,9 @@ mod sqlite;
 
 use std::future::Future;
 
-pub(crate) use records::{AgentRecord, JobRecord, LogRecord, NewJobRecord, NewRunRecord, RunRecord};
+pub(crate) use records::{
+    AgentRecord, JobRecord, LogRecord, NewJobRecord, NewRunRecord, PhaseRecord, RunRecord, VerdictRecord,
+};
 pub use sqlite::SqliteStore;
 
 use crate::scheduler::Effects;
@@ -25,6 +27,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    #[error("run {0} does not exist")]
+    NoRun(RunId),
 }
 
 /// What a completed job reported, written together with the state change.
@@ -78,4 +82,21 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<LogRecord>, StoreError>> + Send;
     /// The latest metric point of a job, for progress displays.
     fn last_metric(&self, job: JobId) -> impl Future<Output = Result<Option<pb::MetricPoint>, StoreError>> + Send;
+    /// Inserts or replaces the phase `(experiment, label)`: the newest record of a label wins, its
+    /// `accepted` flag included (changed results must be accepted again). `run` links the phase to
+    /// the run whose gate stage produced it.
+    fn upsert_phase(
+        &self,
+        phase: &gate_rules::Phase,
+        run: Option<RunId>,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every phase of an experiment, accepted or not, ordered by `(ordinal, label)`.
+    fn phases(&self, experiment: &str) -> impl Future<Output = Result<Vec<PhaseRecord>, StoreError>> + Send;
+    /// The phase a run's gate stage stored, if any.
+    fn phase_of_run(&self, run: RunId) -> impl Future<Output = Result<Option<PhaseRecord>, StoreError>> + Send;
+    /// Marks a phase accepted; `false` when no such phase exists.
+    fn accept_phase(&self, experiment: &str, label: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Writes a run's verdict, report and evaluation JSON; [`StoreError::NoRun`] for an unknown run.
+    fn set_verdict(&self, run: RunId, verdict: &VerdictRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -62,6 +62,9 @@ pub(crate) struct RunRecord {
     pub error: String,
     pub trigger: Trigger,
     pub created_ms: i64,
+    pub spec_toml: String,
+    pub spec_path: String,
+    pub bundle_sha256: String,
     pub verdict: String,
     pub report: String,
     pub evaluation_json: String,
@@ -80,4 +83,21 @@ pub(crate) struct LogRecord {
     pub job_id: i64,
     pub stage: String,
     pub line: pb::LogLine,
+}
+
+/// One phase of the gate's history as stored: the phase (its `accepted` flag taken from the
+/// column), the run that produced it and that run's verdict, if any.
+#[derive(Debug, Clone)]
+pub(crate) struct PhaseRecord {
+    pub phase: gate_rules::Phase,
+    pub run_id: Option<i64>,
+    pub verdict: String,
+}
+
+/// What a gate stage decided for a run.
+#[derive(Debug, Clone)]
+pub(crate) struct VerdictRecord {
+    pub verdict: String,
+    pub report: String,
+    pub evaluation_json: String,
 }

@@ -13,8 +13,13 @@ use sqlx::{Row, SqlitePool};
 use phasegate_proto::domain::{JobId, RunId, Trigger};
 use phasegate_proto::pb;
 
-use super::{AgentRecord, JobRecord, JobResult, LogRecord, NewRunRecord, RunRecord, Store, StoreError};
+use super::{
+    AgentRecord, JobRecord, JobResult, LogRecord, NewRunRecord, PhaseRecord, RunRecord, Store, StoreError,
+    VerdictRecord,
+};
 use crate::scheduler::Effects;
+
+mod phases;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -136,6 +141,9 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
             repo: row.try_get("repo")?,
         },
         created_ms: row.try_get("created_ms")?,
+        spec_toml: row.try_get("spec_toml")?,
+        spec_path: row.try_get("spec_path")?,
+        bundle_sha256: row.try_get("bundle_sha256")?,
         verdict: row.try_get("verdict")?,
         report: row.try_get("report")?,
         evaluation_json: row.try_get("evaluation_json")?,
@@ -295,6 +303,26 @@ impl Store for SqliteStore {
         Ok(row.is_some())
     }
 
+    async fn upsert_phase(&self, phase: &gate_rules::Phase, run: Option<RunId>, now_ms: i64) -> Result<(), StoreError> {
+        phases::upsert(&self.pool, phase, run, now_ms).await
+    }
+
+    async fn phases(&self, experiment: &str) -> Result<Vec<PhaseRecord>, StoreError> {
+        phases::of_experiment(&self.pool, experiment).await
+    }
+
+    async fn phase_of_run(&self, run: RunId) -> Result<Option<PhaseRecord>, StoreError> {
+        phases::of_run(&self.pool, run).await
+    }
+
+    async fn accept_phase(&self, experiment: &str, label: &str) -> Result<bool, StoreError> {
+        phases::accept(&self.pool, experiment, label).await
+    }
+
+    async fn set_verdict(&self, run: RunId, verdict: &VerdictRecord) -> Result<(), StoreError> {
+        phases::set_verdict(&self.pool, run, verdict).await
+    }
+
     async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
         sqlx::query("INSERT OR REPLACE INTO agents (name, capabilities, registered_ms) VALUES (?, ?, ?)")
             .bind(&agent.name)
@@ -402,3 +430,7 @@ impl Store for SqliteStore {
         row.map(|r| decode("job_metric_points", &r.try_get::<Vec<u8>, _>("point")?)).transpose()
     }
 }
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -3,6 +3,10 @@
 It prints `PHASEGATE_METRIC {...}` lines while it "trains", then writes what the HF Trainer and the
 team's scripts write: output/trainer_state.json, output/training_metrics.json and a LoRA adapter
 directory. The loss follows a deterministic decaying curve so runs are comparable.
+
+It also writes output/eval_rubric.json, a rubric score file in the shape the team's eval script
+writes (and `phasegate import` reads), so the run's [gate] stage has results to judge. The scores
+are fixed stand-ins: no model is trained or evaluated here (pass --scores to change them).
 """
 
 import argparse
@@ -16,6 +20,7 @@ parser.add_argument("--epochs", type=int, default=8)
 parser.add_argument("--max-length", type=int, default=512)
 parser.add_argument("--steps", type=int, default=24)
 parser.add_argument("--step-seconds", type=float, default=0.05)
+parser.add_argument("--scores", default="6,5,4,5,6,4,5,5", help="stand-in rubric scores of Q1..Q8, 0-10 each")
 args = parser.parse_args()
 
 os.makedirs("output/adapter", exist_ok=True)
@@ -49,4 +54,36 @@ with open("output/training_metrics.json", "w") as f:
     )
 with open("output/adapter/adapter_config.json", "w") as f:
     json.dump({"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]}, f)
+
+QUESTIONS = [
+    "Quem é o João?",
+    "O que é o Molting?",
+    "Me fala sobre o CRM da Softtor.",
+    "Quais tecnologias o João usa?",
+    "Me fala sobre você.",
+    "Como é a sua personalidade?",
+    "Qual é o seu jeito de trabalhar?",
+    "Quais são seus pontos fortes e fracos?",
+]
+scores = [int(s) for s in args.scores.split(",")]
+assert len(scores) == len(QUESTIONS), "--scores needs one score per question"
+total = sum(scores)
+with open("output/eval_rubric.json", "w") as f:
+    json.dump(
+        {
+            "phase": "10",
+            "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+            "adapter": "output/adapter",
+            "training_loss_final": round(loss, 4),
+            "generation_params": {"max_new_tokens": 200, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.3},
+            "scores": {
+                f"Q{i + 1}": {"question": q, "score": s, "max_score": 10, "notes": "stand-in score"}
+                for i, (q, s) in enumerate(zip(QUESTIONS, scores))
+            },
+            "overall": {"total": total, "max": 10 * len(QUESTIONS), "normalized_10": total / (10 * len(QUESTIONS)) * 10},
+        },
+        f,
+        indent=1,
+        ensure_ascii=False,
+    )
 print("training done", flush=True)

@@ -1,0 +1,243 @@
+//! The gate, offline: `import`, `history`, `gate`, `accept` open the data dir's database directly
+//! (no server needed; one may be running), and `bench gate` times `evaluate`.
+//!
+//! Imported phases are added to the accepted history only with `--accept`: importing the past is
+//! usually "these were the phases we shipped", but a file imported by mistake must not silently
+//! become a baseline. Replaying a bundled history is `import --accept` per phase, then
+//! `gate --candidate` on the next phase's files.
+
+use std::path::Path;
+use std::time::Instant;
+
+use gate_rules::report::GITHUB_COMMENT_LIMIT;
+use gate_rules::{GateConfig, Phase, Verdict};
+use phasegate_coordinator::history::{History, HistoryEntry, HistoryError};
+
+use crate::cli::{AcceptArgs, BenchGateArgs, GateArgs, HistoryArgs, ImportArgs, ReportFormat};
+use crate::exit::{Code, Failure, Result};
+
+pub async fn import(args: ImportArgs) -> Result<Code> {
+    let phase = load_candidate(&args.files, &args.experiment, args.phase.as_deref())?;
+    let history = History::create(&args.data.data_dir).await.map_err(store_failure)?;
+    let (label, score) = (phase.label.clone(), phase.score());
+    history.import_phase(phase, args.accept).await.map_err(store_failure)?;
+    let state = if args.accept { "accepted" } else { "not accepted" };
+    eprintln!(
+        "imported {} phase {label} from {} file(s): score {}, {state}",
+        args.experiment,
+        args.files.len(),
+        score.map_or_else(|| "none".to_owned(), |s| format!("{s:.3}")),
+    );
+    Ok(Code::Success)
+}
+
+pub async fn history(args: HistoryArgs) -> Result<Code> {
+    let history = open(&args.data.data_dir).await?;
+    let entries = history.history(&args.experiment).await.map_err(store_failure)?;
+    if args.json {
+        let rows: Vec<_> = entries.iter().map(entry_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else if entries.is_empty() {
+        eprintln!("no phases in experiment {}", args.experiment);
+    } else {
+        print!("{}", history_table(&entries));
+    }
+    Ok(Code::Success)
+}
+
+pub async fn gate(args: GateArgs) -> Result<Code> {
+    let config = load_config(args.config.as_deref())?;
+    let history = open(&args.data.data_dir).await?;
+    let candidate = match args.run {
+        Some(run) => run_candidate(&history, run, &args.experiment).await?,
+        None => load_candidate(&args.candidate, &args.experiment, args.phase.as_deref())?,
+    };
+    let outcome = history.gate(&candidate, &config, GITHUB_COMMENT_LIMIT).await.map_err(store_failure)?;
+    match args.format {
+        ReportFormat::Markdown => print!("{}", outcome.markdown),
+        ReportFormat::Json => println!("{}", outcome.json),
+    }
+    Ok(verdict_code(outcome.verdict()))
+}
+
+pub async fn accept(args: AcceptArgs) -> Result<Code> {
+    let history = open(&args.data.data_dir).await?;
+    let (experiment, label) = match (args.run, args.experiment, args.phase) {
+        (Some(run), _, _) => {
+            let phase = history.accept_run(run).await.map_err(store_failure)?;
+            (phase.experiment, phase.label)
+        }
+        (None, Some(experiment), Some(label)) => {
+            history.accept(&experiment, &label).await.map_err(store_failure)?;
+            (experiment, label)
+        }
+        _ => return Err(Failure::usage("accept needs RUN or --experiment NAME --phase LABEL")),
+    };
+    eprintln!("accepted {experiment} phase {label}");
+    Ok(Code::Success)
+}
+
+/// Times one verdict per round on a synthetic history and prints min/median/max.
+pub fn bench(args: &BenchGateArgs) -> Code {
+    let (history, candidate) = gate_rules::bench::synthetic_history(args.phases, args.questions, args.k, 1);
+    let config = GateConfig { resamples: args.resamples, ..GateConfig::default() };
+    let mut times: Vec<f64> = (0..args.rounds.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(gate_rules::evaluate(&history, &candidate, &config));
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "bench gate: {} phases, {} questions, K = {}, {} resamples, {} rounds: ms per verdict min {:.1} median {:.1} max {:.1}",
+        args.phases,
+        args.questions,
+        args.k,
+        args.resamples,
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1],
+    );
+    Code::Success
+}
+
+/// The documented exit code of a verdict: pass/warn 0, fail 1, inconclusive/insufficient 4.
+pub fn verdict_code(verdict: Verdict) -> Code {
+    match verdict.exit_code() {
+        0 => Code::Success,
+        1 => Code::Regression,
+        _ => Code::Inconclusive,
+    }
+}
+
+fn load_candidate(files: &[std::path::PathBuf], experiment: &str, phase: Option<&str>) -> Result<Phase> {
+    gate_rules::import::load_files(files, experiment, phase).map_err(|e| {
+        let failure = with_embedded_hint(&e.to_string());
+        match failure.hint {
+            Some(_) => failure,
+            None => failure.with_hint("nothing was imported; fix the file named above and run the command again"),
+        }
+    })
+}
+
+fn load_config(path: Option<&Path>) -> Result<GateConfig> {
+    let Some(path) = path else { return Ok(GateConfig::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(format!("failed to read gate config {}: {e}", path.display()))
+            .with_hint("pass the path of a gate.toml with --config, or leave it out for the defaults")
+    })?;
+    GateConfig::from_toml_str(&text, path).map_err(|e| with_embedded_hint(&e.to_string()))
+}
+
+async fn open(data_dir: &Path) -> Result<History> {
+    History::open(data_dir).await.map_err(store_failure)
+}
+
+async fn run_candidate(history: &History, run: u64, experiment: &str) -> Result<Phase> {
+    let phase = history.run_phase(run).await.map_err(store_failure)?;
+    if phase.experiment != experiment {
+        return Err(Failure::usage(format!("run {run} belongs to experiment {}, not {experiment}", phase.experiment)));
+    }
+    Ok(phase)
+}
+
+/// Splits a library message that carries its own `\nhint: ...` line.
+fn with_embedded_hint(message: &str) -> Failure {
+    match message.split_once("\nhint: ") {
+        Some((msg, hint)) => Failure::usage(msg).with_hint(hint),
+        None => Failure::usage(message),
+    }
+}
+
+fn store_failure(e: HistoryError) -> Failure {
+    match &e {
+        HistoryError::NoDatabase { .. } => Failure::usage(e.to_string())
+            .with_hint("pass the coordinator's --data-dir, or import phases first with `phasegate import`"),
+        HistoryError::NoPhase { .. } => {
+            Failure::usage(e.to_string()).with_hint("list the phases with `phasegate history EXPERIMENT`")
+        }
+        HistoryError::NoRunPhase { .. } => Failure::usage(e.to_string())
+            .with_hint("only runs whose spec has a [gate] section store a phase; see `phasegate show RUN`"),
+        HistoryError::DataDir { .. } | HistoryError::Store(_) => Failure::infra(e.to_string()),
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"))
+}
+
+fn history_table(entries: &[HistoryEntry]) -> String {
+    let mut out =
+        format!("{:<12} {:<9} {:>7} {:>10} {:>6} {}\n", "PHASE", "ACCEPTED", "SCORE", "FINAL LOSS", "RUN", "VERDICT");
+    for e in entries {
+        let run = e.run.map_or_else(|| "-".to_owned(), |r| r.to_string());
+        let verdict = if e.verdict.is_empty() { "-" } else { e.verdict.as_str() };
+        out.push_str(&format!(
+            "{:<12} {:<9} {:>7} {:>10} {:>6} {verdict}\n",
+            e.phase.label,
+            if e.phase.accepted { "yes" } else { "no" },
+            fmt_opt(e.phase.score()),
+            fmt_opt(e.phase.training.final_loss),
+            run,
+        ));
+    }
+    out
+}
+
+fn entry_json(e: &HistoryEntry) -> serde_json::Value {
+    serde_json::json!({
+        "label": e.phase.label,
+        "ordinal": e.phase.ordinal,
+        "accepted": e.phase.accepted,
+        "score": e.phase.score(),
+        "final_loss": e.phase.training.final_loss,
+        "vram_peak_mib": e.phase.training.vram_peak_mib,
+        "questions": e.phase.eval.len(),
+        "run": e.run,
+        "verdict": if e.verdict.is_empty() { None } else { Some(&e.verdict) },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_codes_follow_the_documented_table() {
+        assert_eq!(verdict_code(Verdict::Pass), Code::Success);
+        assert_eq!(verdict_code(Verdict::Warn), Code::Success);
+        assert_eq!(verdict_code(Verdict::Fail), Code::Regression);
+        assert_eq!(verdict_code(Verdict::Inconclusive), Code::Inconclusive);
+        assert_eq!(verdict_code(Verdict::InsufficientBaseline), Code::Inconclusive);
+    }
+
+    #[test]
+    fn embedded_hint_becomes_the_hint_line() {
+        let f = with_embedded_hint("failed to import a.json: no phase label\nhint: pass --phase LABEL");
+        assert_eq!(f.message, "failed to import a.json: no phase label");
+        assert_eq!(f.hint.as_deref(), Some("pass --phase LABEL"));
+        assert_eq!(f.code, Code::Usage);
+    }
+
+    #[test]
+    fn history_table_shows_three_decimals_unrounded_before() {
+        let mut phase = Phase::new("e", "phase9", 9);
+        phase.eval = vec![gate_rules::QuestionEval {
+            id: "Q1".into(),
+            question: String::new(),
+            max_points: 80.0,
+            samples: vec![gate_rules::Sample {
+                seed: None,
+                points: 25.0,
+                dimensions: Vec::new(),
+                response: None,
+                truncated: false,
+                auto_zero: Vec::new(),
+            }],
+        }];
+        let table = history_table(&[HistoryEntry { phase, run: None, verdict: String::new() }]);
+        assert!(table.contains("3.125"), "{table}");
+    }
+}

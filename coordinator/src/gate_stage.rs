@@ -1,0 +1,317 @@
+//! The `[gate]` stage of a run, executed by the coordinator itself: read → decide → write.
+//!
+//! Read: the run's spec, the `gate.toml` from its source bundle, the earlier stages' artifacts that
+//! match `results`, the finetune job's metrics and the experiment's accepted history. Decide: build
+//! the candidate phase and call `gate_rules` (pure). Write: the candidate phase (not accepted,
+//! linked to the run), the verdict, the report and the evaluation JSON.
+//!
+//! The job succeeds whenever a verdict was stored, FAIL included: the verdict is the run's judgement,
+//! not its health. It fails only when the gate could not run (unreadable results, bad config).
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use gate_rules::import::ImportError;
+use gate_rules::report::GITHUB_COMMENT_LIMIT;
+use gate_rules::{ConfigEntry, GateConfig, LossPoint, Phase};
+use phasegate_proto::domain::{JobId, RunId, Stage};
+use phasegate_proto::pb;
+use phasegate_proto::spec::{GateStage, PhaseSpec};
+
+use crate::history::{accepted, decide};
+use crate::shell::{Shared, now_ms};
+use crate::store::{JobRecord, JobResult, RunRecord, Store, StoreError, VerdictRecord};
+
+/// Largest result file or gate.toml the gate reads.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Why a gate stage could not produce a verdict; the job fails with this message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GateStageError {
+    #[error("run {0} does not exist")]
+    NoRun(RunId),
+    #[error("the run's spec has no [gate] section")]
+    NoGateSection,
+    #[error(transparent)]
+    Spec(#[from] phasegate_proto::spec::SpecError),
+    #[error("failed to read gate.config {path} from the source bundle {bundle}: {detail}")]
+    Bundle { path: String, bundle: String, detail: String },
+    #[error(transparent)]
+    Config(#[from] gate_rules::ConfigError),
+    #[error("no artifact of the earlier stages matches gate.results {globs:?} (artifacts: {names})")]
+    NoResults { globs: Vec<String>, names: String },
+    #[error("failed to read result artifact {name}: {detail}")]
+    Artifact { name: String, detail: String },
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the gate task stopped: {0}")]
+    Task(String),
+}
+
+/// Everything the decision needs, read before it.
+#[derive(Debug)]
+struct GateInput {
+    spec: PhaseSpec,
+    config: GateConfig,
+    /// `(artifact name, text)` of every matching result file, in name order.
+    results: Vec<(String, String)>,
+    finetune: Option<pb::JobMetrics>,
+    history: Vec<Phase>,
+}
+
+impl<S: Store> Shared<S> {
+    /// Starts and runs every ready coordinator job (the gate) of every run, one at a time.
+    pub(crate) async fn run_coordinator_jobs(&self) {
+        for (run, job) in self.start_ready_coordinator_jobs().await {
+            let outcome = self.run_gate(run).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(run = %run, job = %job, error = %e, "gate stage failed");
+            }
+            let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+            let mut core = self.core.lock().await;
+            match core.on_coordinator_job_done(job, error.is_empty(), &error) {
+                Ok(effects) => {
+                    if let Err(e) = self.commit(&mut core, &effects, &JobResult::default()).await {
+                        tracing::warn!(job = %job, error = %e, "failed to store the gate job's end");
+                    }
+                }
+                Err(r) => tracing::info!(job = %job, reason = %r, "gate job ended elsewhere (run cancelled?)"),
+            }
+        }
+    }
+
+    async fn start_ready_coordinator_jobs(&self) -> Vec<(RunId, JobId)> {
+        let mut core = self.core.lock().await;
+        let mut started = Vec::new();
+        for (run, job) in core.ready_coordinator_jobs() {
+            let Ok(effects) = core.on_coordinator_job_started(job) else { continue };
+            match self.commit(&mut core, &effects, &JobResult::default()).await {
+                Ok(()) => started.push((run, job)),
+                Err(e) => tracing::warn!(job = %job, error = %e, "failed to start the gate job"),
+            }
+        }
+        started
+    }
+
+    /// Read → decide → write for one run.
+    async fn run_gate(&self, run: RunId) -> Result<(), GateStageError> {
+        let input = self.read_gate_input(run).await?;
+        let candidate = candidate(&input.spec, &input.results, input.finetune.as_ref())?;
+        let outcome = decide(&input.history, &candidate, &input.config, GITHUB_COMMENT_LIMIT);
+        tracing::info!(run = %run, verdict = %outcome.verdict(), "gate verdict");
+        self.store.upsert_phase(&candidate, Some(run), now_ms() as i64).await?;
+        let record = VerdictRecord {
+            verdict: outcome.verdict().as_str().to_owned(),
+            report: outcome.markdown,
+            evaluation_json: outcome.json,
+        };
+        self.store.set_verdict(run, &record).await?;
+        Ok(())
+    }
+
+    async fn read_gate_input(&self, run: RunId) -> Result<GateInput, GateStageError> {
+        let record = self.store.run(run).await?.ok_or(GateStageError::NoRun(run))?;
+        let spec = PhaseSpec::parse(&record.spec_toml, &record.spec_path)?;
+        let gate = spec.gate.clone().ok_or(GateStageError::NoGateSection)?;
+        let finetune = record.jobs.iter().find(|j| j.stage == Stage::Finetune.as_str()).and_then(|j| j.metrics.clone());
+        let bundle = (!record.bundle_sha256.is_empty()).then(|| self.artifacts.path_of(&record.bundle_sha256));
+        let sources = result_sources(&gate, &record, |sha| self.artifacts.path_of(sha))?;
+        let (config, results) = tokio::task::spawn_blocking(move || read_files(&gate, bundle.as_deref(), &sources))
+            .await
+            .map_err(|e| GateStageError::Task(e.to_string()))??;
+        let history = accepted(self.store.phases(&spec.experiment).await?);
+        Ok(GateInput { spec, config, results, finetune, history })
+    }
+}
+
+/// The artifacts of the run's other jobs whose names match `results`: `(name, file)` by name.
+fn result_sources(
+    gate: &GateStage,
+    run: &RunRecord,
+    path_of: impl Fn(&str) -> PathBuf,
+) -> Result<Vec<(String, PathBuf)>, GateStageError> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for glob in &gate.results {
+        // The spec parser validated every glob.
+        if let Ok(g) = globset::Glob::new(glob) {
+            builder.add(g);
+        }
+    }
+    let set = builder.build().map_err(|e| GateStageError::Task(e.to_string()))?;
+    let earlier = run.jobs.iter().filter(|j| j.stage != Stage::Gate.as_str());
+    let mut found: Vec<(String, PathBuf)> = earlier
+        .flat_map(|j: &JobRecord| j.artifacts.iter())
+        .filter(|a| set.is_match(&a.name))
+        .map(|a| (a.name.clone(), path_of(&a.sha256)))
+        .collect();
+    found.sort();
+    found.dedup_by(|a, b| a.0 == b.0);
+    if found.is_empty() {
+        let names: Vec<&str> = run.jobs.iter().flat_map(|j| j.artifacts.iter().map(|a| a.name.as_str())).collect();
+        let names = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+        return Err(GateStageError::NoResults { globs: gate.results.clone(), names });
+    }
+    Ok(found)
+}
+
+/// Blocking reads: the gate.toml out of the bundle, then each result file.
+fn read_files(
+    gate: &GateStage,
+    bundle: Option<&Path>,
+    sources: &[(String, PathBuf)],
+) -> Result<(GateConfig, Vec<(String, String)>), GateStageError> {
+    let bad_bundle = |detail: String| GateStageError::Bundle {
+        path: gate.config.clone(),
+        bundle: bundle.map(|b| b.display().to_string()).unwrap_or_else(|| "(none)".to_owned()),
+        detail,
+    };
+    let bundle = bundle.ok_or_else(|| bad_bundle("the run has no source bundle".to_owned()))?;
+    let text = file_from_bundle(bundle, &gate.config).map_err(bad_bundle)?;
+    let config = GateConfig::from_toml_str(&text, Path::new(&gate.config))?;
+    let mut results = Vec::with_capacity(sources.len());
+    for (name, path) in sources {
+        let text = read_limited(std::fs::File::open(path).map_err(|e| e.to_string()))
+            .map_err(|detail| GateStageError::Artifact { name: name.clone(), detail })?;
+        results.push((name.clone(), text));
+    }
+    Ok((config, results))
+}
+
+fn read_limited(file: Result<impl std::io::Read, String>) -> Result<String, String> {
+    let mut text = String::new();
+    file?.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
+/// One file of a gzipped tar source bundle, as text.
+fn file_from_bundle(bundle: &Path, wanted: &str) -> Result<String, String> {
+    let file = std::fs::File::open(bundle).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let wanted = Path::new(wanted.trim_start_matches("./"));
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.path().map_err(|e| e.to_string())?.as_ref() == wanted {
+            return read_limited(Ok(entry));
+        }
+    }
+    Err("no such file in the bundle (it must sit in the spec's directory)".to_owned())
+}
+
+/// The pure step before `evaluate`: the candidate phase from the imported result files, the
+/// finetune job's metrics and the spec (experiment, label, parent, command-line settings).
+fn candidate(
+    spec: &PhaseSpec,
+    results: &[(String, String)],
+    finetune: Option<&pb::JobMetrics>,
+) -> Result<Phase, ImportError> {
+    let parts = results
+        .iter()
+        .map(|(name, text)| gate_rules::import::parse_file(name, text, Some(&spec.phase)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut phase = gate_rules::import::merge(parts, &spec.experiment)?;
+    phase.accepted = false;
+    if phase.parent.is_none() {
+        phase.parent.clone_from(&spec.parent);
+    }
+    if let Some(m) = finetune {
+        apply_metrics(&mut phase, m);
+    }
+    if let Some(ft) = &spec.finetune {
+        for entry in command_settings(&ft.command) {
+            if phase.config_value(&entry.key).is_none() {
+                phase.config.push(entry);
+            }
+        }
+    }
+    Ok(phase)
+}
+
+/// What the agent measured wins over what a result file claims.
+fn apply_metrics(phase: &mut Phase, m: &pb::JobMetrics) {
+    let t = &mut phase.training;
+    t.final_loss = m.final_loss.or(t.final_loss);
+    t.vram_peak_mib = m.vram_peak_mib.or(t.vram_peak_mib);
+    t.duration_secs = m.duration_s.map(|d| d.round() as u64).or(t.duration_secs);
+    if !m.loss_curve.is_empty() {
+        t.loss_curve = m.loss_curve.iter().map(|p| LossPoint { step: p.step, loss: p.loss }).collect();
+    }
+}
+
+/// `--key value` pairs of a training command (`--max-length 512` → `max_length = 512`), the
+/// settings the spec itself declares.
+fn command_settings(argv: &[String]) -> Vec<ConfigEntry> {
+    let mut out = Vec::new();
+    for pair in argv.windows(2) {
+        let (Some(key), value) = (pair[0].strip_prefix("--"), &pair[1]) else { continue };
+        if key.is_empty() || key.contains('=') || value.starts_with("--") {
+            continue;
+        }
+        out.push(ConfigEntry { key: key.replace('-', "_"), value: value.clone() });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUBRIC: &str = r#"{"phase": "10", "scores": {
+        "Q1": {"question": "who are you?", "score": 8, "max_score": 10, "notes": ""},
+        "Q2": {"question": "what do you do?", "score": 6, "max_score": 10, "notes": ""}}}"#;
+
+    fn spec() -> PhaseSpec {
+        let text = "experiment = \"persona-v1\"\nphase = \"10\"\nparent = \"9\"\n[finetune]\n\
+            command = [\"python3\", \"train.py\", \"--epochs\", \"8\", \"--max-length\", \"512\", \"--dry\"]\n\
+            [gate]\nconfig = \"gate.toml\"\nresults = [\"output/eval_rubric.json\"]\n";
+        PhaseSpec::parse(text, "phase.toml").unwrap()
+    }
+
+    #[test]
+    fn candidate_takes_results_metrics_and_spec_settings() {
+        let metrics = pb::JobMetrics {
+            final_loss: Some(0.81),
+            vram_peak_mib: Some(1900),
+            duration_s: Some(61.6),
+            loss_curve: vec![pb::LossPoint { step: 1, epoch: None, loss: 2.0 }],
+            ..Default::default()
+        };
+        let results = vec![("output/eval_rubric.json".to_owned(), RUBRIC.to_owned())];
+        let phase = candidate(&spec(), &results, Some(&metrics)).unwrap();
+        assert_eq!((phase.experiment.as_str(), phase.label.as_str(), phase.accepted), ("persona-v1", "10", false));
+        assert_eq!(phase.parent.as_deref(), Some("9"));
+        assert_eq!(phase.score(), Some(7.0));
+        assert_eq!(phase.training.final_loss, Some(0.81));
+        assert_eq!(phase.training.vram_peak_mib, Some(1900));
+        assert_eq!(phase.training.duration_secs, Some(62));
+        assert_eq!(phase.training.loss_curve.len(), 1);
+        assert_eq!(phase.config_value("epochs"), Some("8"));
+        assert_eq!(phase.config_value("max_length"), Some("512"));
+        assert_eq!(phase.config_value("dry"), None);
+    }
+
+    #[test]
+    fn malformed_result_names_the_artifact() {
+        let results = vec![("output/eval_rubric.json".to_owned(), "{\"phase\": \"10\"".to_owned())];
+        let msg = candidate(&spec(), &results, None).unwrap_err().to_string();
+        assert!(msg.contains("output/eval_rubric.json"), "{msg}");
+    }
+
+    #[test]
+    fn gate_toml_is_read_from_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gate.toml"), "min_effect = 0.7\n").unwrap();
+        let file = std::fs::File::create(dir.path().join("b.tar.gz")).unwrap();
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::default()));
+        builder.append_path_with_name(dir.path().join("gate.toml"), "gate.toml").unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+        let text = file_from_bundle(&dir.path().join("b.tar.gz"), "./gate.toml").unwrap();
+        assert_eq!(text, "min_effect = 0.7\n");
+        let err = file_from_bundle(&dir.path().join("b.tar.gz"), "other.toml").unwrap_err();
+        assert!(err.contains("no such file"), "{err}");
+    }
+}
