@@ -49,9 +49,94 @@ pub enum Command {
     Cancel(RunArg),
     /// Print a run's job logs.
     Logs(LogsArgs),
+    /// Run the end-to-end demo on this machine (coordinator, agent, bundled experiment).
+    Demo(DemoArgs),
+    /// Import existing result files (JSON) of one phase into the gate's history.
+    Import(ImportArgs),
+    /// Show an experiment's phase history: scores, losses, acceptance, verdicts.
+    History(HistoryArgs),
+    /// Judge a candidate phase against the accepted history; exit code = verdict.
+    Gate(GateArgs),
+    /// Add a phase to the accepted history.
+    Accept(AcceptArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// The data dir the gate commands open offline (the same one `phasegate serve` uses).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDirArg {
+    #[arg(long, env = "PHASEGATE_DATA_DIR", default_value = "./phasegate-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// Result files of ONE phase (rubric scores, per-dimension scores, eval responses,
+    /// training_metrics.json, trainer_state.json); they merge into one phase record.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long)]
+    pub experiment: String,
+    /// Phase label, when the files carry none (or to check the one they carry).
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Add the phase to the accepted history at once (the baseline future candidates compare with).
+    #[arg(long)]
+    pub accept: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    pub experiment: String,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GateArgs {
+    #[arg(long)]
+    pub experiment: String,
+    /// Result files of the candidate phase (merged like `import`).
+    #[arg(long, num_args = 1.., required_unless_present = "run", conflicts_with = "run")]
+    pub candidate: Vec<PathBuf>,
+    /// A run whose gate stage stored the candidate phase.
+    #[arg(long)]
+    pub run: Option<u64>,
+    /// Phase label of the candidate files, when they carry none.
+    #[arg(long, requires = "candidate")]
+    pub phase: Option<String>,
+    /// The gate configuration; the documented defaults without it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: ReportFormat,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AcceptArgs {
+    /// The run whose gated phase to accept.
+    #[arg(required_unless_present = "experiment", conflicts_with_all = ["experiment", "phase"])]
+    pub run: Option<u64>,
+    #[arg(long, requires = "phase")]
+    pub experiment: Option<String>,
+    #[arg(long, requires = "experiment")]
+    pub phase: Option<String>,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -177,6 +262,24 @@ pub struct LogsArgs {
 pub enum BenchCommand {
     /// A real coordinator on loopback and N simulated agents leasing and completing zero-work jobs.
     Scheduler(BenchSchedulerArgs),
+    /// Time `evaluate` on a synthetic history (10,000 phases, 8 questions, K = 10 by default).
+    Gate(BenchGateArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchGateArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub phases: usize,
+    #[arg(long, default_value_t = 8)]
+    pub questions: usize,
+    /// Samples per question.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub resamples: u32,
+    /// Timed rounds (one verdict each).
+    #[arg(long, default_value_t = 7)]
+    pub rounds: u32,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -185,4 +288,14 @@ pub struct BenchSchedulerArgs {
     pub agents: u32,
     #[arg(long, default_value_t = 20000)]
     pub jobs: u32,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Data dir of the demo coordinator; cleared at start and kept afterwards.
+    #[arg(long, default_value = "./.phasegate-demo")]
+    pub data_dir: PathBuf,
+    /// The bundled experiment (defaults to datasets/persona-v1 of the repository).
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
 }

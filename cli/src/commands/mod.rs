@@ -2,6 +2,8 @@
 
 mod agent;
 mod bench;
+mod demo;
+mod gate;
 mod query;
 mod serve;
 mod submit;
@@ -21,7 +23,13 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Agents(args) => query::agents(args, &endpoint).await,
         Command::Cancel(args) => query::cancel(args, &endpoint).await,
         Command::Logs(args) => query::logs(args, &endpoint).await,
+        Command::Demo(args) => demo::demo(args).await,
+        Command::Import(args) => gate::import(args).await,
+        Command::History(args) => gate::history(args).await,
+        Command::Gate(args) => gate::gate(args).await,
+        Command::Accept(args) => gate::accept(args).await,
         Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,
+        Command::Bench(BenchCommand::Gate(args)) => Ok(gate::bench(&args)),
     }
 }
 

@@ -40,12 +40,32 @@ pub async fn serve(args: ServeArgs) -> Result<Code> {
     Ok(Code::Success)
 }
 
-/// A coordinator and one local agent in one process.
-pub async fn up(args: UpArgs) -> Result<Code> {
-    let (grpc, http) = bind(&args.serve).await?;
-    let config = serve_config(&args.serve);
+/// A coordinator and one agent running in this process.
+pub struct LocalCluster {
+    pub access: AccessFile,
+    pub access_path: std::path::PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::result::Result<(), phasegate_coordinator::ServeError>>,
+    agent: tokio::task::JoinHandle<std::result::Result<(), phasegate_agent::AgentError>>,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCluster").field("access_path", &self.access_path).finish_non_exhaustive()
+    }
+}
+
+/// Starts a coordinator on the given listeners and one agent connected to it.
+pub async fn start_local(
+    config: ServeConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    agent_name: String,
+    labels: Vec<String>,
+    max_jobs: u32,
+) -> Result<LocalCluster> {
     let data_dir = config.data_dir.clone();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(phasegate_coordinator::run(config, grpc, http, async move {
         let _ = server_stop.wait_for(|s| *s).await;
@@ -62,28 +82,67 @@ pub async fn up(args: UpArgs) -> Result<Code> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    eprintln!("phasegate up: coordinator at {} (data dir {})", access.address, data_dir.display());
-    eprintln!("phasegate up: clients use --access-file {}", access_path.display());
     let agent = phasegate_agent::AgentConfig {
         coordinator: access.address.clone(),
         token: access.agent_token.clone(),
         ca_pem: None,
-        name: args.agent_name,
-        labels: args.labels,
+        name: agent_name,
+        labels,
         work_dir: data_dir.join("agent"),
-        max_jobs: args.max_jobs,
+        max_jobs,
         python_packages: None,
         grace: std::time::Duration::from_secs(10),
         lease_wait: std::time::Duration::from_secs(20),
     };
     let probe = Arc::new(phasegate_agent::caps::NvmlProbe::new());
     let mut agent_stop = stop_rx;
-    let agent_task = tokio::spawn(phasegate_agent::run(agent, probe, async move {
+    let agent = tokio::spawn(phasegate_agent::run(agent, probe, async move {
         let _ = agent_stop.wait_for(|s| *s).await;
     }));
+    let cluster = LocalCluster { access, access_path, stop, server, agent };
+    cluster.wait_for_agent().await?;
+    Ok(cluster)
+}
+
+impl LocalCluster {
+    /// Waits until the local agent is registered, so a run submitted next can be placed.
+    async fn wait_for_agent(&self) -> Result<()> {
+        let ch =
+            phasegate_proto::client::channel(&self.access.address, None).map_err(|e| Failure::infra(e.to_string()))?;
+        let mut client = phasegate_proto::client::control_client(ch, &self.access.client_token)
+            .map_err(|e| Failure::infra(e.to_string()))?;
+        for _ in 0..200 {
+            let req = phasegate_proto::pb::ListAgentsRequest {};
+            if let Ok(resp) = client.list_agents(req).await
+                && resp.into_inner().agents.iter().any(|a| a.online)
+            {
+                return Ok(());
+            }
+            if self.agent.is_finished() {
+                return Err(Failure::infra("the local agent stopped before registering"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(Failure::infra("the local agent did not register within 10 s"))
+    }
+
+    /// Stops the agent (and its jobs) and the coordinator.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let _ = self.agent.await;
+        self.server.await.map_err(|e| Failure::infra(e.to_string()))?.map_err(|e| Failure::infra(e.to_string()))
+    }
+}
+
+/// A coordinator and one local agent in one process.
+pub async fn up(args: UpArgs) -> Result<Code> {
+    let (grpc, http) = bind(&args.serve).await?;
+    let config = serve_config(&args.serve);
+    let data_dir = config.data_dir.clone();
+    let cluster = start_local(config, grpc, http, args.agent_name, args.labels, args.max_jobs).await?;
+    eprintln!("phasegate up: coordinator at {} (data dir {})", cluster.access.address, data_dir.display());
+    eprintln!("phasegate up: clients use --access-file {}", cluster.access_path.display());
     shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    let _ = agent_task.await;
-    server.await.map_err(|e| Failure::infra(e.to_string()))?.map_err(|e| Failure::infra(e.to_string()))?;
+    cluster.shutdown().await?;
     Ok(Code::Success)
 }

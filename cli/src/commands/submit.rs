@@ -15,24 +15,9 @@ use crate::exit::{Code, Failure, Result};
 use crate::render::{run_json, run_text};
 
 pub async fn submit(args: SubmitArgs, endpoint: &Endpoint) -> Result<Code> {
-    let spec_path = args.spec.display().to_string();
-    let text = std::fs::read_to_string(&args.spec)
-        .map_err(|e| Failure::usage(format!("failed to read spec {spec_path}: {e}")))?;
-    // Validate here first so the error names the local file before anything is uploaded.
-    let spec = PhaseSpec::parse(&text, &spec_path).map_err(|e| Failure::usage(e.to_string()))?;
     let trigger = trigger(&args);
     let mut client = endpoint.control()?;
-    let dir = args.spec.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let bundle = pack(dir, args.bundle_limit_mib << 20)?;
-    let bundle_sha = upload(&mut client, bundle).await?;
-    let req = pb::SubmitRunRequest {
-        spec_toml: text,
-        spec_path: spec_path.clone(),
-        bundle_sha256: bundle_sha,
-        trigger: Some(trigger),
-    };
-    let resp =
-        client.submit_run(req).await.map_err(|s| Failure::from_status("failed to submit the run", &s))?.into_inner();
+    let (spec, resp) = submit_spec(&mut client, &args.spec, trigger, args.bundle_limit_mib << 20).await?;
     if !args.json {
         eprintln!("submitted run {} ({} phase {})", resp.run_id, spec.experiment, spec.phase);
         for old in &resp.superseded {
@@ -55,6 +40,27 @@ pub async fn submit(args: SubmitArgs, endpoint: &Endpoint) -> Result<Code> {
         }
     }
     Ok(exit_code(&run))
+}
+
+/// Validates a spec file, packs and uploads its directory, and submits the run.
+pub async fn submit_spec(
+    client: &mut ControlClient,
+    path: &Path,
+    trigger: pb::Trigger,
+    bundle_limit: u64,
+) -> Result<(PhaseSpec, pb::SubmitRunResponse)> {
+    let spec_path = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("failed to read spec {spec_path}: {e}")))?;
+    // Validate here first so the error names the local file before anything is uploaded.
+    let spec = PhaseSpec::parse(&text, &spec_path).map_err(|e| Failure::usage(e.to_string()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let bundle = pack(dir, bundle_limit)?;
+    let bundle_sha = upload(client, bundle).await?;
+    let req = pb::SubmitRunRequest { spec_toml: text, spec_path, bundle_sha256: bundle_sha, trigger: Some(trigger) };
+    let resp =
+        client.submit_run(req).await.map_err(|s| Failure::from_status("failed to submit the run", &s))?.into_inner();
+    Ok((spec, resp))
 }
 
 /// The exit code of an ended run: its verdict when it has one, else 0 for success and 3 otherwise.
