@@ -12,6 +12,9 @@ use phasegate_coordinator::{ServeConfig, ShellConfig};
 use phasegate_proto::client::{channel, control_client};
 use phasegate_proto::pb;
 
+use phasegate_coordinator::history::History;
+
+use super::gate::{load_candidate, store_failure};
 use super::serve::start_local;
 use super::submit::{submit_spec, wait};
 use crate::cli::DemoArgs;
@@ -20,6 +23,7 @@ use crate::render::run_text;
 
 /// Where the bundled experiment lives, relative to the repository root.
 const DATASET: &str = "datasets/persona-v1";
+const EXPERIMENT: &str = "persona-v1";
 
 pub async fn demo(args: DemoArgs) -> Result<Code> {
     let dataset = find_dataset(args.dataset.as_deref())?;
@@ -36,6 +40,7 @@ pub async fn demo(args: DemoArgs) -> Result<Code> {
                 .map_err(|e| Failure::infra(format!("failed to listen for {what}: {e}")))
         }
     };
+    import_history(&dataset, &data_dir).await?;
     let config = ServeConfig { data_dir: data_dir.clone(), shell: ShellConfig::default(), tls: None };
     let cluster =
         start_local(config, bind("grpc").await?, bind("http").await?, "demo-agent".into(), Vec::new(), 1).await?;
@@ -58,11 +63,38 @@ pub async fn demo(args: DemoArgs) -> Result<Code> {
     println!("  phasegate up --data-dir {}      # then, in another shell:", data_dir.display());
     println!("  phasegate --access-file {} show {}", access_path.display(), run.id);
     println!("  phasegate --access-file {} logs {}", access_path.display(), run.id);
+    println!("  phasegate history {EXPERIMENT} --data-dir {}", data_dir.display());
     if run.state == "succeeded" {
         Ok(Code::Success)
     } else {
         Err(Failure::infra(format!("the demo run ended {}", run.state)))
     }
+}
+
+/// Imports the bundled history (phases 6 to 9, each a folder of result files) as accepted phases.
+async fn import_history(dataset: &Path, data_dir: &Path) -> Result<()> {
+    let history = History::create(data_dir).await.map_err(store_failure)?;
+    let root = dataset.join("history");
+    let mut phases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map_err(|e| Failure::usage(format!("failed to read the bundled history {}: {e}", root.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    phases.sort();
+    for dir in phases {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| Failure::usage(format!("failed to read {}: {e}", dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let phase = load_candidate(&files, EXPERIMENT, None)?;
+        let (label, score) = (phase.label.clone(), phase.score());
+        history.import_phase(phase, true).await.map_err(store_failure)?;
+        let score = score.map_or_else(|| "no score".to_owned(), |s| format!("{s:.3}/10"));
+        println!("phasegate demo: imported accepted phase {label} ({score}) from {}", dir.display());
+    }
+    Ok(())
 }
 
 async fn run_phase(access: &phasegate_coordinator::AccessFile, dataset: &Path) -> Result<pb::Run> {

@@ -112,7 +112,7 @@ pub fn verdict_code(verdict: Verdict) -> Code {
     }
 }
 
-fn load_candidate(files: &[std::path::PathBuf], experiment: &str, phase: Option<&str>) -> Result<Phase> {
+pub(crate) fn load_candidate(files: &[std::path::PathBuf], experiment: &str, phase: Option<&str>) -> Result<Phase> {
     gate_rules::import::load_files(files, experiment, phase).map_err(|e| {
         let failure = with_embedded_hint(&e.to_string());
         match failure.hint {
@@ -151,7 +151,7 @@ fn with_embedded_hint(message: &str) -> Failure {
     }
 }
 
-fn store_failure(e: HistoryError) -> Failure {
+pub(crate) fn store_failure(e: HistoryError) -> Failure {
     match &e {
         HistoryError::NoDatabase { .. } => Failure::usage(e.to_string())
             .with_hint("pass the coordinator's --data-dir, or import phases first with `phasegate import`"),
