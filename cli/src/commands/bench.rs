@@ -61,33 +61,62 @@ async fn drive(args: &BenchSchedulerArgs, dir: &std::path::Path, pid: u32) -> Re
         register(a.clone(), i).await?;
     }
     eprintln!("bench: {} agents registered; submitting {} jobs", args.agents, args.jobs);
-    for _ in 0..args.jobs {
+    submit_all(&mut control, args.jobs).await?;
+    let saturated = measure(&agents, args.jobs as u64, None).await?;
+    eprintln!("bench: saturated phase done; submitting {} more jobs for the paced phase", args.jobs);
+    submit_all(&mut control, args.jobs).await?;
+    // Each agent leases once per `agents / rate` seconds: the offered load is `rate` leases/s.
+    let period = Duration::from_secs_f64(f64::from(args.agents) / f64::from(args.rate.max(1)));
+    let paced = measure(&agents, args.jobs as u64, Some(period)).await?;
+    let rss = peak_rss_mib(pid);
+    Ok(format!(
+        "scheduler bench: {} agents over {CONNECTIONS} connections, {} jobs per phase\n\
+         saturated (every agent leases as fast as it can):\n{}\n\
+         paced at {} leases/s offered:\n{}\n\
+         coordinator peak RSS: {} MiB",
+        args.agents,
+        args.jobs,
+        saturated,
+        args.rate,
+        paced,
+        rss.map(|r| r.to_string()).unwrap_or_else(|| "unknown".into()),
+    ))
+}
+
+async fn submit_all(control: &mut phasegate_proto::client::ControlClient, jobs: u32) -> Result<()> {
+    for _ in 0..jobs {
         let req = pb::SubmitRunRequest { spec_toml: SPEC.into(), spec_path: "bench.toml".into(), ..Default::default() };
-        control.submit_run(req).await.map_err(|s| infra(format!("submit failed: {}", s.message())))?;
+        control.submit_run(req).await.map_err(|s| Failure::infra(format!("submit failed: {}", s.message())))?;
     }
+    Ok(())
+}
+
+/// Runs every agent until `total` jobs completed; returns the figures as text.
+async fn measure(agents: &[AgentClient], total: u64, period: Option<Duration>) -> Result<String> {
     let counters = Arc::new(Counters::default());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, a) in agents.into_iter().enumerate() {
-        tasks.spawn(sim_agent(a, i, args.jobs as u64, counters.clone()));
+    for (i, a) in agents.iter().enumerate() {
+        tasks.spawn(sim_agent(a.clone(), i, total, period, counters.clone()));
     }
     let mut latencies: Vec<Duration> = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        latencies.extend(r.map_err(|e| infra(e.to_string()))??);
+        latencies.extend(r.map_err(|e| Failure::infra(e.to_string()))??);
     }
     let elapsed = start.elapsed();
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     let done = counters.completed.load(Ordering::Relaxed);
-    let rss = peak_rss_mib(pid);
     Ok(format!(
-        "scheduler bench: {} agents, {done} jobs completed in {:.2} s\n  completed jobs/s: {:.0}\n  lease latency p50: {:.2} ms  p99: {:.2} ms\n  coordinator peak RSS: {} MiB",
-        args.agents,
+        "  {done} jobs completed in {:.2} s: {:.0} completed jobs/s\n  lease latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         elapsed.as_secs_f64(),
         done as f64 / elapsed.as_secs_f64(),
-        pct(0.50).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
-        pct(0.99).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
-        rss.map(|r| r.to_string()).unwrap_or_else(|| "unknown".into()),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
     ))
 }
 
@@ -112,11 +141,30 @@ async fn register(mut client: AgentClient, i: usize) -> Result<()> {
 }
 
 /// Leases and completes jobs until all are done. Returns the latencies of the leases that got a job.
-async fn sim_agent(mut client: AgentClient, i: usize, total: u64, counters: Arc<Counters>) -> Result<Vec<Duration>> {
+async fn sim_agent(
+    mut client: AgentClient,
+    i: usize,
+    total: u64,
+    period: Option<Duration>,
+    counters: Arc<Counters>,
+) -> Result<Vec<Duration>> {
     let name = format!("sim-{i:05}");
     let mut latencies = Vec::new();
     let mut last_heartbeat = Instant::now();
+    let mut ticker = period.map(|p| {
+        // Spread the agents' first leases over one period so the offered load is even.
+        let offset = p.mul_f64((i % 1000) as f64 / 1000.0);
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     while counters.completed.load(Ordering::Relaxed) < total {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+            if counters.completed.load(Ordering::Relaxed) >= total {
+                break;
+            }
+        }
         if last_heartbeat.elapsed() > Duration::from_secs(5) {
             let hb = pb::HeartbeatRequest { agent_name: name.clone(), ..Default::default() };
             let _ = client.heartbeat(hb).await;

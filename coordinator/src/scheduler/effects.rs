@@ -33,7 +33,7 @@ pub(crate) struct RunUpdate {
 }
 
 /// Everything one event changed. Maps keep only the latest snapshot of each row.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Effects {
     pub jobs: BTreeMap<JobId, JobSnapshot>,
     pub runs: BTreeMap<RunId, RunUpdate>,

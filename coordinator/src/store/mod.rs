@@ -9,7 +9,8 @@ mod sqlite;
 use std::future::Future;
 
 pub(crate) use records::{
-    AgentRecord, JobRecord, LogRecord, NewJobRecord, NewRunRecord, PhaseRecord, RunRecord, VerdictRecord,
+    AgentRecord, GithubDeliveryRecord, JobRecord, LogRecord, NewJobRecord, NewRunRecord, PhaseRecord, RunRecord,
+    VerdictRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -41,14 +42,14 @@ pub(crate) struct JobResult {
     pub artifacts: Vec<pb::ArtifactRef>,
 }
 
-pub(crate) trait Store: Send + Sync + 'static {
+pub(crate) trait Store: Clone + Send + Sync + 'static {
     /// Inserts a run and its jobs; returns their ids (jobs in the order given).
     fn insert_run(&self, run: &NewRunRecord) -> impl Future<Output = Result<(RunId, Vec<JobId>), StoreError>> + Send;
     /// Writes the job and run rows an event changed, plus an optional job result, atomically.
-    fn apply(
+    /// Writes several events' changes, in order, in one transaction (group commit): all or nothing.
+    fn apply_batch(
         &self,
-        effects: &Effects,
-        result: &JobResult,
+        items: &[(&Effects, &JobResult)],
         now_ms: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Stores log lines and metric points; lines already stored (same job and seq) are ignored.
@@ -99,4 +100,27 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn accept_phase(&self, experiment: &str, label: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Writes a run's verdict, report and evaluation JSON; [`StoreError::NoRun`] for an unknown run.
     fn set_verdict(&self, run: RunId, verdict: &VerdictRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The GitHub delivery state of a run, if it has one.
+    fn github_delivery(
+        &self,
+        run: RunId,
+    ) -> impl Future<Output = Result<Option<GithubDeliveryRecord>, StoreError>> + Send;
+    /// Inserts or replaces a run's GitHub delivery state.
+    fn put_github_delivery(&self, record: &GithubDeliveryRecord)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Runs whose delivery is `pending` with its next attempt at or before `now_ms`, soonest first.
+    fn due_github_deliveries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send;
+    /// Runs with a stored verdict whose delivery is still at the `submitted` stage.
+    fn github_verdicts_not_started(&self, limit: u32) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send;
+    /// The newest run of `experiment` for pull request `pr` of `repo` that has a verdict.
+    fn latest_verdict_run(
+        &self,
+        repo: &str,
+        pr: u64,
+        experiment: &str,
+    ) -> impl Future<Output = Result<Option<RunId>, StoreError>> + Send;
 }
