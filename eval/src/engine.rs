@@ -7,6 +7,7 @@ use crate::lora::Adapter;
 use crate::model::gguf_llama::{self, GgufLoader};
 use crate::model::hf_llama::{self, HfConfig};
 use crate::model::llama::Llama;
+use crate::model::phi3::Phi3;
 use crate::sampler::derive_seed;
 use crate::spec::{Answer, GenerationOutput, GenerationParams, ModelInfo, ModelSpec, Prompt, Timing};
 use crate::template::ChatTemplate;
@@ -17,10 +18,19 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The forward pass behind an engine.
+#[derive(Debug)]
+enum Model {
+    /// Our batched llama (llama, mistral, SmolLM2, TinyLlama...).
+    Llama(Llama),
+    /// candle-transformers' quantized phi3, one sequence at a time.
+    Phi3(Phi3),
+}
+
 /// A model ready to generate. Load once, call `generate` many times.
 #[derive(Debug)]
 pub struct Engine {
-    model: Llama,
+    model: Model,
     tokenizer: TextTokenizer,
     template: ChatTemplate,
     stop_ids: Vec<u32>,
@@ -66,6 +76,17 @@ impl Engine {
 
     /// Generates `params.samples` answers per prompt, in prompt order then sample order.
     pub fn generate(&self, prompts: &[Prompt], params: &GenerationParams) -> Result<GenerationOutput, EvalError> {
+        self.generate_until(prompts, params, &self.stop_ids)
+    }
+
+    /// `generate` that stops only on `stop_ids`: empty means exactly `max_new_tokens` tokens
+    /// per answer, as benchmarks need.
+    pub(crate) fn generate_until(
+        &self,
+        prompts: &[Prompt],
+        params: &GenerationParams,
+        stop_ids: &[u32],
+    ) -> Result<GenerationOutput, EvalError> {
         validate(params)?;
         let wall = Instant::now();
         let ids =
@@ -77,7 +98,10 @@ impl Engine {
                 (0..params.samples).map(move |s| Job { prompt: i, seed: derive_seed(params.seed, &p.qid, s) })
             })
             .collect();
-        let (results, spent) = generate::run(&self.model, &ids, &jobs, params, &self.stop_ids, &self.device)?;
+        let (results, spent) = match &self.model {
+            Model::Llama(llama) => generate::run(llama, &ids, &jobs, params, stop_ids, &self.device)?,
+            Model::Phi3(phi3) => phi3.run(&ids, &jobs, params, stop_ids)?,
+        };
         let mut answers = Vec::with_capacity(jobs.len());
         for (index, (job, result)) in jobs.iter().zip(results).enumerate() {
             answers.push(Answer {
@@ -103,9 +127,11 @@ impl Engine {
         Ok(GenerationOutput { answers, timing })
     }
 
+    /// The llama, tokenizer and stop ids (tests use llama models only).
     #[cfg(test)]
     pub(crate) fn parts(&self) -> (&Llama, &TextTokenizer, &[u32]) {
-        (&self.model, &self.tokenizer, &self.stop_ids)
+        let Model::Llama(llama) = &self.model else { panic!("not a llama model") };
+        (llama, &self.tokenizer, &self.stop_ids)
     }
 
     #[cfg(test)]
@@ -115,7 +141,8 @@ impl Engine {
 
     #[cfg(test)]
     pub(crate) fn model_mut(&mut self) -> &mut Llama {
-        &mut self.model
+        let Model::Llama(llama) = &mut self.model else { panic!("not a llama model") };
+        llama
     }
 }
 
@@ -158,7 +185,7 @@ fn load_gguf(path: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: De
     let content = Content::read(&mut reader).map_err(|e| EvalError::parse(path, e))?;
     let meta = GgufMeta { path, content: &content };
     let architecture = meta.string("general.architecture")?;
-    if architecture != "llama" {
+    if architecture != "llama" && architecture != "phi3" {
         return Err(EvalError::UnsupportedArchitecture { path: path.to_path_buf(), architecture });
     }
     let tokenizer = tokenizer::from_gguf(&meta)?;
@@ -166,8 +193,14 @@ fn load_gguf(path: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: De
         .opt_string("tokenizer.chat_template")
         .or_else(|| config_template(path.with_file_name("tokenizer_config.json")));
     let template = ChatTemplate::choose(spec.template_override.as_deref(), own, &tokenizer, path)?;
-    let cfg = gguf_llama::config(&meta)?;
     let name = meta.opt_string("general.name").unwrap_or_else(|| model_name(path));
+    if architecture == "phi3" {
+        let max_seq = meta.usize("phi3.context_length")?;
+        let dtype = weight_dtype(&content, "blk.0.attn_qkv.weight");
+        let phi3 = Phi3::load(path, content, max_seq, &mut reader, &device)?;
+        return finish(Model::Phi3(phi3), tokenizer, template, name, architecture, dtype, device);
+    }
+    let cfg = gguf_llama::config(&meta)?;
     let requantize = spec.cpu_requantize;
     let loader = GgufLoader { meta, reader: &mut reader, adapter, requantize, device: device.clone() };
     let (model, mut dtype) = loader.load(cfg)?;
@@ -179,7 +212,11 @@ fn load_gguf(path: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: De
             serde_json::to_value(target).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
         );
     }
-    finish(model, tokenizer, template, name, architecture, dtype, device)
+    finish(Model::Llama(model), tokenizer, template, name, architecture, dtype, device)
+}
+
+fn weight_dtype(content: &Content, tensor: &str) -> String {
+    content.tensor_infos.get(tensor).map_or_else(|| "unknown".into(), |i| format!("{:?}", i.ggml_dtype).to_lowercase())
 }
 
 fn load_hf(dir: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: Device) -> Result<Engine, EvalError> {
@@ -200,7 +237,7 @@ fn load_hf(dir: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: Devic
     let tokenizer = TextTokenizer { inner, bos: config.bos_token_id, eos: config.eos(), add_bos };
     let own = config_template(dir.join("tokenizer_config.json"));
     let template = ChatTemplate::choose(spec.template_override.as_deref(), own, &tokenizer, dir)?;
-    finish(model, tokenizer, template, model_name(dir), "llama".into(), "f32".into(), device)
+    finish(Model::Llama(model), tokenizer, template, model_name(dir), "llama".into(), "f32".into(), device)
 }
 
 fn read_json(path: &Path) -> Option<serde_json::Value> {
@@ -212,7 +249,7 @@ fn config_template(path: PathBuf) -> Option<String> {
 }
 
 fn finish(
-    model: Llama,
+    model: Model,
     tokenizer: TextTokenizer,
     template: ChatTemplate,
     name: String,
@@ -221,7 +258,10 @@ fn finish(
     device: Device,
 ) -> Result<Engine, EvalError> {
     let stop_ids = template.stop_ids(&tokenizer);
-    let parameters = parameter_count(&model);
+    let parameters = match &model {
+        Model::Llama(llama) => parameter_count(llama),
+        Model::Phi3(phi3) => phi3.parameters,
+    };
     let info = ModelInfo { name, architecture, dtype, parameters, adapter: None };
     Ok(Engine { model, tokenizer, template, stop_ids, info, device })
 }

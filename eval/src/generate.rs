@@ -1,7 +1,7 @@
 //! The batched decoding loop over our llama forward pass.
 
 use crate::error::EvalError;
-use crate::model::llama::{KvCache, Llama};
+use crate::model::llama::{KvCache, Llama, SharedPrefix};
 use crate::sampler::{apply_repetition_penalty, choose};
 use crate::spec::GenerationParams;
 use candle_core::{Device, Tensor};
@@ -40,8 +40,9 @@ struct Row {
     rng: StdRng,
 }
 
-/// Generates every job, `params.max_batch` rows at a time; jobs sharing a prompt share its
-/// prefill.
+/// Generates every job, `params.max_batch` rows at a time. The token prefix that all prompts
+/// share (the system prompt) is computed once for every chunk; jobs sharing a prompt share the
+/// rest of its prefill.
 pub(crate) fn run(
     model: &Llama,
     prompts: &[Vec<u32>],
@@ -53,17 +54,53 @@ pub(crate) fn run(
     let mut results = vec![JobResult::default(); jobs.len()];
     let mut spent = Spent::default();
     let batch = params.max_batch.max(1);
+    let used: Vec<&[u32]> = jobs.iter().map(|j| prompts[j.prompt].as_slice()).collect();
+    let shared = shared_prefix_len(&used);
+    let started = Instant::now();
+    let prefix = prefill_prefix(model, used.first().map_or(&[][..], |p| &p[..shared]), device)?;
+    spent.prompt_tokens += shared;
+    spent.prompt_time += started.elapsed();
     for (chunk_index, chunk) in jobs.chunks(batch).enumerate() {
         let first = chunk_index * batch;
-        let ctx = Chunk { model, prompts, params, stop_ids, device };
+        let ctx = Chunk { model, prompts, prefix: prefix.as_ref(), shared, params, stop_ids, device };
         ctx.run(first, chunk, &mut results, &mut spent)?;
     }
     Ok((results, spent))
 }
 
+/// The length of the token prefix common to all `prompts`, leaving each at least one token of
+/// its own (the last prompt token must run with the rows to give their first logits).
+fn shared_prefix_len(prompts: &[&[u32]]) -> usize {
+    let Some((first, rest)) = prompts.split_first() else { return 0 };
+    let mut len = first.len().saturating_sub(1);
+    for p in rest {
+        len = len.min(p.len().saturating_sub(1));
+        len = first.iter().zip(p.iter()).take(len).take_while(|(a, b)| a == b).count();
+    }
+    len
+}
+
+/// Runs `tokens` alone and keeps their K/V as a prefix to share; None when empty.
+fn prefill_prefix(model: &Llama, tokens: &[u32], device: &Device) -> Result<Option<SharedPrefix>, EvalError> {
+    let n = tokens.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut cache = KvCache::new(&model.cfg, 1, n, device)?;
+    let mask: Vec<f32> = (0..n * n).map(|k| if k % n <= k / n { 0.0 } else { f32::NEG_INFINITY }).collect();
+    let tokens = Tensor::from_slice(tokens, (1, n), device)?;
+    let positions = Tensor::arange(0u32, n as u32, device)?.reshape((1, n))?;
+    let mask = Tensor::from_vec(mask, (1, 1, n, n), device)?;
+    model.forward(&tokens, &positions, &mask, &mut cache)?;
+    Ok(Some(cache.into_prefix()?))
+}
+
 struct Chunk<'a> {
     model: &'a Llama,
     prompts: &'a [Vec<u32>],
+    prefix: Option<&'a SharedPrefix>,
+    /// Tokens of every prompt covered by `prefix`.
+    shared: usize,
     params: &'a GenerationParams,
     stop_ids: &'a [u32],
     device: &'a Device,
@@ -74,32 +111,35 @@ impl Chunk<'_> {
         let mut unique: Vec<usize> = jobs.iter().map(|j| j.prompt).collect();
         unique.sort_unstable();
         unique.dedup();
-        let width = unique.iter().map(|&p| self.prompts[p].len()).max().unwrap_or(0);
+        let width = unique.iter().map(|&p| self.prompts[p].len() - self.shared).max().unwrap_or(0);
         let capacity = width + self.params.max_new_tokens;
-        if capacity > self.model.cfg.max_seq {
+        if self.shared + capacity > self.model.cfg.max_seq {
             return Err(EvalError::InvalidParam {
                 param: "max_new_tokens",
                 message: format!(
-                    "prompt + answer ({capacity} tokens) exceed the context of {}",
+                    "prompt + answer ({} tokens) exceed the context of {}",
+                    self.shared + capacity,
                     self.model.cfg.max_seq
                 ),
             });
         }
         let started = Instant::now();
-        let mut cache = KvCache::new(&self.model.cfg, unique.len(), capacity, self.device)?;
+        let mut cache =
+            KvCache::with_prefix(&self.model.cfg, self.prefix.cloned(), unique.len(), capacity, self.device)?;
         let logits = self.prefill(&unique, width, &mut cache)?;
         let fan_out: Vec<u32> =
             jobs.iter().map(|j| unique.iter().position(|&p| p == j.prompt).unwrap_or(0) as u32).collect();
         cache.select_rows(&fan_out)?;
         let logits = logits.index_select(&Tensor::new(fan_out.as_slice(), self.device)?, 0)?;
-        spent.prompt_tokens += unique.iter().map(|&p| self.prompts[p].len()).sum::<usize>();
+        spent.prompt_tokens += unique.iter().map(|&p| self.prompts[p].len() - self.shared).sum::<usize>();
         spent.prompt_time += started.elapsed();
         let rows = jobs
             .iter()
             .enumerate()
             .map(|(i, j)| {
                 let prompt_len = self.prompts[j.prompt].len();
-                Row { job: first + i, pad: width - prompt_len, prompt_len, rng: StdRng::seed_from_u64(j.seed) }
+                let pad = width - (prompt_len - self.shared);
+                Row { job: first + i, pad, prompt_len, rng: StdRng::seed_from_u64(j.seed) }
             })
             .collect();
         let started = Instant::now();
@@ -109,29 +149,34 @@ impl Chunk<'_> {
         Ok(())
     }
 
-    /// Runs the left-padded prompts; returns the logits of their last positions.
+    /// Runs the left-padded rest of each prompt after the shared prefix; returns the logits of
+    /// their last positions.
     fn prefill(&self, unique: &[usize], width: usize, cache: &mut KvCache) -> Result<Tensor, EvalError> {
         let n = unique.len();
+        let shared = self.shared;
+        let total = shared + width;
         let mut tokens = vec![0u32; n * width];
         let mut positions = vec![0u32; n * width];
-        let mut mask = vec![f32::NEG_INFINITY; n * width * width];
+        let mut mask = vec![f32::NEG_INFINITY; n * width * total];
         for (row, &p) in unique.iter().enumerate() {
-            let ids = &self.prompts[p];
+            let ids = &self.prompts[p][shared..];
             let pad = width - ids.len();
             tokens[row * width + pad..(row + 1) * width].copy_from_slice(ids);
             for i in 0..width {
-                positions[row * width + i] = i.saturating_sub(pad) as u32;
+                positions[row * width + i] = (shared + i.saturating_sub(pad)) as u32;
+                let mask_row = &mut mask[(row * width + i) * total..(row * width + i + 1) * total];
+                mask_row[..shared].fill(0.0);
                 for j in 0..=i {
                     // Padding queries see themselves so that no softmax row is empty (NaN).
                     if j >= pad || j == i {
-                        mask[(row * width + i) * width + j] = 0.0;
+                        mask_row[shared + j] = 0.0;
                     }
                 }
             }
         }
         let tokens = Tensor::from_vec(tokens, (n, width), self.device)?;
         let positions = Tensor::from_vec(positions, (n, width), self.device)?;
-        let mask = Tensor::from_vec(mask, (n, 1, width, width), self.device)?;
+        let mask = Tensor::from_vec(mask, (n, 1, width, total), self.device)?;
         Ok(self.model.forward(&tokens, &positions, &mask, cache)?)
     }
 
@@ -179,7 +224,8 @@ impl Chunk<'_> {
     /// Feeds each row its last sampled token.
     fn step(&self, rows: &[Row], cache: &mut KvCache, results: &[JobResult]) -> Result<Tensor, EvalError> {
         let n = rows.len();
-        let total = cache.len + 1;
+        let shared = cache.prefix_len();
+        let total = shared + cache.len + 1;
         let mut tokens = Vec::with_capacity(n);
         let mut positions = Vec::with_capacity(n);
         let mut mask = vec![0f32; n * total];
@@ -187,7 +233,7 @@ impl Chunk<'_> {
             let generated = &results[row.job].tokens;
             tokens.push(*generated.last().unwrap_or(&0));
             positions.push((row.prompt_len + generated.len() - 1) as u32);
-            mask[i * total..i * total + row.pad].fill(f32::NEG_INFINITY);
+            mask[i * total + shared..i * total + shared + row.pad].fill(f32::NEG_INFINITY);
         }
         let tokens = Tensor::from_vec(tokens, (n, 1), self.device)?;
         let positions = Tensor::from_vec(positions, (n, 1), self.device)?;

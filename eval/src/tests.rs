@@ -352,3 +352,54 @@ fn real_smollm2_if_cached_tokenizer_matches_llama_cpp_and_generates() {
     let out = engine.generate(&[prompt("q1", "What is the capital of France?")], &greedy(8)).unwrap();
     assert!(out.answers[0].generated_tokens > 0);
 }
+
+#[test]
+fn a_shared_prefix_gives_the_same_logits_as_one_plain_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = load(&crate::tiny::write_tiny_gguf(dir.path()), None).unwrap();
+    // Exact f32 cache: only the split of the attention sums differs.
+    engine.model_mut().cfg.kv_dtype = candle_core::DType::F32;
+    let model = engine.parts().0;
+    let ids = sample_ids(&engine);
+    let (n, split) = (ids.len(), ids.len() - 3);
+    let device = Device::Cpu;
+    let mut first = KvCache::new(&model.cfg, 1, split, &device).unwrap();
+    let causal = |rows: usize, offset: usize| -> Vec<f32> {
+        let width = offset + rows;
+        (0..rows * width).map(|k| if k % width <= offset + k / width { 0.0 } else { f32::NEG_INFINITY }).collect()
+    };
+    let run = |cache: &mut KvCache, from: usize, to: usize| {
+        let tokens = Tensor::new(&ids[from..to], &device).unwrap().unsqueeze(0).unwrap();
+        let positions = Tensor::arange(from as u32, to as u32, &device).unwrap().unsqueeze(0).unwrap();
+        let mask = Tensor::from_vec(causal(to - from, from), (1, 1, to - from, to), &device).unwrap();
+        model.forward(&tokens, &positions, &mask, cache).unwrap()
+    };
+    run(&mut first, 0, split);
+    let prefix = first.into_prefix().unwrap();
+    let mut rest = KvCache::with_prefix(&model.cfg, Some(prefix), 1, n - split, &device).unwrap();
+    let split_logits = run(&mut rest, split, n);
+    let diff = logits_l1(&split_logits, &last_logits(model, &ids));
+    assert!(diff < SHARED_PREFIX_TOLERANCE, "max logit difference {diff}");
+}
+
+/// Splitting attention over a shared prefix changes only the f32 rounding of partial sums.
+const SHARED_PREFIX_TOLERANCE: f32 = 1e-3;
+
+#[test]
+fn phi3_gguf_generates_with_the_phi3_template_override_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::tiny::write_tiny_phi3_gguf(dir.path(), 3);
+    assert!(matches!(load(&path, None), Err(EvalError::NoTemplate { .. })));
+    let spec = ModelSpec { template_override: Some("phi3".into()), ..spec_for(&path) };
+    let engine = Engine::load_path(&path, &spec).unwrap();
+    assert_eq!(engine.model_info().architecture, "phi3");
+    assert!(engine.render(&suite()[0]).unwrap().contains("<|user|>\nQuem é o João?<|end|>"));
+    let params = GenerationParams { temperature: 1.0, samples: 2, max_new_tokens: 6, seed: 4, ..Default::default() };
+    let first = engine.generate(&suite(), &params).unwrap();
+    assert_eq!(first.answers, engine.generate(&suite(), &params).unwrap().answers);
+    assert_eq!(first.answers.len(), 6);
+    assert!(first.answers.iter().all(|a| a.generated_tokens > 0 && a.generated_tokens <= 6));
+    let greedy_one = engine.generate(&suite()[..1], &greedy(6)).unwrap();
+    let greedy_all = engine.generate(&suite(), &greedy(6)).unwrap();
+    assert_eq!(greedy_one.answers[0].text, greedy_all.answers[0].text);
+}

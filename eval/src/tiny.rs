@@ -20,6 +20,8 @@ const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 const FFN: usize = 128;
 const MAX_SEQ: usize = 1024;
+/// candle's phi3 allocates its KV cache for the whole context: keep it small.
+const PHI3_MAX_SEQ: usize = 256;
 const MERGES: usize = 160;
 const CHATML: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 const ZEPHYR: &str = "{% for message in messages %}<|{{ message.role }}|>\n{{ message.content }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
@@ -202,8 +204,6 @@ pub fn write_tiny_gguf_with(dir: &Path, options: &TinyOptions) -> PathBuf {
         let dtype = if t.rank() == 1 || name.contains("embed") { GgmlDType::F32 } else { options.dtype };
         tensors.push((gguf_name, QTensor::quantize(&t, dtype).expect("quantize")));
     }
-    let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-    let model = if spec.kind == VocabKind::ByteLevelBpe { "gpt2" } else { "llama" };
     let mut metadata: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String("llama".into())),
         ("general.name", Value::String("tiny-llama".into())),
@@ -216,13 +216,23 @@ pub fn write_tiny_gguf_with(dir: &Path, options: &TinyOptions) -> PathBuf {
         ("llama.rope.dimension_count", Value::U32((HIDDEN / HEADS) as u32)),
         ("llama.rope.freq_base", Value::F32(10_000.0)),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("tokenizer.chat_template", Value::String(template.into())),
+    ];
+    metadata.extend(tokenizer_metadata(&spec, bos, eos, add_bos));
+    write_gguf(&dir.join("tiny.gguf"), &metadata, &tensors)
+}
+
+/// The `tokenizer.ggml.*` keys of `spec`.
+fn tokenizer_metadata(spec: &VocabSpec, bos: u32, eos: u32, add_bos: bool) -> Vec<(&'static str, Value)> {
+    let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+    let model = if spec.kind == VocabKind::ByteLevelBpe { "gpt2" } else { "llama" };
+    let mut metadata = vec![
         ("tokenizer.ggml.model", Value::String(model.into())),
         ("tokenizer.ggml.tokens", strings(&spec.tokens)),
         ("tokenizer.ggml.token_type", Value::Array(spec.token_types.iter().map(|t| Value::I32(*t)).collect())),
         ("tokenizer.ggml.bos_token_id", Value::U32(bos)),
         ("tokenizer.ggml.eos_token_id", Value::U32(eos)),
         ("tokenizer.ggml.add_bos_token", Value::Bool(add_bos)),
-        ("tokenizer.chat_template", Value::String(template.into())),
     ];
     if spec.kind == VocabKind::ByteLevelBpe {
         metadata.push(("tokenizer.ggml.merges", strings(&spec.merges)));
@@ -230,13 +240,62 @@ pub fn write_tiny_gguf_with(dir: &Path, options: &TinyOptions) -> PathBuf {
         metadata.push(("tokenizer.ggml.scores", Value::Array(spec.scores.iter().map(|s| Value::F32(*s)).collect())));
         metadata.push(("tokenizer.ggml.unknown_token_id", Value::U32(0)));
     }
-    std::fs::create_dir_all(dir).expect("create dir");
-    let path = dir.join("tiny.gguf");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create gguf"));
+    metadata
+}
+
+fn write_gguf(path: &Path, metadata: &[(&str, Value)], tensors: &[(String, QTensor)]) -> PathBuf {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create dir");
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create gguf"));
     let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut file, &md, &ts).expect("write gguf");
-    path
+    path.to_path_buf()
+}
+
+/// Writes a tiny random phi3 model (the tensor names and metadata candle-transformers'
+/// quantized phi3 loads: fused `attn_qkv`, fused gate+up `ffn_up`) as `dir/tiny-phi3.gguf`,
+/// with the SentencePiece vocabulary and no chat template of its own (use the `phi3` override).
+pub fn write_tiny_phi3_gguf(dir: &Path, seed: u64) -> PathBuf {
+    let spec = sentencepiece_vocab();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut random = |shape: &[usize], scale: f32, offset: f32| {
+        let n = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| offset + rng.random_range(-scale..scale)).collect();
+        QTensor::quantize(&Tensor::from_vec(data, shape, &Device::Cpu).expect("tensor"), GgmlDType::F32)
+            .expect("quantize")
+    };
+    let s = 2.0 / (HIDDEN as f32).sqrt();
+    let head_dim = HIDDEN / HEADS;
+    let mut tensors = vec![
+        ("token_embd.weight".to_string(), random(&[spec.tokens.len(), HIDDEN], 1.0, 0.0)),
+        ("output_norm.weight".to_string(), random(&[HIDDEN], 0.1, 1.0)),
+        ("output.weight".to_string(), random(&[spec.tokens.len(), HIDDEN], s, 0.0)),
+    ];
+    for i in 0..LAYERS {
+        let name = |m: &str| format!("blk.{i}.{m}.weight");
+        tensors.push((name("attn_norm"), random(&[HIDDEN], 0.1, 1.0)));
+        tensors.push((name("ffn_norm"), random(&[HIDDEN], 0.1, 1.0)));
+        tensors.push((name("attn_qkv"), random(&[(HEADS + 2 * KV_HEADS) * head_dim, HIDDEN], s, 0.0)));
+        tensors.push((name("attn_output"), random(&[HIDDEN, HIDDEN], s, 0.0)));
+        tensors.push((name("ffn_up"), random(&[2 * FFN, HIDDEN], s, 0.0)));
+        tensors.push((name("ffn_down"), random(&[HIDDEN, FFN], 2.0 / (FFN as f32).sqrt(), 0.0)));
+    }
+    let mut metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("phi3".into())),
+        ("general.name", Value::String("tiny-phi3".into())),
+        ("phi3.context_length", Value::U32(PHI3_MAX_SEQ as u32)),
+        ("phi3.embedding_length", Value::U32(HIDDEN as u32)),
+        ("phi3.block_count", Value::U32(LAYERS as u32)),
+        ("phi3.feed_forward_length", Value::U32(FFN as u32)),
+        ("phi3.attention.head_count", Value::U32(HEADS as u32)),
+        ("phi3.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
+        ("phi3.rope.dimension_count", Value::U32(head_dim as u32)),
+        ("phi3.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+    ];
+    metadata.extend(tokenizer_metadata(&spec, 1, 2, true));
+    write_gguf(&dir.join("tiny-phi3.gguf"), &metadata, &tensors)
 }
 
 /// The GGUF name of a Hugging Face tensor, with q/k rows permuted as llama.cpp's converter does.

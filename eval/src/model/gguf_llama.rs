@@ -6,8 +6,9 @@ use crate::gguf::GgufMeta;
 use crate::lora::{Adapter, permute_for_gguf_rope};
 use crate::spec::CpuRequantize;
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Tensor};
+use std::borrow::Cow;
 use std::io::{Read, Seek};
 use std::sync::Arc;
 
@@ -54,6 +55,7 @@ pub(crate) fn config(meta: &GgufMeta<'_>) -> Result<LlamaConfig, EvalError> {
         rope_theta: meta.opt_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
         max_seq: meta.usize(&key("context_length")).unwrap_or(4096),
         rope_interleaved: true,
+        kv_dtype: super::llama::KV_DTYPE,
     })
 }
 
@@ -76,9 +78,13 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
     }
 
     pub(crate) fn load(mut self, cfg: LlamaConfig) -> Result<(Llama, String), EvalError> {
-        let embed = Arc::new(self.read("token_embd.weight")?);
+        let embed = self.read("token_embd.weight")?;
         let dtype =
             self.content().tensor_infos.get("blk.0.attn_q.weight").map_or(embed.dtype(), |info| info.ggml_dtype);
+        // A tied table serves both the lookups and the output matmul: one (re-quantised) copy
+        // does both. An untied one only serves lookups, which dequantise single rows.
+        let tied = !self.content().tensor_infos.contains_key("output.weight");
+        let embed = Arc::new(if tied { self.requantized(embed)? } else { embed });
         let dtype = format!("{dtype:?}").to_lowercase();
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for index in 0..cfg.n_layers {
@@ -138,8 +144,7 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
     fn requantized(&self, tensor: QTensor) -> Result<QTensor, EvalError> {
         match (self.requantize, tensor.dtype()) {
             (Some(CpuRequantize::Q8_0), GgmlDType::Q4_0 | GgmlDType::Q4_1) => {
-                let dense = tensor.dequantize(&self.device)?;
-                Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?)
+                Ok(requantize_by_rows(&tensor, GgmlDType::Q8_0, &self.device)?)
             }
             _ => Ok(tensor),
         }
@@ -154,13 +159,26 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
         {
             return Err(EvalError::LoraTiedOutput { path: adapter.path.clone(), module: "lm_head".into() });
         }
-        let tied = match (self.requantize, embed.dtype()) {
-            (Some(_), GgmlDType::Q4_0 | GgmlDType::Q4_1) => {
-                let dense = embed.dequantize(&self.device)?;
-                Arc::new(QTensor::quantize(&dense, GgmlDType::Q8_0)?)
-            }
-            _ => embed.clone(),
-        };
-        Ok(Proj::new(QMatMul::from_arc(tied)?))
+        Ok(Proj::new(QMatMul::from_arc(embed.clone())?))
     }
+}
+
+/// Rows converted per step by `requantize_by_rows`.
+const REQUANTIZE_ROWS: usize = 256;
+
+/// Re-quantises a 2-D tensor a few rows at a time, so that no f32 copy of a large table (the
+/// 49k × 576 token embedding is 113 MB in f32) raises the peak memory of loading.
+fn requantize_by_rows(tensor: &QTensor, dtype: GgmlDType, device: &Device) -> candle_core::Result<QTensor> {
+    let (rows, cols) = tensor.shape().dims2()?;
+    let source = tensor.dtype();
+    let row_bytes = cols / source.block_size() * source.type_size();
+    let data = tensor.data()?;
+    let mut out = Vec::with_capacity(rows * cols / dtype.block_size() * dtype.type_size());
+    for start in (0..rows).step_by(REQUANTIZE_ROWS) {
+        let n = REQUANTIZE_ROWS.min(rows - start);
+        let bytes = &data[start * row_bytes..(start + n) * row_bytes];
+        let part = QTensor::new(QStorage::from_data(Cow::Borrowed(bytes), device, source)?, (n, cols))?;
+        out.extend_from_slice(&QTensor::quantize(&part.dequantize(device)?, dtype)?.data()?);
+    }
+    QTensor::new(QStorage::from_data(Cow::Owned(out), device, dtype)?, (rows, cols))
 }

@@ -60,6 +60,7 @@ impl HfConfig {
             rope_theta: self.rope_theta,
             max_seq: self.max_position_embeddings,
             rope_interleaved: false,
+            kv_dtype: super::llama::KV_DTYPE,
         }
     }
 

@@ -2,6 +2,9 @@
 //!
 //! Rows of a batch are left-padded to a common length; each row has its own RoPE positions
 //! and an additive mask that hides its padding, so all rows write the cache at the same offset.
+//! A prompt prefix common to all rows (the system prompt of a suite) can be computed once and
+//! shared: it is stored once and every row attends to it, which saves both its prefill and
+//! most of the KV memory of a batch.
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -20,6 +23,8 @@ pub(crate) struct LlamaConfig {
     pub(crate) max_seq: usize,
     /// GGUF stores q/k rows permuted for interleaved RoPE; Hugging Face weights use halves.
     pub(crate) rope_interleaved: bool,
+    /// Element type of the KV cache (`KV_DTYPE` unless a test needs exact f32).
+    pub(crate) kv_dtype: DType,
 }
 
 impl LlamaConfig {
@@ -88,25 +93,68 @@ pub(crate) struct Llama {
     sin: Tensor,
 }
 
-/// Per-layer K and V buffers of shape (batch, kv_heads, capacity, head_dim), written in place.
-#[derive(Debug)]
-pub(crate) struct KvCache {
+/// The default KV cache element type: f16 halves the cache (the largest allocation of a batched
+/// run) at a rounding cost comparable to llama.cpp's default f16 cache; scores, softmax and
+/// sums stay f32.
+pub(crate) const KV_DTYPE: DType = DType::F16;
+
+/// K and V of a prompt prefix that every row of a batch shares (typically the system prompt),
+/// stored once: per layer (kv_heads, len, head_dim).
+#[derive(Debug, Clone)]
+pub(crate) struct SharedPrefix {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
+    pub(crate) len: usize,
+}
+
+/// Per-layer K and V buffers of shape (batch, kv_heads, capacity, head_dim), written in place,
+/// after an optional shared prefix that all rows attend to. Positions in the per-row part
+/// continue after the prefix.
+#[derive(Debug)]
+pub(crate) struct KvCache {
+    prefix: Option<SharedPrefix>,
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Tokens written in the per-row part.
     pub(crate) len: usize,
 }
 
 impl KvCache {
     pub(crate) fn new(cfg: &LlamaConfig, batch: usize, capacity: usize, device: &Device) -> candle_core::Result<Self> {
         let shape = (batch, cfg.n_kv_heads, capacity, cfg.head_dim());
-        let zeros = || Tensor::zeros(shape, DType::F32, device);
+        let zeros = || Tensor::zeros(shape, cfg.kv_dtype, device);
         let k = (0..cfg.n_layers).map(|_| zeros()).collect::<candle_core::Result<_>>()?;
         let v = (0..cfg.n_layers).map(|_| zeros()).collect::<candle_core::Result<_>>()?;
-        Ok(Self { k, v, len: 0 })
+        Ok(Self { prefix: None, k, v, len: 0 })
+    }
+
+    /// An empty per-row cache whose rows all continue `prefix`.
+    pub(crate) fn with_prefix(
+        cfg: &LlamaConfig,
+        prefix: Option<SharedPrefix>,
+        batch: usize,
+        capacity: usize,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        Ok(Self { prefix, ..Self::new(cfg, batch, capacity, device)? })
+    }
+
+    /// Turns a filled single-row cache into a prefix that other caches can share.
+    pub(crate) fn into_prefix(self) -> candle_core::Result<SharedPrefix> {
+        let len = self.len;
+        let take = |t: Tensor| t.narrow(2, 0, len)?.squeeze(0)?.contiguous();
+        let k = self.k.into_iter().map(take).collect::<candle_core::Result<_>>()?;
+        let v = self.v.into_iter().map(take).collect::<candle_core::Result<_>>()?;
+        Ok(SharedPrefix { k, v, len })
+    }
+
+    /// Tokens of the shared prefix (0 without one).
+    pub(crate) fn prefix_len(&self) -> usize {
+        self.prefix.as_ref().map_or(0, |p| p.len)
     }
 
     /// Keeps (and repeats) the rows named by `rows`, e.g. to fan a prompt out to K samples
-    /// or to drop finished sequences.
+    /// or to drop finished sequences. The shared prefix is untouched.
     pub(crate) fn select_rows(&mut self, rows: &[u32]) -> candle_core::Result<()> {
         let device = self.k[0].device().clone();
         let index = Tensor::new(rows, &device)?;
@@ -131,8 +179,9 @@ impl Llama {
     }
 
     /// Runs `tokens` (batch, seq) at `positions` (batch, seq) through the model, appending to
-    /// `cache`. `mask` is additive, (batch, 1, seq, cache.len + seq). Returns the logits of the
-    /// last position of each row, (batch, vocab).
+    /// `cache`. `mask` is additive, (batch, 1, seq, prefix + cache.len + seq), where `prefix` is
+    /// the length of the cache's shared prefix. Returns the logits of the last position of each
+    /// row, (batch, vocab).
     pub(crate) fn forward(
         &self,
         tokens: &Tensor,
@@ -192,20 +241,47 @@ impl Llama {
         let k = rope.apply(&heads(layer.k.forward(h)?, n_kv)?)?;
         let v = heads(layer.v.forward(h)?, n_kv)?;
         let offset = cache.len;
-        cache.k[index].slice_set(&k, 2, offset)?;
-        cache.v[index].slice_set(&v, 2, offset)?;
+        let kv_dtype = cache.k[index].dtype();
+        cache.k[index].slice_set(&k.to_dtype(kv_dtype)?, 2, offset)?;
+        cache.v[index].slice_set(&v.to_dtype(kv_dtype)?, 2, offset)?;
         let total = offset + seq;
         let keys = cache.k[index].narrow(2, 0, total)?;
         let values = cache.v[index].narrow(2, 0, total)?;
         // Grouped-query attention without copying K/V: fold the query heads that share a KV
         // head into the row dimension.
         let rep = n_heads / n_kv;
-        let q = q.reshape((batch, n_kv, rep * seq, head_dim))?;
-        let scores = (q.matmul(&keys.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
-        let scores = scores.reshape((batch, n_heads, seq, total))?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let probs = probs.reshape((batch, n_kv, rep * seq, total))?;
-        let out = probs.matmul(&values)?.reshape((batch, n_heads, seq, head_dim))?;
+        let q = q.reshape((batch, n_kv, rep * seq, head_dim))?.to_dtype(kv_dtype)?;
+        let prefix = cache.prefix.as_ref().map(|p| (&p.k[index], &p.v[index], p.len));
+        // The shared prefix is attended by every row at once: fold the batch into the rows.
+        let folded = match prefix {
+            Some(_) => Some(q.transpose(0, 1)?.contiguous()?.reshape((n_kv, batch * rep * seq, head_dim))?),
+            None => None,
+        };
+        let own_scores = q.matmul(&keys.t()?)?.to_dtype(DType::F32)?;
+        let scores = match (prefix, &folded) {
+            (Some((pk, _, len)), Some(folded)) => {
+                let shared = folded.matmul(&pk.t()?)?.to_dtype(DType::F32)?;
+                let shared = shared.reshape((n_kv, batch, rep * seq, len))?.transpose(0, 1)?;
+                Tensor::cat(&[&shared, &own_scores], 3)?
+            }
+            _ => own_scores,
+        };
+        let width = scores.dim(3)?;
+        let scores = (scores * (1.0 / (head_dim as f64).sqrt()))?;
+        let scores = scores.reshape((batch, n_heads, seq, width))?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(kv_dtype)?;
+        let probs = probs.reshape((batch, n_kv, rep * seq, width))?;
+        let out = match prefix {
+            Some((_, pv, len)) => {
+                let own = probs.narrow(3, len, total)?.contiguous()?.matmul(&values)?.to_dtype(DType::F32)?;
+                let shared = probs.narrow(3, 0, len)?.transpose(0, 1)?.contiguous()?;
+                let shared = shared.reshape((n_kv, batch * rep * seq, len))?.matmul(pv)?.to_dtype(DType::F32)?;
+                let shared = shared.reshape((n_kv, batch, rep * seq, head_dim))?.transpose(0, 1)?;
+                (own + shared)?
+            }
+            None => probs.matmul(&values)?.to_dtype(DType::F32)?,
+        };
+        let out = out.reshape((batch, n_heads, seq, head_dim))?;
         let out = out.transpose(1, 2)?.reshape((batch, seq, n_heads * head_dim))?;
         layer.o.forward(&out)
     }
