@@ -1,0 +1,395 @@
+//! The coordinator's GitHub side with the recording `FakeSink`, a temp-file SQLite store and the
+//! real shell (no runtime loops: each test drives `sync` and `on_event` itself).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phasegate_github::webhook::{Event, IgnoreReason, PrAction, PullRequestEvent, PushEvent};
+use phasegate_github::{
+    CheckRunId, CommentId, CommitSha, Conclusion, ConfigError, Delivery, DeliveryError, FakeSink, GithubConfig,
+    PrNumber, RepoName, SinkCall, SinkError,
+};
+use phasegate_proto::domain::{AgentName, Priority, RunId, Trigger};
+use phasegate_proto::pb;
+
+use super::GithubSetup;
+use super::config::parse_config;
+use super::delivery::Deliverer;
+use super::delivery::{
+    DELIVERED, DeliveryPolicy, GIVEN_UP, Kind, PENDING, Step, after_attempt, next_step, redeliver_with, trend,
+};
+use super::service::{EventOutcome, GithubService};
+use crate::artifacts::ArtifactStore;
+use crate::shell::{Shared, ShellConfig};
+use crate::store::{GithubDeliveryRecord, PhaseRecord, SqliteStore, Store, VerdictRecord};
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+const CONFIG: &str = r#"
+[github]
+api_url = "http://127.0.0.1:9"
+max_retries = 0
+
+[[experiment]]
+name = "persona"
+repo = "acme/lab"
+paths = ["experiments/**"]
+spec = "experiments/persona/phase.toml"
+dashboard_url = "http://dash.test/runs/{run}"
+"#;
+const SPEC: &str = r#"
+experiment = "persona"
+phase = "10"
+[finetune]
+command = ["true"]
+requires = { gpu = false, vram_mib = 0, labels = [] }
+[gate]
+config = "gate.toml"
+results = ["output/eval_*.json"]
+"#;
+
+fn env(key: &str) -> Option<String> {
+    (key == phasegate_github::config::ENV_TOKEN).then(|| "t0ken".to_owned())
+}
+
+fn no_files(path: &Path) -> Result<String, ConfigError> {
+    Err(ConfigError::SecretFile { path: path.to_owned(), source: std::io::ErrorKind::NotFound.into() })
+}
+
+fn config() -> GithubConfig {
+    parse_config(CONFIG, Path::new("phasegate.toml"), &env, &no_files).unwrap().unwrap()
+}
+
+fn repo() -> RepoName {
+    RepoName::try_from("acme/lab").unwrap()
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    shared: Arc<Shared<SqliteStore>>,
+    service: Arc<GithubService<SqliteStore, FakeSink>>,
+}
+
+async fn env_with(sink: FakeSink) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("phasegate.db")).await.unwrap();
+    let artifacts = ArtifactStore::open(dir.path().join("artifacts")).unwrap();
+    let shared = Shared::restore(store, artifacts, ShellConfig::default()).await.unwrap();
+    let caps = pb::Capabilities { hostname: "h".into(), cpus: 1, max_jobs: 1, ..Default::default() };
+    shared.register(AgentName::parse("agent", "a1").unwrap(), caps, &[]).await.unwrap();
+    let setup = GithubSetup { config: config(), retry: DeliveryPolicy::default() };
+    let service = GithubService::new(shared.clone(), sink, &setup);
+    Env { _dir: dir, shared, service }
+}
+
+impl Env {
+    async fn submit(&self, pr: Option<u64>, priority: Priority) -> RunId {
+        let trigger = Trigger { pr, sha: SHA.into(), branch: "b".into(), repo: "acme/lab".into() };
+        self.shared.submit_as(SPEC, "phase.toml", String::new(), trigger, Some(priority)).await.unwrap().0
+    }
+
+    async fn verdict(&self, run: RunId, verdict: &str) {
+        let report = format!("{}\nphase 10: {verdict}\n", gate_rules::report::marker("persona"));
+        let record = VerdictRecord { verdict: verdict.into(), report, evaluation_json: "{}".into() };
+        self.shared.store.set_verdict(run, &record).await.unwrap();
+    }
+
+    async fn delivery(&self, run: RunId) -> GithubDeliveryRecord {
+        self.shared.store.github_delivery(run).await.unwrap().expect("a delivery row")
+    }
+
+    fn writes(&self) -> Vec<SinkCall> {
+        self.service.sink().writes()
+    }
+}
+
+#[tokio::test]
+async fn a_pr_run_gets_a_check_run_then_its_verdict_and_one_comment() {
+    let env = env_with(FakeSink::new()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.service.sync(run).await;
+    let url = format!("http://dash.test/runs/{run}");
+    assert_eq!(
+        env.writes(),
+        [SinkCall::CreateCheckRun {
+            repo: "acme/lab".into(),
+            sha: SHA.into(),
+            name: "phasegate / persona".into(),
+            details_url: Some(url),
+        }]
+    );
+    let row = env.delivery(run).await;
+    assert_eq!((row.stage.as_str(), row.status.as_str(), row.attempts), ("submitted", DELIVERED, 1));
+    // Nothing is due until the verdict: another change of the run sends nothing.
+    env.service.sync(run).await;
+    assert_eq!(env.writes().len(), 1);
+
+    env.verdict(run, "fail").await;
+    env.service.sync(run).await;
+    let writes = env.writes();
+    assert_eq!(writes.len(), 3, "{writes:?}");
+    let SinkCall::CompleteCheckRun { id, conclusion, title, .. } = &writes[1] else { panic!("{writes:?}") };
+    assert_eq!((*id, *conclusion, title.as_str()), (CheckRunId(101), Conclusion::Failure, "phase 10: FAIL"));
+    assert!(matches!(&writes[2], SinkCall::CreateComment { pr: PrNumber(7), .. }), "{writes:?}");
+    let row = env.delivery(run).await;
+    assert_eq!((row.stage.as_str(), row.status.as_str(), row.last_error.as_str()), ("verdict", DELIVERED, ""));
+    let stored: Delivery = serde_json::from_str(&row.delivery_json).unwrap();
+    assert_eq!((stored.check_run, stored.comment), (Some(CheckRunId(101)), Some(CommentId(102))));
+    env.service.sync(run).await;
+    env.service.pass().await;
+    assert_eq!(env.writes().len(), 3, "a delivered verdict is not sent again");
+}
+
+#[tokio::test]
+async fn a_second_run_of_the_pr_updates_the_same_comment() {
+    let env = env_with(FakeSink::new()).await;
+    let first = env.submit(Some(7), Priority::Pr).await;
+    env.verdict(first, "fail").await;
+    env.service.sync(first).await;
+    let second = env.submit(Some(7), Priority::Pr).await;
+    env.verdict(second, "pass").await;
+    env.service.sync(second).await;
+    let writes = env.writes();
+    let creates = writes.iter().filter(|c| matches!(c, SinkCall::CreateComment { .. })).count();
+    assert_eq!(creates, 1, "{writes:?}");
+    assert!(
+        matches!(writes.last(), Some(SinkCall::UpdateComment { id: CommentId(102), body, .. }) if body.contains("pass")),
+        "{writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn runs_without_pr_or_configured_experiment_are_not_reported() {
+    let env = env_with(FakeSink::new()).await;
+    let manual = env.submit(None, Priority::Manual).await;
+    env.verdict(manual, "fail").await;
+    env.service.sync(manual).await;
+    let trigger = Trigger { pr: Some(3), sha: SHA.into(), branch: "b".into(), repo: "acme/other".into() };
+    let other = env.shared.submit_as(SPEC, "phase.toml", String::new(), trigger, None).await.unwrap().0;
+    env.service.sync(other).await;
+    assert!(env.service.sink().calls().is_empty());
+    assert!(env.shared.store.github_delivery(manual).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_failing_nightly_opens_the_regression_issue() {
+    let env = env_with(FakeSink::new()).await;
+    let run = env.submit(None, Priority::Nightly).await;
+    env.service.sync(run).await;
+    assert!(env.writes().is_empty(), "nightly runs get no check run");
+    env.verdict(run, "fail").await;
+    env.service.sync(run).await;
+    let writes = env.writes();
+    assert!(
+        matches!(&writes[..], [SinkCall::CreateIssue { title, labels, .. }]
+            if title.starts_with("phasegate regression: persona") && labels == &["phasegate-regression"]),
+        "{writes:?}"
+    );
+    let row = env.delivery(run).await;
+    assert_eq!((row.kind.as_str(), row.status.as_str()), ("nightly", DELIVERED));
+}
+
+#[tokio::test]
+async fn checks_forbidden_falls_back_to_statuses_and_remembers_it() {
+    let env = env_with(FakeSink::new().forbid_check_runs()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.service.sync(run).await;
+    env.verdict(run, "pass").await;
+    env.service.sync(run).await;
+    let writes = env.writes();
+    let statuses: Vec<_> = writes
+        .iter()
+        .filter_map(|c| match c {
+            SinkCall::CreateStatus { state, .. } => Some(state.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, ["pending", "success"], "{writes:?}");
+    let check_run_calls = writes.iter().filter(|c| matches!(c, SinkCall::CreateCheckRun { .. })).count();
+    assert_eq!(check_run_calls, 1, "the 403 is remembered in the stored delivery: {writes:?}");
+}
+
+#[tokio::test]
+async fn redelivery_sends_a_delivered_verdict_again() {
+    let env = env_with(FakeSink::new()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    let deliverer = Deliverer::new(FakeSink::new(), config(), DeliveryPolicy::default());
+    let err = redeliver_with(&env.shared.store, &deliverer, run.0).await.unwrap_err();
+    assert!(err.to_string().contains("has no verdict"), "{err}");
+    env.verdict(run, "fail").await;
+    let outcome = redeliver_with(&env.shared.store, &deliverer, run.0).await.unwrap();
+    assert_eq!((outcome.status.as_str(), outcome.error.as_str()), (DELIVERED, ""));
+    let again = redeliver_with(&env.shared.store, &deliverer, run.0).await.unwrap();
+    assert_eq!(again.status, DELIVERED);
+    let comments: Vec<_> = deliverer
+        .sink()
+        .writes()
+        .into_iter()
+        .filter(|c| !matches!(c, SinkCall::CompleteCheckRun { .. } | SinkCall::CreateCheckRun { .. }))
+        .collect();
+    assert!(matches!(&comments[..], [SinkCall::CreateComment { .. }, SinkCall::UpdateComment { .. }]), "{comments:?}");
+    let err = redeliver_with(&env.shared.store, &deliverer, 999).await.unwrap_err();
+    assert_eq!(err.to_string(), "no run 999");
+}
+
+fn pr_event(action: PrAction, head_repo: &str) -> Event {
+    Event::PullRequest(PullRequestEvent {
+        action,
+        repo: repo(),
+        pr: PrNumber(7),
+        head_sha: CommitSha::try_from(SHA).unwrap(),
+        head_branch: "feature".into(),
+        head_repo: Some(head_repo.into()),
+        base_branch: "main".into(),
+        labels: vec![],
+    })
+}
+
+#[tokio::test]
+async fn webhook_fork_prs_wait_for_the_label_and_unmatched_paths_are_ignored() {
+    let env = env_with(FakeSink::new().with_pr_files(&["experiments/persona/data.jsonl"])).await;
+    let outcomes = env.service.on_event(&pr_event(PrAction::Opened, "stranger/lab")).await;
+    assert_eq!(outcomes, [EventOutcome::WaitingForLabel { experiment: "persona".into() }]);
+    let writes = env.writes();
+    assert!(
+        matches!(&writes[..], [SinkCall::CreateCheckRun { .. }, SinkCall::CompleteCheckRun { conclusion: Conclusion::Neutral, title, .. }]
+            if title.contains("phasegate:run")),
+        "{writes:?}"
+    );
+
+    let env = env_with(FakeSink::new().with_pr_files(&["README.md"])).await;
+    let outcomes = env.service.on_event(&pr_event(PrAction::Synchronize, "acme/lab")).await;
+    assert_eq!(
+        outcomes,
+        [EventOutcome::Ignored { experiment: "persona".into(), reason: IgnoreReason::NoMatchingPaths }]
+    );
+    assert!(env.writes().is_empty());
+}
+
+#[tokio::test]
+async fn webhook_push_to_the_default_branch_accepts_the_merged_prs_phase() {
+    let env = env_with(FakeSink::new()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.verdict(run, "pass").await;
+    let mut phase = gate_rules::Phase::new("persona", "10", 10);
+    phase.accepted = false;
+    env.shared.store.upsert_phase(&phase, Some(run), 1).await.unwrap();
+    let push = |pr| {
+        Event::Push(PushEvent {
+            repo: repo(),
+            branch: Some("main".into()),
+            default_branch: "main".into(),
+            after: Some(CommitSha::try_from(SHA).unwrap()),
+            changed_files: vec!["experiments/persona/phase.toml".into()],
+            merged_pr: pr,
+        })
+    };
+    let outcomes = env.service.on_event(&push(Some(PrNumber(8)))).await;
+    assert!(matches!(&outcomes[..], [EventOutcome::Failed { error, .. }] if error.contains("#8")), "{outcomes:?}");
+    let outcomes = env.service.on_event(&push(Some(PrNumber(7)))).await;
+    assert_eq!(outcomes, [EventOutcome::Accepted { experiment: "persona".into(), run, phase: "10".into() }]);
+    let phases = env.shared.store.phases("persona").await.unwrap();
+    assert!(phases.iter().all(|p| p.phase.accepted), "phase 10 is accepted");
+}
+
+fn record(stage: Step, status: &str, next: Option<i64>) -> GithubDeliveryRecord {
+    GithubDeliveryRecord {
+        run_id: RunId(1),
+        kind: "pr".into(),
+        stage: stage.as_str().into(),
+        status: status.into(),
+        delivery_json: "{}".into(),
+        last_error: String::new(),
+        attempts: 1,
+        next_attempt_ms: next,
+        updated_ms: 0,
+    }
+}
+
+#[test]
+fn next_step_table() {
+    use Step::{Submitted, Verdict};
+    let sub_done = record(Submitted, DELIVERED, None);
+    let sub_wait = record(Submitted, PENDING, Some(100));
+    let ver_done = record(Verdict, DELIVERED, None);
+    let ver_wait = record(Verdict, PENDING, Some(100));
+    let ver_gone = record(Verdict, GIVEN_UP, None);
+    // (kind, verdict, active, existing, now, force) → step
+    type Case<'a> = (Kind, bool, bool, Option<&'a GithubDeliveryRecord>, i64, bool, Option<Step>);
+    let cases: [Case<'_>; 14] = [
+        (Kind::Pr, false, true, None, 0, false, Some(Submitted)),
+        (Kind::Pr, false, false, None, 0, false, None),
+        (Kind::Nightly, false, true, None, 0, false, None),
+        (Kind::Pr, false, true, Some(&sub_done), 0, false, None),
+        (Kind::Pr, false, true, Some(&sub_wait), 50, false, None),
+        (Kind::Pr, false, true, Some(&sub_wait), 100, false, Some(Submitted)),
+        (Kind::Pr, true, false, None, 0, false, Some(Verdict)),
+        (Kind::Pr, true, false, Some(&sub_done), 0, false, Some(Verdict)),
+        (Kind::Pr, true, false, Some(&sub_wait), 0, false, Some(Verdict)),
+        (Kind::Pr, true, false, Some(&ver_done), 0, false, None),
+        (Kind::Pr, true, false, Some(&ver_wait), 99, false, None),
+        (Kind::Nightly, true, false, Some(&ver_wait), 100, false, Some(Verdict)),
+        (Kind::Pr, true, false, Some(&ver_gone), 100, false, None),
+        (Kind::Pr, true, false, Some(&ver_gone), 0, true, Some(Verdict)),
+    ];
+    for (i, (kind, verdict, active, existing, now, force, want)) in cases.into_iter().enumerate() {
+        assert_eq!(next_step(kind, verdict, active, existing, now, force), want, "case {i}");
+    }
+}
+
+#[test]
+fn attempts_back_off_then_give_up_and_permanent_errors_give_up_at_once() {
+    let policy =
+        DeliveryPolicy { initial_delay: Duration::from_secs(1), max_delay: Duration::from_secs(5), max_attempts: 4 };
+    assert_eq!((1..=5).map(|a| policy.backoff(a).as_secs()).collect::<Vec<_>>(), [1, 2, 4, 5, 5], "doubling, capped");
+    let gave_up = SinkError::GaveUp {
+        operation: "create check run",
+        repo: "acme/lab".into(),
+        attempts: 1,
+        last: "http 502".into(),
+    };
+    let partial = Delivery { check_run: Some(CheckRunId(9)), ..Delivery::default() };
+    let transient = Err(DeliveryError { delivery: partial, source: gave_up });
+    let r = after_attempt(RunId(1), Kind::Pr, Step::Verdict, 2, &transient, &policy, 1_000);
+    assert_eq!((r.status.as_str(), r.next_attempt_ms, r.attempts), (PENDING, Some(3_000), 2));
+    assert!(r.last_error.contains("http 502"), "{}", r.last_error);
+    let kept: Delivery = serde_json::from_str(&r.delivery_json).unwrap();
+    assert_eq!(kept.check_run, Some(CheckRunId(9)), "what was done before the failure is kept");
+    let r = after_attempt(RunId(1), Kind::Pr, Step::Verdict, 4, &transient, &policy, 1_000);
+    assert_eq!((r.status.as_str(), r.next_attempt_ms), (GIVEN_UP, None));
+    let forbidden =
+        SinkError::Api { operation: "create comment", repo: "acme/lab".into(), status: 422, message: "bad".into() };
+    let permanent = Err(DeliveryError { delivery: Delivery::default(), source: forbidden });
+    let r = after_attempt(RunId(1), Kind::Pr, Step::Verdict, 1, &permanent, &policy, 1_000);
+    assert_eq!(r.status, GIVEN_UP);
+    assert!(r.last_error.contains("http 422"), "{}", r.last_error);
+}
+
+#[test]
+fn the_title_trend_is_the_last_accepted_score_then_the_candidate() {
+    let phase = |label: &str, ordinal: u64, accepted: bool| {
+        let mut p = gate_rules::Phase::new("persona", label, ordinal);
+        p.accepted = accepted;
+        PhaseRecord { phase: p, run_id: None, verdict: String::new() }
+    };
+    let history = [phase("8", 8, true), phase("9", 9, true), phase("10", 10, false), phase("11", 11, true)];
+    let candidate = &history[2].phase;
+    assert_eq!(trend(&history, Some(candidate)).len(), 2, "phase 9 then the candidate");
+    assert!(trend(&history, None).is_empty());
+    assert_eq!(trend(&history[2..3], Some(candidate)).len(), 1, "no baseline: the candidate alone");
+}
+
+#[test]
+fn config_file_sections_are_strict() {
+    let parse = |text: &str| parse_config(text, Path::new("p.toml"), &env, &no_files);
+    assert!(parse("").unwrap().is_none(), "no [github]: GitHub stays off");
+    let err = parse("[server]\nx = 1\n").unwrap_err().to_string();
+    assert!(err.contains("unknown section `server`") && err.contains("p.toml"), "{err}");
+    let err = parse("[[experiment]]\nname = \"a\"\nrepo = \"o/r\"\nspec = \"s\"\n").unwrap_err().to_string();
+    assert!(err.contains("need a [github] section"), "{err}");
+    let err = parse("[github]\ntoken = \"x\"\n").unwrap_err().to_string();
+    assert!(err.contains("token"), "{err}");
+    let config = parse(CONFIG).unwrap().unwrap();
+    assert_eq!(config.experiments.len(), 1);
+    assert!(!format!("{config:?}").contains("t0ken"), "secrets are redacted");
+}
