@@ -4,7 +4,7 @@
 //! registers again with the leases it holds; the coordinator keeps those it still owns and names the
 //! ones to stop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub grace: Duration,
     /// How long one lease request waits on the coordinator.
     pub lease_wait: Duration,
+    /// The model cache eval jobs resolve model names in (`phasegate models pull` fills it).
+    pub model_cache: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ struct Agent {
     probe: Arc<dyn GpuProbe>,
     running: Running,
     heartbeat: Mutex<Duration>,
+    /// The environment fingerprint of the last registration, for eval results.
+    environment: Mutex<BTreeMap<String, String>>,
 }
 
 /// Runs the agent until `shutdown` resolves. Running jobs are stopped on shutdown.
@@ -79,6 +83,7 @@ pub async fn run(
         probe,
         running: Arc::default(),
         heartbeat: Mutex::new(Duration::from_secs(5)),
+        environment: Mutex::default(),
     });
     agent.register_until_accepted().await?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -113,6 +118,9 @@ impl Agent {
 
     async fn register(&self) -> Result<(), tonic::Status> {
         let caps = gather(&self.caps, self.probe.as_ref()).await;
+        if let Ok(mut env) = self.environment.lock() {
+            *env = environment(&caps);
+        }
         let request = pb::RegisterRequest {
             agent_name: self.config.name.clone(),
             capabilities: Some(to_pb(caps, self.config.max_jobs)),
@@ -221,12 +229,22 @@ impl Agent {
             work_dir: self.config.work_dir.clone(),
             probe: self.probe.clone(),
             grace: self.config.grace,
+            model_cache: self.config.model_cache.clone(),
+            environment: self.environment.lock().map(|e| e.clone()).unwrap_or_default(),
         };
         execute(ctx, a, cancel_rx).await;
         if let Ok(mut m) = self.running.lock() {
             m.remove(&job_id);
         }
     }
+}
+
+/// The fingerprint plus the GPU model (`none` on a CPU box), as eval results record it.
+fn environment(caps: &crate::caps::Capabilities) -> BTreeMap<String, String> {
+    let mut env = caps.fingerprint.clone();
+    let gpu = caps.gpus.first().map_or_else(|| "none".to_owned(), |g| g.name.clone());
+    env.insert("gpu".to_owned(), gpu);
+    env
 }
 
 fn to_pb(c: crate::caps::Capabilities, max_jobs: u32) -> pb::Capabilities {

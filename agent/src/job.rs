@@ -11,6 +11,7 @@ use tonic::Code;
 
 use phasegate_proto::client::AgentClient;
 use phasegate_proto::domain::Lease;
+use phasegate_proto::spec::{JobWork, StageJob};
 use phasegate_proto::{CHUNK_BYTES, pb};
 
 use crate::caps::GpuProbe;
@@ -36,6 +37,10 @@ pub(crate) struct JobContext {
     pub work_dir: PathBuf,
     pub probe: Arc<dyn GpuProbe>,
     pub grace: Duration,
+    /// Where eval jobs resolve model names.
+    pub model_cache: PathBuf,
+    /// The agent's environment fingerprint as last registered (eval results record it).
+    pub environment: BTreeMap<String, String>,
 }
 
 /// Runs an assignment to its end and reports it, unless `cancel` fired because the coordinator no
@@ -85,10 +90,33 @@ async fn run_stages(
     }
     match &a.work {
         Some(pb::assignment::Work::Command(cmd)) => run_command_job(ctx, a, lease, cmd, &dir, events, cancel).await,
-        Some(pb::assignment::Work::StageJson(_)) => {
-            Report { error: format!("stage {} is not supported by this agent version", a.stage), ..Default::default() }
-        }
+        Some(pb::assignment::Work::StageJson(json)) => run_stage_job(ctx, a, lease, json, &dir, events).await,
         None => Report { error: "the assignment carries no work".into(), ..Default::default() },
+    }
+}
+
+/// A non-command stage (eval, score), described by the spec's section as JSON.
+async fn run_stage_job(
+    ctx: &JobContext,
+    a: &pb::Assignment,
+    lease: Lease,
+    json: &str,
+    dir: &Path,
+    events: &mpsc::Sender<Event>,
+) -> Report {
+    let job = match StageJob::from_json(json) {
+        Ok(job) => job,
+        Err(e) => {
+            let error = format!(
+                "failed to read the {} stage's work: {e}\nhint: agent and coordinator versions differ?",
+                a.stage
+            );
+            return Report { error, ..Default::default() };
+        }
+    };
+    match &job.work {
+        JobWork::Eval(stage) => crate::eval_job::run(ctx, &job, stage, lease, dir, events).await,
+        JobWork::Score(stage) => crate::score_job::run(ctx, a, &job, stage, lease, dir, events).await,
     }
 }
 

@@ -4,17 +4,21 @@
 //! job's command with streamed output, timeout and cancellation ([`runner`]), reading training
 //! metrics ([`metrics`]), finding metrics files and artifacts ([`collect`]) and packing/unpacking
 //! source bundles ([`bundle`]), and the gRPC client loop that registers, heartbeats, leases jobs and
-//! reports them ([`run`]). It does not own the wire protocol or scheduling decisions.
+//! reports them ([`run`]). Eval jobs generate with `phasegate-eval` and score jobs score with
+//! `phasegate-score`; this crate only wires them to files, artifacts and events. It does not own
+//! the wire protocol or scheduling decisions.
 
 pub mod bundle;
 pub mod caps;
 mod client;
 pub mod collect;
+mod eval_job;
 mod events;
 mod job;
 pub mod metrics;
 mod proctree;
 pub mod runner;
+mod score_job;
 
 pub use client::{AgentConfig, AgentError, run};
 

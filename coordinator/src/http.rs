@@ -1,4 +1,5 @@
-//! The HTTP side port: `/healthz` and `/metrics`.
+//! The HTTP side port: `/healthz`, `/metrics` and, with a webhook secret configured,
+//! `POST /github/webhook`.
 
 use std::sync::Arc;
 
@@ -12,6 +13,17 @@ use crate::store::Store;
 
 pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
     Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics::<S>)).with_state(shared)
+}
+
+/// Adds the GitHub webhook route when the service has a webhook secret.
+pub(crate) fn with_github<S: Store, G: phasegate_github::GithubSink + 'static>(
+    router: Router,
+    github: Option<&Arc<crate::github::GithubService<S, G>>>,
+) -> Router {
+    match github.and_then(|g| crate::github::router(g.clone())) {
+        Some(webhook) => router.merge(webhook),
+        None => router,
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -7,6 +7,7 @@
 mod artifacts;
 mod auth;
 mod gate_stage;
+pub mod github;
 mod grpc;
 pub mod history;
 mod http;
@@ -15,6 +16,7 @@ mod scheduler;
 mod server;
 mod shell;
 mod store;
+mod writer;
 
 pub use auth::{AccessError, AccessFile};
 pub use server::{ServeConfig, ServeError, run};

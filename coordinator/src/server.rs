@@ -43,6 +43,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("failed to read the listener address: {0}")]
     Addr(std::io::Error),
+    #[error(transparent)]
+    Github(#[from] phasegate_github::SinkError),
 }
 
 /// Opens the data dir (database, artifacts, access file) and serves gRPC on `grpc` and HTTP on
@@ -65,7 +67,18 @@ pub async fn run(
 
     let ticker = tokio::spawn(tick_loop(shared.clone(), stop_rx.clone()));
     let gates = tokio::spawn(coordinator_job_loop(shared.clone(), stop_rx.clone()));
-    let http_router = crate::http::router(shared.clone());
+    let github = match &config.shell.github {
+        Some(setup) => {
+            let sink = phasegate_github::OctocrabSink::from_config(&setup.config)?;
+            let names: Vec<&str> = setup.config.experiments.iter().map(|e| e.name.as_str()).collect();
+            let webhook = setup.config.webhook_secret.is_some();
+            tracing::info!(api_url = %setup.config.api_url, experiments = ?names, webhook, "github reporting on");
+            Some(crate::github::GithubService::new(shared.clone(), sink, setup))
+        }
+        None => None,
+    };
+    let deliveries = github.clone().map(|g| tokio::spawn(g.run(stop_rx.clone())));
+    let http_router = crate::http::with_github(crate::http::router(shared.clone()), github.as_ref());
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(async move {
         let _ = axum::serve(http, http_router)
@@ -104,6 +117,9 @@ pub async fn run(
         .await?;
     ticker.abort();
     gates.abort();
+    if let Some(d) = deliveries {
+        d.abort();
+    }
     let _ = http_task.await;
     Ok(())
 }

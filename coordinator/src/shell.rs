@@ -21,6 +21,7 @@ use crate::artifacts::ArtifactStore;
 use crate::metrics::Stats;
 use crate::scheduler::{Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection, unplaceable};
 use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError};
+use crate::writer::{Pending, WriteQueue};
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -45,6 +46,8 @@ pub struct ShellConfig {
     pub heartbeat_interval: Duration,
     pub artifact_limit_bytes: u64,
     pub bundle_limit_bytes: u64,
+    /// `[github]` reporting and the webhook; `None`: nothing GitHub-related runs.
+    pub github: Option<crate::github::GithubSetup>,
 }
 
 /// The scheduling limits users can set.
@@ -61,8 +64,17 @@ impl Default for ShellConfig {
             heartbeat_interval: Duration::from_secs(5),
             artifact_limit_bytes: 8 << 30,
             bundle_limit_bytes: 512 << 20,
+            github: None,
         }
     }
+}
+
+/// What a lease of a job hands out, besides the lease fields.
+#[derive(Debug, Clone)]
+struct JobTemplate {
+    run: RunId,
+    work: pb::Assignment,
+    depends_on: Vec<JobId>,
 }
 
 #[derive(Debug)]
@@ -77,6 +89,10 @@ pub(crate) struct Shared<S> {
     pub stats: Stats,
     pub config: ShellConfig,
     lease_started: std::sync::Mutex<HashMap<JobId, Instant>>,
+    writes: WriteQueue,
+    /// The work of each unfinished job, so a lease needs no store read (filled at submission;
+    /// jobs restored after a restart are read from the store on their first lease).
+    templates: std::sync::Mutex<HashMap<JobId, JobTemplate>>,
 }
 
 impl<S: Store> Shared<S> {
@@ -85,6 +101,7 @@ impl<S: Store> Shared<S> {
     pub async fn restore(store: S, artifacts: ArtifactStore, config: ShellConfig) -> Result<Arc<Self>, StoreError> {
         let core = Self::load_core(&store, &config).await?;
         let (runs_changed, _) = broadcast::channel(1024);
+        let writes = WriteQueue::spawn(store.clone());
         Ok(Arc::new(Self {
             core: Mutex::new(core),
             store,
@@ -95,6 +112,8 @@ impl<S: Store> Shared<S> {
             stats: Stats::default(),
             config,
             lease_started: std::sync::Mutex::new(HashMap::new()),
+            writes,
+            templates: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -122,18 +141,39 @@ impl<S: Store> Shared<S> {
     }
 
     /// Persists what an event changed, then wakes waiting agents and watchers. On a store failure the
-    /// core is rebuilt from the store so it never runs ahead of what is durable.
+    /// core is rebuilt from the store so it never runs ahead of what is durable. The caller holds the
+    /// scheduler lock throughout; hot paths use [`Self::enqueue`] and [`Self::settle`] instead so
+    /// the lock is released while the write is in flight and concurrent events share a transaction.
     pub async fn commit(&self, core: &mut Core, effects: &Effects, result: &JobResult) -> Result<(), Status> {
         if effects.is_empty() && result.job.is_none() {
             return Ok(());
         }
-        if let Err(e) = self.store.apply(effects, result, now_ms() as i64).await {
+        let mut pending = self.writes.push(effects.clone(), result.clone());
+        if let Err(e) = pending.durable().await {
             if let Ok(fresh) = Self::load_core(&self.store, &self.config).await {
                 *core = fresh;
             }
-            return Err(store_status(e));
+            return Err(Status::unavailable(format!("coordinator store failure: {e}")));
         }
         self.after_commit(effects);
+        Ok(())
+    }
+
+    /// Queues an event's changes for the group-commit writer. Call with the scheduler lock held.
+    pub fn enqueue(&self, effects: Effects, result: JobResult) -> Pending {
+        self.writes.push(effects, result)
+    }
+
+    /// Waits (without the scheduler lock) until a queued event is durable, then notifies.
+    pub async fn settle(&self, mut pending: Pending) -> Result<(), Status> {
+        if let Err(e) = pending.durable().await {
+            let mut core = self.core.lock().await;
+            if let Ok(fresh) = Self::load_core(&self.store, &self.config).await {
+                *core = fresh;
+            }
+            return Err(Status::unavailable(format!("coordinator store failure: {e}")));
+        }
+        self.after_commit(&pending.effects);
         Ok(())
     }
 
@@ -154,6 +194,9 @@ impl<S: Store> Shared<S> {
         }
         for job in effects.jobs.values() {
             if job.state.is_terminal() {
+                if let Ok(mut t) = self.templates.lock() {
+                    t.remove(&job.id);
+                }
                 let started = self.lease_started.lock().ok().and_then(|mut m| m.remove(&job.id));
                 self.stats.job_finished(job.state, started.map(|s| s.elapsed()));
             } else if job.state == JobState::Leased
@@ -164,14 +207,20 @@ impl<S: Store> Shared<S> {
         }
     }
 
-    pub async fn submit(
+    /// Submits a run of the spec; `priority` overrides the spec's own (webhook runs are `pr`,
+    /// scheduled re-runs `nightly`).
+    pub async fn submit_as(
         &self,
         spec_toml: &str,
         spec_path: &str,
         bundle_sha256: String,
         trigger: Trigger,
+        priority: Option<Priority>,
     ) -> Result<(RunId, Vec<RunId>), Status> {
-        let spec = PhaseSpec::parse(spec_toml, spec_path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut spec = PhaseSpec::parse(spec_toml, spec_path).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(priority) = priority {
+            spec.priority = priority;
+        }
         if !bundle_sha256.is_empty() && !self.store.artifact_known(&bundle_sha256).await.map_err(store_status)? {
             return Err(Status::invalid_argument(format!(
                 "bundle_sha256: no uploaded source bundle has digest {bundle_sha256}"
@@ -190,7 +239,7 @@ impl<S: Store> Shared<S> {
                 stage: plan.stage,
                 depends_on,
                 requires: pb::Requirements::from(&plan.requires),
-                work: assignment_template(&plan.work, plan.stage, &bundle_sha256),
+                work: assignment_template(&spec, &plan.work, plan.stage, &bundle_sha256),
             });
         }
         let record = NewRunRecord {
@@ -209,6 +258,12 @@ impl<S: Store> Shared<S> {
         };
         let (run_id, job_ids) = self.store.insert_run(&record).await.map_err(store_status)?;
         self.stats.run_submitted();
+        if let Ok(mut templates) = self.templates.lock() {
+            for (job, id) in record.jobs.iter().zip(&job_ids) {
+                let depends_on = job.depends_on.iter().filter_map(|i| job_ids.get(*i).copied()).collect();
+                templates.insert(*id, JobTemplate { run: run_id, work: job.work.clone(), depends_on });
+            }
+        }
         if unfit.is_some() {
             let _ = self.runs_changed.send(run_id);
             return Ok((run_id, Vec::new()));
@@ -291,10 +346,11 @@ impl<S: Store> Shared<S> {
             {
                 let mut core = self.core.lock().await;
                 if let Some((lease, effects)) = core.on_lease_request(name, now_ms()).map_err(rejection_status)? {
-                    self.commit(&mut core, &effects, &JobResult::default()).await?;
                     let gpu = effects.jobs.get(&lease.job).and_then(|j| j.gpu);
                     let attempt = effects.jobs.get(&lease.job).map(|j| j.attempt).unwrap_or(1);
+                    let pending = self.enqueue(effects, JobResult::default());
                     drop(core);
+                    self.settle(pending).await?;
                     return self.assignment(lease, gpu, attempt).await.map(Some);
                 }
             }
@@ -305,22 +361,26 @@ impl<S: Store> Shared<S> {
     }
 
     async fn assignment(&self, lease: Lease, gpu: Option<u32>, attempt: u32) -> Result<pb::Assignment, Status> {
-        let job = self
-            .store
-            .job(lease.job)
-            .await
-            .map_err(store_status)?
-            .ok_or_else(|| Status::internal(format!("leased job {} has no row", lease.job)))?;
+        let cached = self.templates.lock().ok().and_then(|t| t.get(&lease.job).cloned());
+        let template = match cached {
+            Some(t) => t,
+            None => {
+                let job = self.store.job(lease.job).await.map_err(store_status)?;
+                let job = job.ok_or_else(|| Status::internal(format!("leased job {} has no row", lease.job)))?;
+                let depends_on = job.depends_on.iter().map(|d| JobId(*d as u64)).collect();
+                JobTemplate { run: RunId(job.run_id as u64), work: job.work, depends_on }
+            }
+        };
         let mut inputs = Vec::new();
-        for dep in &job.depends_on {
-            if let Some(d) = self.store.job(JobId(*dep as u64)).await.map_err(store_status)? {
+        for dep in &template.depends_on {
+            if let Some(d) = self.store.job(*dep).await.map_err(store_status)? {
                 inputs.extend(d.artifacts);
             }
         }
-        let mut a = job.work;
+        let mut a = template.work;
         a.job_id = lease.job.0;
         a.epoch = lease.epoch.0;
-        a.run_id = job.run_id as u64;
+        a.run_id = template.run.0;
         a.attempt = attempt;
         a.gpu_index = gpu;
         a.inputs = inputs;
@@ -330,7 +390,12 @@ impl<S: Store> Shared<S> {
     pub async fn start(&self, lease: Lease) -> Result<(), Status> {
         let mut core = self.core.lock().await;
         let effects = core.on_job_started(lease, now_ms()).map_err(rejection_status)?;
-        self.commit(&mut core, &effects, &JobResult::default()).await
+        if effects.is_empty() {
+            return Ok(());
+        }
+        let pending = self.enqueue(effects, JobResult::default());
+        drop(core);
+        self.settle(pending).await
     }
 
     /// Checks a lease without changing anything (events and uploads are fenced by it).
@@ -368,7 +433,9 @@ impl<S: Store> Shared<S> {
             exit_code: req.exit_code,
             artifacts: req.artifacts,
         };
-        self.commit(&mut core, &effects, &result).await
+        let pending = self.enqueue(effects, result);
+        drop(core);
+        self.settle(pending).await
     }
 
     /// Expires leases; called periodically.
@@ -400,10 +467,13 @@ fn restored_job(j: &crate::store::JobRecord) -> Result<NewJob, StoreError> {
     })
 }
 
-fn assignment_template(work: &StageWork, stage: Stage, bundle: &str) -> pb::Assignment {
+fn assignment_template(spec: &PhaseSpec, work: &StageWork, stage: Stage, bundle: &str) -> pb::Assignment {
     let work = match work {
         // The coordinator runs the gate itself; the spec (stored with the run) describes it.
         StageWork::Gate(_) => None,
+        StageWork::Eval(_) | StageWork::Score(_) => {
+            spec.stage_job(work).map(|job| pb::assignment::Work::StageJson(job.to_json()))
+        }
         StageWork::Command(c) => Some(pb::assignment::Work::Command(pb::CommandWork {
             argv: c.command.clone(),
             env: c.env.iter().map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect(),

@@ -158,6 +158,7 @@ async fn gate_stage_stores_verdict_and_report() {
         spec_path: "phase10/phase.toml".into(),
         bundle_sha256,
         trigger: Some(pb::Trigger::default()),
+        priority: String::new(),
     };
     let run_id = control.submit_run(submit).await.unwrap().into_inner().run_id;
     finish_finetune(&mut agent).await;
@@ -192,6 +193,7 @@ async fn gate_without_matching_results_fails_the_run_with_a_clear_error() {
         spec_path: "phase.toml".into(),
         bundle_sha256: up.artifact.unwrap().sha256,
         trigger: Some(pb::Trigger::default()),
+        priority: String::new(),
     };
     let run_id = control.submit_run(submit).await.unwrap().into_inner().run_id;
     finish_finetune(&mut agent).await;

@@ -2,6 +2,10 @@
 //!
 //! Unknown keys are errors that name the key and the file. The spec is a small DAG of stages
 //! (finetune → eval → score → gate); each present stage depends on the present stages before it.
+//! `[finetune]` is optional when `[eval]` is present (an eval of a base model); `[score]` needs
+//! `[eval]`; `[gate]` needs an earlier stage and reads the score files by default.
+
+mod eval;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +13,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{Priority, Requirements, Stage};
+
+pub use eval::{
+    EvalGeneration, EvalStage, JobWork, PenaltyScope, Requantize, ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
+};
 
 /// A spec that could not be read or accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +40,10 @@ struct RawSpec {
     #[serde(default)]
     finetune: Option<RawCommandStage>,
     #[serde(default)]
+    eval: Option<eval::RawEvalStage>,
+    #[serde(default)]
+    score: Option<eval::RawScoreStage>,
+    #[serde(default)]
     gate: Option<RawGateStage>,
 }
 
@@ -39,7 +51,8 @@ struct RawSpec {
 #[serde(deny_unknown_fields)]
 struct RawGateStage {
     config: String,
-    results: Vec<String>,
+    #[serde(default)]
+    results: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +80,8 @@ pub struct PhaseSpec {
     pub parent: Option<String>,
     pub priority: Priority,
     pub finetune: Option<CommandStage>,
+    pub eval: Option<EvalStage>,
+    pub score: Option<ScoreStage>,
     pub gate: Option<GateStage>,
 }
 
@@ -79,6 +94,7 @@ pub struct GateStage {
     pub config: String,
     /// Globs over the artifact names of earlier stages (paths relative to the job directory, e.g.
     /// `output/eval_rubric.json`); the files they match are imported as the candidate's results.
+    /// With a `[score]` stage and no `results`, [`DEFAULT_SCORED_RESULTS`].
     pub results: Vec<String>,
 }
 
@@ -105,11 +121,21 @@ pub struct StagePlan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StageWork {
     Command(CommandStage),
+    Eval(EvalStage),
+    Score(ScoreStage),
     Gate(GateStage),
 }
 
 /// Default timeout of a command stage when the spec gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Artifact names the eval and score stages upload.
+pub const EVAL_RESPONSES: &str = "eval/responses.json";
+pub const SCORES: &str = "score/scores.json";
+/// What `[gate]` imports when a `[score]` stage is present and `results` is not given: the
+/// per-dimension scores, and the responses (truncation flags, seeds, generation parameters,
+/// environment).
+pub const DEFAULT_SCORED_RESULTS: [&str; 2] = [SCORES, EVAL_RESPONSES];
 
 impl PhaseSpec {
     /// Parses and validates spec text; `path` only names the file in errors.
@@ -119,10 +145,17 @@ impl PhaseSpec {
         check_name("experiment", &raw.experiment).map_err(err)?;
         check_name("phase", &raw.phase).map_err(err)?;
         let finetune = raw.finetune.map(|s| command_stage("finetune", s)).transpose().map_err(err)?;
-        let gate = raw.gate.map(gate_stage).transpose().map_err(err)?;
-        if gate.is_some() && finetune.is_none() {
+        let eval = raw.eval.map(eval::eval_stage).transpose().map_err(err)?;
+        check_order(finetune.is_some(), eval.as_ref(), raw.score.is_some()).map_err(err)?;
+        let score = raw
+            .score
+            .map(|s| eval::score_stage(s, eval.as_ref().map(|e| e.suite.as_str())))
+            .transpose()
+            .map_err(err)?;
+        let gate = raw.gate.map(|g| gate_stage(g, score.is_some())).transpose().map_err(err)?;
+        if gate.is_some() && finetune.is_none() && eval.is_none() {
             return Err(err("the [gate] stage needs an earlier stage whose artifacts hold the results: \
-                 add a [finetune] section"
+                 add a [finetune] or an [eval] section"
                 .to_owned()));
         }
         let spec = Self {
@@ -132,12 +165,24 @@ impl PhaseSpec {
             parent: raw.parent,
             priority: raw.priority.unwrap_or(Priority::Manual),
             finetune,
+            eval,
+            score,
             gate,
         };
         if spec.stages().is_empty() {
-            return Err(err("the spec has no stage: add a [finetune] section".to_owned()));
+            return Err(err("the spec has no stage: add a [finetune] or an [eval] section".to_owned()));
         }
         Ok(spec)
+    }
+
+    /// The JSON an agent receives for a non-command stage (`Assignment.stage_json`).
+    pub fn stage_job(&self, work: &StageWork) -> Option<StageJob> {
+        let work = match work {
+            StageWork::Eval(e) => JobWork::Eval(e.clone()),
+            StageWork::Score(s) => JobWork::Score(s.clone()),
+            StageWork::Command(_) | StageWork::Gate(_) => return None,
+        };
+        Some(StageJob { experiment: self.experiment.clone(), phase: self.phase.clone(), work })
     }
 
     /// The stages of the run in dependency order.
@@ -149,6 +194,22 @@ impl PhaseSpec {
                 depends_on: Vec::new(),
                 requires: ft.requires.clone(),
                 work: StageWork::Command(ft.clone()),
+            });
+        }
+        if let Some(eval) = &self.eval {
+            plans.push(StagePlan {
+                stage: Stage::Eval,
+                depends_on: plans.iter().map(|p| p.stage).collect(),
+                requires: eval.requires.clone(),
+                work: StageWork::Eval(eval.clone()),
+            });
+        }
+        if let Some(score) = &self.score {
+            plans.push(StagePlan {
+                stage: Stage::Score,
+                depends_on: plans.iter().map(|p| p.stage).collect(),
+                requires: Requirements::default(),
+                work: StageWork::Score(score.clone()),
             });
         }
         if let Some(gate) = &self.gate {
@@ -170,16 +231,34 @@ fn relative_path(what: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn gate_stage(raw: RawGateStage) -> Result<GateStage, String> {
+/// Stages that need an earlier one: an adapter needs the fine-tune, the score needs the eval.
+fn check_order(finetune: bool, eval: Option<&EvalStage>, score: bool) -> Result<(), String> {
+    if eval.is_some_and(|e| e.adapter.is_some()) && !finetune {
+        return Err("`eval.adapter` names artifacts of the [finetune] stage, but the spec has none".to_owned());
+    }
+    if score && eval.is_none() {
+        return Err("the [score] stage scores the answers of an [eval] stage: add an [eval] section".to_owned());
+    }
+    Ok(())
+}
+
+fn gate_stage(raw: RawGateStage, scored: bool) -> Result<GateStage, String> {
     relative_path("`gate.config`", &raw.config)?;
-    if raw.results.is_empty() {
+    let results = match raw.results {
+        Some(r) => r,
+        None if scored => DEFAULT_SCORED_RESULTS.iter().map(|s| (*s).to_owned()).collect(),
+        None => {
+            return Err("`gate.results` is required without a [score] stage: list the result files' globs".to_owned());
+        }
+    };
+    if results.is_empty() {
         return Err("`gate.results` must list at least one glob of result files".to_owned());
     }
-    for glob in &raw.results {
+    for glob in &results {
         relative_path("`gate.results` glob", glob)?;
         globset::Glob::new(glob).map_err(|e| format!("`gate.results` glob {glob:?} is not a valid glob: {e}"))?;
     }
-    Ok(GateStage { config: raw.config, results: raw.results })
+    Ok(GateStage { config: raw.config, results })
 }
 
 fn check_name(key: &str, value: &str) -> Result<(), String> {
@@ -306,6 +385,115 @@ artifacts = ["output/**/adapter/**"]
         let alone = "experiment = \"e\"\nphase = \"1\"\n[gate]\nconfig = \"g.toml\"\nresults = [\"a\"]\n";
         let msg = PhaseSpec::parse(alone, "p.toml").unwrap_err().to_string();
         assert!(msg.contains("needs an earlier stage"), "{msg}");
+    }
+
+    const EVAL_ONLY: &str = r#"
+experiment = "persona-v1"
+phase = "10-smollm2"
+
+[eval]
+model = "smollm2-135m-instruct"
+suite = "suite.toml"
+template = "chatml"
+cpu_requantize = "q8_0"
+max_new_tokens = 150
+temperature = 0.7
+top_p = 0.9
+top_k = 40
+repetition_penalty = 1.1
+repetition_penalty_scope = "generated"
+samples = 3
+seed = 7
+max_batch = 24
+
+[score]
+mode = "rules"
+
+[gate]
+config = "gate.toml"
+"#;
+
+    #[test]
+    fn eval_score_gate_without_finetune_form_a_chain() {
+        let spec = PhaseSpec::parse(EVAL_ONLY, "p.toml").unwrap();
+        let eval = spec.eval.as_ref().unwrap();
+        assert_eq!((eval.model.as_str(), eval.suite.as_str()), ("smollm2-135m-instruct", "suite.toml"));
+        assert_eq!(eval.cpu_requantize, Some(Requantize::Q8_0));
+        assert_eq!(eval.generation.samples, Some(3));
+        assert_eq!(eval.generation.repetition_penalty_scope, PenaltyScope::Generated);
+        assert_eq!(spec.score.as_ref().unwrap().suite, "suite.toml");
+        assert_eq!(spec.gate.as_ref().unwrap().results, DEFAULT_SCORED_RESULTS.map(str::to_owned));
+        let plans = spec.stages();
+        let order: Vec<(Stage, Vec<Stage>)> = plans.iter().map(|p| (p.stage, p.depends_on.clone())).collect();
+        assert_eq!(
+            order,
+            [(Stage::Eval, vec![]), (Stage::Score, vec![Stage::Eval]), (Stage::Gate, vec![Stage::Eval, Stage::Score]),]
+        );
+    }
+
+    #[test]
+    fn finetune_eval_score_depend_in_order() {
+        let text =
+            format!("{SPEC}\n[eval]\nmodel = \"m\"\nsuite = \"s.toml\"\nadapter = \"output/adapter/\"\n[score]\n");
+        let spec = PhaseSpec::parse(&text, "p.toml").unwrap();
+        assert_eq!(spec.eval.as_ref().unwrap().adapter.as_deref(), Some("output/adapter"));
+        let plans = spec.stages();
+        assert_eq!(plans[1].depends_on, vec![Stage::Finetune]);
+        assert_eq!(plans[2].depends_on, vec![Stage::Finetune, Stage::Eval]);
+    }
+
+    #[test]
+    fn stage_job_round_trips_as_json() {
+        let spec = PhaseSpec::parse(EVAL_ONLY, "p.toml").unwrap();
+        let plans = spec.stages();
+        let job = spec.stage_job(&plans[0].work).unwrap();
+        let back = StageJob::from_json(&job.to_json()).unwrap();
+        assert_eq!(back, job);
+        assert_eq!(back.phase, "10-smollm2");
+        assert!(matches!(back.work, JobWork::Eval(_)));
+        assert!(matches!(spec.stage_job(&plans[1].work).unwrap().work, JobWork::Score(_)));
+        assert!(spec.stage_job(&plans[2].work).is_none());
+        let err = StageJob::from_json("{\"experiment\": \"e\"}").unwrap_err();
+        assert_eq!(err.field, "stage_json");
+    }
+
+    #[test]
+    fn eval_and_score_sections_are_strict() {
+        let cases = [
+            ("max_new_tokens = 150", "max_new_tokens = 150\nbeams = 4", "beams"),
+            ("max_new_tokens = 150", "max_new_tokens = 0", "eval.max_new_tokens"),
+            ("top_p = 0.9", "top_p = 1.5", "eval.top_p"),
+            ("temperature = 0.7", "temperature = -1.0", "eval.temperature"),
+            ("samples = 3", "samples = 0", "eval.samples"),
+            ("template = \"chatml\"", "template = \"alpaca\"", "eval.template"),
+            ("cpu_requantize = \"q8_0\"", "cpu_requantize = \"q2_k\"", "q2_k"),
+            ("\"generated\"", "\"prompt\"", "prompt"),
+            ("suite = \"suite.toml\"", "suite = \"../suite.toml\"", "eval.suite"),
+            ("model = \"smollm2-135m-instruct\"", "model = \"\"", "eval.model"),
+            ("mode = \"rules\"", "mode = \"judge\"", "score.mode"),
+            ("mode = \"rules\"", "mode = \"both\"", "score.mode"),
+            ("mode = \"rules\"", "mode = \"vibes\"", "score.mode"),
+            ("mode = \"rules\"", "mode = \"rules\"\nextra = 1", "extra"),
+        ];
+        for (old, new, needle) in cases {
+            assert!(EVAL_ONLY.contains(old), "{old}");
+            let msg = PhaseSpec::parse(&EVAL_ONLY.replace(old, new), "p.toml").unwrap_err().to_string();
+            assert!(msg.contains(needle) && msg.contains("p.toml"), "{new}: {msg}");
+        }
+    }
+
+    #[test]
+    fn stages_that_need_an_earlier_one_are_rejected() {
+        let no_eval = "experiment = \"e\"\nphase = \"1\"\n[score]\nsuite = \"s.toml\"\n";
+        let msg = PhaseSpec::parse(no_eval, "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("[score]") && msg.contains("[eval]"), "{msg}");
+        let adapter =
+            EVAL_ONLY.replace("suite = \"suite.toml\"", "suite = \"suite.toml\"\nadapter = \"output/adapter\"");
+        let msg = PhaseSpec::parse(&adapter, "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("eval.adapter") && msg.contains("[finetune]"), "{msg}");
+        let unscored = EVAL_ONLY.replace("[score]\nmode = \"rules\"\n", "");
+        let msg = PhaseSpec::parse(&unscored, "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("gate.results"), "{msg}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub async fn agent(args: AgentArgs, endpoint: &Endpoint) -> Result<Code> {
         python_packages: args.python_packages,
         grace: args.grace,
         lease_wait: Duration::from_secs(20),
+        model_cache: args.models.dir(),
     };
     phasegate_agent::run(config, Arc::new(NvmlProbe::new()), shutdown_signal())
         .await

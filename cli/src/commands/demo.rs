@@ -1,11 +1,14 @@
 //! `phasegate demo`: the whole product on one box, in one command.
 //!
-//! Starts a coordinator and a local agent on a fresh data dir, submits the bundled persona phase,
-//! follows it live, prints the report and the verdict, and says how to look again. Exits 0 when the
-//! demo itself worked, whatever the verdict.
+//! Pulls SmolLM2-135M-Instruct into the model cache unless it is there, starts a coordinator and a
+//! local agent on a fresh data dir, imports the bundled accepted history, submits the candidate
+//! phase (SmolLM2 with the persona prompt, eval → score → gate), follows it live (job states and
+//! the agent's eval/score lines), prints the report and the verdict, and says how to look again.
+//! Exits 0 when the demo itself worked, whatever the verdict.
 
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt as _;
 use tokio::net::TcpListener;
 
 use phasegate_coordinator::{ServeConfig, ShellConfig};
@@ -24,9 +27,16 @@ use crate::render::run_text;
 /// Where the bundled experiment lives, relative to the repository root.
 const DATASET: &str = "datasets/persona-v1";
 const EXPERIMENT: &str = "persona-v1";
+/// The candidate phase the demo submits, relative to the dataset; its directory is the bundle.
+const CANDIDATE_SPEC: &str = "smollm2-base.toml";
+/// The model that spec evaluates, pulled into the cache when missing.
+const MODEL: &str = "smollm2-135m-instruct";
 
 pub async fn demo(args: DemoArgs) -> Result<Code> {
+    let started = std::time::Instant::now();
     let dataset = find_dataset(args.dataset.as_deref())?;
+    let model_cache = args.models.dir();
+    super::models::pull_into(MODEL, &model_cache).await?;
     let data_dir = args.data_dir.clone();
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
@@ -42,8 +52,8 @@ pub async fn demo(args: DemoArgs) -> Result<Code> {
     };
     import_history(&dataset, &data_dir).await?;
     let config = ServeConfig { data_dir: data_dir.clone(), shell: ShellConfig::default(), tls: None };
-    let cluster =
-        start_local(config, bind("grpc").await?, bind("http").await?, "demo-agent".into(), Vec::new(), 1).await?;
+    let (grpc, http) = (bind("grpc").await?, bind("http").await?);
+    let cluster = start_local(config, grpc, http, "demo-agent".into(), Vec::new(), 1, model_cache).await?;
     println!(
         "phasegate demo: coordinator {} with one local agent, data dir {}",
         cluster.access.address,
@@ -59,6 +69,7 @@ pub async fn demo(args: DemoArgs) -> Result<Code> {
     }
     let verdict = if run.verdict.is_empty() { "none (the run has no gate stage)" } else { run.verdict.as_str() };
     println!("verdict: {verdict}");
+    println!("demo wall time: {:.1} s", started.elapsed().as_secs_f64());
     println!("\nlook again:");
     println!("  phasegate up --data-dir {}      # then, in another shell:", data_dir.display());
     println!("  phasegate --access-file {} show {}", access_path.display(), run.id);
@@ -100,10 +111,28 @@ async fn import_history(dataset: &Path, data_dir: &Path) -> Result<()> {
 async fn run_phase(access: &phasegate_coordinator::AccessFile, dataset: &Path) -> Result<pb::Run> {
     let ch = channel(&access.address, None).map_err(|e| Failure::infra(e.to_string()))?;
     let mut client = control_client(ch, &access.client_token).map_err(|e| Failure::infra(e.to_string()))?;
-    let spec = dataset.join("phase10").join("phase.toml");
+    let spec = dataset.join(CANDIDATE_SPEC);
     let (spec, resp) = submit_spec(&mut client, &spec, pb::Trigger::default(), 64 << 20).await?;
-    println!("phasegate demo: submitted run {} ({} phase {})", resp.run_id, spec.experiment, spec.phase);
-    wait(&mut client, resp.run_id, false).await
+    println!(
+        "phasegate demo: submitted run {} ({} phase {}: {})",
+        resp.run_id, spec.experiment, spec.phase, spec.description
+    );
+    let logs = tokio::spawn(print_agent_lines(client.clone(), resp.run_id));
+    let run = wait(&mut client, resp.run_id, false).await;
+    // The log stream ends with the run; a moment lets the last lines arrive.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), logs).await;
+    run
+}
+
+/// Prints the agent's own lines of the run (eval progress, scores) as they arrive.
+async fn print_agent_lines(mut client: phasegate_proto::client::ControlClient, run_id: u64) {
+    let Ok(resp) = client.fetch_logs(pb::FetchLogsRequest { run_id, follow: true }).await else { return };
+    let mut stream = resp.into_inner();
+    while let Some(Ok(chunk)) = stream.next().await {
+        for line in chunk.lines.iter().filter(|l| l.stream == "agent") {
+            println!("  [{}] {}", chunk.stage, line.text);
+        }
+    }
 }
 
 fn find_dataset(given: Option<&Path>) -> Result<PathBuf> {
@@ -111,7 +140,7 @@ fn find_dataset(given: Option<&Path>) -> Result<PathBuf> {
         Some(p) => vec![p.to_owned()],
         None => vec![PathBuf::from(DATASET), Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DATASET)],
     };
-    candidates.into_iter().find(|p| p.join("phase10").join("phase.toml").is_file()).ok_or_else(|| {
+    candidates.into_iter().find(|p| p.join(CANDIDATE_SPEC).is_file()).ok_or_else(|| {
         Failure::usage(format!("failed to find the bundled experiment {DATASET}"))
             .with_hint("run the demo from the repository root, or pass --dataset DIR")
     })

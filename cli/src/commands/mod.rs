@@ -4,11 +4,13 @@ mod agent;
 mod bench;
 mod demo;
 mod gate;
+mod models;
 mod query;
+mod report;
 mod serve;
 mod submit;
 
-use crate::cli::{BenchCommand, Cli, Command};
+use crate::cli::{BenchCommand, Cli, Command, ModelsCommand};
 use crate::exit::{Code, Result};
 
 pub async fn dispatch(cli: Cli) -> Result<Code> {
@@ -28,8 +30,12 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::History(args) => gate::history(args).await,
         Command::Gate(args) => gate::gate(args).await,
         Command::Accept(args) => gate::accept(args).await,
+        Command::Report(args) => report::report(args).await,
         Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,
         Command::Bench(BenchCommand::Gate(args)) => Ok(gate::bench(&args)),
+        Command::Bench(BenchCommand::Eval(args)) => models::bench_eval(args).await,
+        Command::Models(ModelsCommand::Pull(args)) => models::pull(args).await,
+        Command::Models(ModelsCommand::List(args)) => models::list(&args),
     }
 }
 

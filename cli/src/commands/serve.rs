@@ -22,6 +22,19 @@ fn serve_config(args: &ServeArgs) -> ServeConfig {
     }
 }
 
+/// [`serve_config`] with the `[github]` section of `--config`, when one is given.
+fn configured(args: &ServeArgs) -> Result<ServeConfig> {
+    let mut config = serve_config(args);
+    if let Some(path) = &args.config {
+        let github = phasegate_coordinator::github::load_config(path).map_err(|e| Failure::usage(e.to_string()))?;
+        config.shell.github = github.map(|config| phasegate_coordinator::github::GithubSetup {
+            config,
+            retry: phasegate_coordinator::github::DeliveryPolicy::default(),
+        });
+    }
+    Ok(config)
+}
+
 async fn bind(args: &ServeArgs) -> Result<(TcpListener, TcpListener)> {
     let grpc = TcpListener::bind(args.listen)
         .await
@@ -33,8 +46,9 @@ async fn bind(args: &ServeArgs) -> Result<(TcpListener, TcpListener)> {
 }
 
 pub async fn serve(args: ServeArgs) -> Result<Code> {
+    let config = configured(&args)?;
     let (grpc, http) = bind(&args).await?;
-    phasegate_coordinator::run(serve_config(&args), grpc, http, shutdown_signal())
+    phasegate_coordinator::run(config, grpc, http, shutdown_signal())
         .await
         .map_err(|e| Failure::infra(e.to_string()))?;
     Ok(Code::Success)
@@ -63,6 +77,7 @@ pub async fn start_local(
     agent_name: String,
     labels: Vec<String>,
     max_jobs: u32,
+    model_cache: std::path::PathBuf,
 ) -> Result<LocalCluster> {
     let data_dir = config.data_dir.clone();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -93,6 +108,7 @@ pub async fn start_local(
         python_packages: None,
         grace: std::time::Duration::from_secs(10),
         lease_wait: std::time::Duration::from_secs(20),
+        model_cache,
     };
     let probe = Arc::new(phasegate_agent::caps::NvmlProbe::new());
     let mut agent_stop = stop_rx;
@@ -136,10 +152,11 @@ impl LocalCluster {
 
 /// A coordinator and one local agent in one process.
 pub async fn up(args: UpArgs) -> Result<Code> {
+    let config = configured(&args.serve)?;
     let (grpc, http) = bind(&args.serve).await?;
-    let config = serve_config(&args.serve);
     let data_dir = config.data_dir.clone();
-    let cluster = start_local(config, grpc, http, args.agent_name, args.labels, args.max_jobs).await?;
+    let cluster =
+        start_local(config, grpc, http, args.agent_name, args.labels, args.max_jobs, args.models.dir()).await?;
     eprintln!("phasegate up: coordinator at {} (data dir {})", cluster.access.address, data_dir.display());
     eprintln!("phasegate up: clients use --access-file {}", cluster.access_path.display());
     shutdown_signal().await;

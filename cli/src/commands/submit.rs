@@ -17,7 +17,9 @@ use crate::render::{run_json, run_text};
 pub async fn submit(args: SubmitArgs, endpoint: &Endpoint) -> Result<Code> {
     let trigger = trigger(&args);
     let mut client = endpoint.control()?;
-    let (spec, resp) = submit_spec(&mut client, &args.spec, trigger, args.bundle_limit_mib << 20).await?;
+    let limit = args.bundle_limit_mib << 20;
+    let priority = args.priority.clone().unwrap_or_default();
+    let (spec, resp) = submit_spec_as(&mut client, &args.spec, trigger, limit, priority).await?;
     if !args.json {
         eprintln!("submitted run {} ({} phase {})", resp.run_id, spec.experiment, spec.phase);
         for old in &resp.superseded {
@@ -49,6 +51,17 @@ pub async fn submit_spec(
     trigger: pb::Trigger,
     bundle_limit: u64,
 ) -> Result<(PhaseSpec, pb::SubmitRunResponse)> {
+    submit_spec_as(client, path, trigger, bundle_limit, String::new()).await
+}
+
+/// [`submit_spec`] with a priority overriding the spec's (`""`: the spec's own).
+pub async fn submit_spec_as(
+    client: &mut ControlClient,
+    path: &Path,
+    trigger: pb::Trigger,
+    bundle_limit: u64,
+    priority: String,
+) -> Result<(PhaseSpec, pb::SubmitRunResponse)> {
     let spec_path = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("failed to read spec {spec_path}: {e}")))?;
@@ -57,7 +70,13 @@ pub async fn submit_spec(
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let bundle = pack(dir, bundle_limit)?;
     let bundle_sha = upload(client, bundle).await?;
-    let req = pb::SubmitRunRequest { spec_toml: text, spec_path, bundle_sha256: bundle_sha, trigger: Some(trigger) };
+    let req = pb::SubmitRunRequest {
+        spec_toml: text,
+        spec_path,
+        bundle_sha256: bundle_sha,
+        trigger: Some(trigger),
+        priority,
+    };
     let resp =
         client.submit_run(req).await.map_err(|s| Failure::from_status("failed to submit the run", &s))?.into_inner();
     Ok((spec, resp))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use phasegate_proto::domain::{AgentName, JobId, RunId, Trigger, parse_sha256};
+use phasegate_proto::domain::{AgentName, JobId, Priority, RunId, Trigger, parse_sha256};
 use phasegate_proto::pb;
 use phasegate_proto::pb::control_service_server::ControlService;
 
@@ -41,7 +41,11 @@ impl<S: Store> ControlApi<S> {
                 progress.push((job.id, progress_of(&p)));
             }
         }
-        Ok(run_to_pb(run, &progress))
+        let mut run = run_to_pb(run, &progress);
+        run.github_delivery = self.shared.store.github_delivery(id).await.map_err(store_status)?.map(|d| {
+            pb::GithubDelivery { status: d.status, stage: d.stage, error: d.last_error, attempts: d.attempts }
+        });
+        Ok(run)
     }
 }
 
@@ -77,7 +81,11 @@ impl<S: Store> ControlService for ControlApi<S> {
         };
         let trigger = Trigger::try_from(req.trigger.as_ref()).map_err(invalid)?;
         let path = if req.spec_path.is_empty() { "<spec>" } else { req.spec_path.as_str() };
-        let (run, superseded) = self.shared.submit(&req.spec_toml, path, bundle, trigger).await?;
+        let priority = match req.priority.as_str() {
+            "" => None,
+            p => Some(p.parse::<Priority>().map_err(|e| invalid(format!("priority: {e}")))?),
+        };
+        let (run, superseded) = self.shared.submit_as(&req.spec_toml, path, bundle, trigger, priority).await?;
         tracing::info!(run = %run, superseded = superseded.len(), "run submitted");
         Ok(Response::new(pb::SubmitRunResponse {
             run_id: run.0,

@@ -26,6 +26,7 @@ pub(crate) fn run_to_pb(run: RunRecord, progress: &[(i64, pb::Progress)]) -> pb:
         verdict: run.verdict,
         report: run.report,
         evaluation_json: run.evaluation_json,
+        github_delivery: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Rows as the store reads and writes them.
 
-use phasegate_proto::domain::{Priority, RunState, Stage, Trigger};
+use phasegate_proto::domain::{Priority, RunId, RunState, Stage, Trigger};
 use phasegate_proto::pb;
 
 use crate::scheduler::AttemptRecord;
@@ -100,4 +100,22 @@ pub(crate) struct VerdictRecord {
     pub verdict: String,
     pub report: String,
     pub evaluation_json: String,
+}
+
+/// What has been delivered to GitHub for a run (see the `github_deliveries` migration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GithubDeliveryRecord {
+    pub run_id: RunId,
+    /// `pr` | `nightly`.
+    pub kind: String,
+    /// `submitted` | `verdict`.
+    pub stage: String,
+    /// `pending` | `delivered` | `given_up`.
+    pub status: String,
+    /// `phasegate_github::Delivery` as JSON.
+    pub delivery_json: String,
+    pub last_error: String,
+    pub attempts: u32,
+    pub next_attempt_ms: Option<i64>,
+    pub updated_ms: i64,
 }

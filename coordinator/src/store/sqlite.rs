@@ -14,11 +14,12 @@ use phasegate_proto::domain::{JobId, RunId, Trigger};
 use phasegate_proto::pb;
 
 use super::{
-    AgentRecord, JobRecord, JobResult, LogRecord, NewRunRecord, PhaseRecord, RunRecord, Store, StoreError,
-    VerdictRecord,
+    AgentRecord, GithubDeliveryRecord, JobRecord, JobResult, LogRecord, NewRunRecord, PhaseRecord, RunRecord, Store,
+    StoreError, VerdictRecord,
 };
 use crate::scheduler::Effects;
 
+mod github;
 mod phases;
 
 #[derive(Debug, Clone)]
@@ -43,6 +44,12 @@ impl SqliteStore {
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// One event's changes in their own transaction (tests drive the store directly).
+    #[cfg(test)]
+    pub(crate) async fn apply(&self, effects: &Effects, result: &JobResult, now_ms: i64) -> Result<(), StoreError> {
+        self.apply_batch(&[(effects, result)], now_ms).await
     }
 
     async fn jobs_of(&self, run_ids: &[i64]) -> Result<Vec<JobRecord>, StoreError> {
@@ -151,6 +158,61 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
     })
 }
 
+/// The rows one event changed, written inside the caller's transaction.
+async fn write_effects(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    effects: &Effects,
+    result: &JobResult,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for job in effects.jobs.values() {
+        let history = serde_json::to_string(&job.history).map_err(|e| corrupt("jobs", e))?;
+        sqlx::query(
+            "UPDATE jobs SET state = ?, epoch = ?, attempt = ?, agent = ?, gpu_index = ?, error = ?, \
+                 history = ?, updated_ms = ? WHERE id = ?",
+        )
+        .bind(job.state.as_str())
+        .bind(job.epoch.0 as i64)
+        .bind(i64::from(job.attempt))
+        .bind(job.agent.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(job.gpu.map(i64::from))
+        .bind(&job.error)
+        .bind(history)
+        .bind(now_ms)
+        .bind(job.id.0 as i64)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(job) = result.job {
+        sqlx::query("UPDATE jobs SET metrics = ?, result_json = ?, exit_code = ? WHERE id = ?")
+            .bind(result.metrics.as_ref().map(Message::encode_to_vec))
+            .bind(&result.result_json)
+            .bind(result.exit_code)
+            .bind(job.0 as i64)
+            .execute(&mut **tx)
+            .await?;
+        for a in &result.artifacts {
+            sqlx::query("INSERT OR REPLACE INTO job_artifacts (job_id, name, sha256, size) VALUES (?, ?, ?, ?)")
+                .bind(job.0 as i64)
+                .bind(&a.name)
+                .bind(&a.sha256)
+                .bind(a.size as i64)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    for (run, update) in &effects.runs {
+        sqlx::query("UPDATE runs SET state = ?, error = ?, finished_ms = ? WHERE id = ?")
+            .bind(update.state.as_str())
+            .bind(&update.error)
+            .bind(update.state.is_terminal().then_some(now_ms))
+            .bind(run.0 as i64)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     async fn insert_run(&self, run: &NewRunRecord) -> Result<(RunId, Vec<JobId>), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -205,52 +267,10 @@ impl Store for SqliteStore {
         Ok((RunId(run_id as u64), ids.into_iter().map(|i| JobId(i as u64)).collect()))
     }
 
-    async fn apply(&self, effects: &Effects, result: &JobResult, now_ms: i64) -> Result<(), StoreError> {
+    async fn apply_batch(&self, items: &[(&Effects, &JobResult)], now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for job in effects.jobs.values() {
-            let history = serde_json::to_string(&job.history).map_err(|e| corrupt("jobs", e))?;
-            sqlx::query(
-                "UPDATE jobs SET state = ?, epoch = ?, attempt = ?, agent = ?, gpu_index = ?, error = ?, \
-                 history = ?, updated_ms = ? WHERE id = ?",
-            )
-            .bind(job.state.as_str())
-            .bind(job.epoch.0 as i64)
-            .bind(i64::from(job.attempt))
-            .bind(job.agent.as_ref().map(|a| a.as_str().to_owned()))
-            .bind(job.gpu.map(i64::from))
-            .bind(&job.error)
-            .bind(history)
-            .bind(now_ms)
-            .bind(job.id.0 as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(job) = result.job {
-            sqlx::query("UPDATE jobs SET metrics = ?, result_json = ?, exit_code = ? WHERE id = ?")
-                .bind(result.metrics.as_ref().map(Message::encode_to_vec))
-                .bind(&result.result_json)
-                .bind(result.exit_code)
-                .bind(job.0 as i64)
-                .execute(&mut *tx)
-                .await?;
-            for a in &result.artifacts {
-                sqlx::query("INSERT OR REPLACE INTO job_artifacts (job_id, name, sha256, size) VALUES (?, ?, ?, ?)")
-                    .bind(job.0 as i64)
-                    .bind(&a.name)
-                    .bind(&a.sha256)
-                    .bind(a.size as i64)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        for (run, update) in &effects.runs {
-            sqlx::query("UPDATE runs SET state = ?, error = ?, finished_ms = ? WHERE id = ?")
-                .bind(update.state.as_str())
-                .bind(&update.error)
-                .bind(update.state.is_terminal().then_some(now_ms))
-                .bind(run.0 as i64)
-                .execute(&mut *tx)
-                .await?;
+        for (effects, result) in items {
+            write_effects(&mut tx, effects, result, now_ms).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -321,6 +341,26 @@ impl Store for SqliteStore {
 
     async fn set_verdict(&self, run: RunId, verdict: &VerdictRecord) -> Result<(), StoreError> {
         phases::set_verdict(&self.pool, run, verdict).await
+    }
+
+    async fn github_delivery(&self, run: RunId) -> Result<Option<GithubDeliveryRecord>, StoreError> {
+        github::get(&self.pool, run).await
+    }
+
+    async fn put_github_delivery(&self, record: &GithubDeliveryRecord) -> Result<(), StoreError> {
+        github::put(&self.pool, record).await
+    }
+
+    async fn due_github_deliveries(&self, now_ms: i64, limit: u32) -> Result<Vec<RunId>, StoreError> {
+        github::due(&self.pool, now_ms, limit).await
+    }
+
+    async fn github_verdicts_not_started(&self, limit: u32) -> Result<Vec<RunId>, StoreError> {
+        github::verdict_not_started(&self.pool, limit).await
+    }
+
+    async fn latest_verdict_run(&self, repo: &str, pr: u64, experiment: &str) -> Result<Option<RunId>, StoreError> {
+        github::latest_verdict_of_pr(&self.pool, repo, pr, experiment).await
     }
 
     async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {

@@ -1,0 +1,267 @@
+//! A run with `[eval]`, `[score]` and `[gate]` end to end, in process: a coordinator on
+//! 127.0.0.1:0 with the bundled persona-v1 history imported, one real agent with its own model
+//! cache, and a tiny random llama model written at test time. The agent generates for real (the
+//! answers are gibberish), scores them, and the coordinator's gate judges the phase.
+//!
+//! `real_smollm2_when_cached_*` does the same with the real SmolLM2-135M-Instruct when it is in the
+//! model cache (`PHASEGATE_MODEL_CACHE`, else the default cache) and says that it skips otherwise.
+//! It also skips in debug builds, where candle needs over ten minutes for what takes seconds
+//! optimised: `.ci/run` runs it with `cargo test --release` after `phasegate models pull`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use phasegate_coordinator::history::History;
+use phasegate_coordinator::{AccessFile, ServeConfig, ShellConfig};
+use phasegate_proto::client::{ControlClient, channel, control_client};
+use phasegate_proto::pb;
+
+const DATASET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/persona-v1");
+const SMOLLM2: &str = "smollm2-135m-instruct";
+
+/// The eval-only phase spec the tests submit; `{model}` and `{tokens}` are filled in.
+const SPEC: &str = r#"
+experiment = "persona-v1"
+phase = "10"
+parent = "9"
+description = "eval of a base model"
+
+[eval]
+model = "{model}"
+suite = "suite.toml"
+max_new_tokens = {tokens}
+temperature = 0.7
+samples = 2
+seed = 11
+max_batch = 16
+
+[score]
+mode = "rules"
+
+[gate]
+config = "gate.toml"
+"#;
+
+/// A coordinator and one agent in this process; dropping `stop` ends both.
+struct Local {
+    control: ControlClient,
+    data_dir: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn import_history(data_dir: &Path) {
+    let history = History::create(data_dir).await.unwrap();
+    for phase in ["6", "7", "8", "9"] {
+        let dir = Path::new(DATASET).join(format!("history/phase{phase}"));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        let parsed = gate_rules::import::load_files(&files, "persona-v1", Some(phase)).unwrap();
+        history.import_phase(parsed, true).await.unwrap();
+    }
+}
+
+async fn start(root: &Path, model_cache: &Path) -> Local {
+    let data_dir = root.join("data");
+    import_history(&data_dir).await;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ServeConfig { data_dir: data_dir.clone(), shell: ShellConfig::default(), tls: None };
+    let mut server_stop = stop_rx.clone();
+    tokio::spawn(phasegate_coordinator::run(config, grpc, http, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+    let access_path = data_dir.join("access.toml");
+    let access = loop {
+        if let Ok(a) = AccessFile::load(&access_path) {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let agent = phasegate_agent::AgentConfig {
+        coordinator: access.address.clone(),
+        token: access.agent_token.clone(),
+        ca_pem: None,
+        name: "eval-agent".into(),
+        labels: Vec::new(),
+        work_dir: root.join("agent"),
+        max_jobs: 1,
+        python_packages: Some(Vec::new()),
+        grace: Duration::from_secs(2),
+        lease_wait: Duration::from_secs(2),
+        model_cache: model_cache.to_owned(),
+    };
+    let probe = Arc::new(phasegate_agent::caps::FakeGpuProbe::default());
+    let mut agent_stop = stop_rx;
+    tokio::spawn(phasegate_agent::run(agent, probe, async move {
+        let _ = agent_stop.wait_for(|s| *s).await;
+    }));
+    let mut control = control_client(channel(&access.address, None).unwrap(), &access.client_token).unwrap();
+    // A run no registered agent fits fails at submission: wait for the agent first.
+    for _ in 0..500 {
+        let agents = control.list_agents(pb::ListAgentsRequest {}).await.unwrap().into_inner().agents;
+        if agents.iter().any(|a| a.online) {
+            return Local { control, data_dir, stop };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the agent did not register");
+}
+
+/// The bundled suite; with `short_prompt`, its persona system prompt cut to one sentence (the
+/// tiny model's context of 1024 positions cannot hold the real prompt in its tiny vocabulary).
+fn suite(short_prompt: bool) -> String {
+    let text = std::fs::read_to_string(Path::new(DATASET).join("suite.toml")).unwrap();
+    if !short_prompt {
+        return text;
+    }
+    let start = text.find("system_prompt = \"\"\"").expect("the suite has a system_prompt block");
+    let end = start + 20 + text[start + 20..].find("\"\"\"").expect("the system_prompt block ends");
+    format!(
+        "{}system_prompt = \"Você é a Iara, parceira de programação do Tomás.\"{}",
+        &text[..start],
+        &text[end + 3..]
+    )
+}
+
+/// Packs a bundle of the spec with the suite and the bundled gate config, uploads it and submits.
+async fn submit(local: &mut Local, root: &Path, spec: &str, short_prompt: bool) -> u64 {
+    let dir = root.join("spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(Path::new(DATASET).join("gate.toml"), dir.join("gate.toml")).unwrap();
+    std::fs::write(dir.join("suite.toml"), suite(short_prompt)).unwrap();
+    std::fs::write(dir.join("phase.toml"), spec).unwrap();
+    let bundle = phasegate_agent::bundle::pack(&dir, 16 << 20).unwrap();
+    let header = pb::ArtifactHeader {
+        name: "source-bundle.tar.gz".into(),
+        size: bundle.bytes.len() as u64,
+        sha256: bundle.sha256.clone(),
+        ..Default::default()
+    };
+    let chunks = vec![
+        pb::ArtifactChunk { part: Some(pb::artifact_chunk::Part::Header(header)) },
+        pb::ArtifactChunk { part: Some(pb::artifact_chunk::Part::Data(bundle.bytes)) },
+    ];
+    local.control.upload_bundle(futures::stream::iter(chunks)).await.unwrap();
+    let request = pb::SubmitRunRequest {
+        spec_toml: spec.to_owned(),
+        spec_path: "spec/phase.toml".into(),
+        bundle_sha256: bundle.sha256,
+        trigger: Some(pb::Trigger::default()),
+        ..Default::default()
+    };
+    local.control.submit_run(request).await.unwrap().into_inner().run_id
+}
+
+async fn wait_for_end(control: &mut ControlClient, run_id: u64, timeout: Duration) -> pb::Run {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let run = control.get_run(pb::GetRunRequest { run_id }).await.unwrap().into_inner();
+        if matches!(run.state.as_str(), "succeeded" | "failed" | "cancelled") {
+            return run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run {run_id} did not end in {timeout:?}: {run:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn job<'a>(run: &'a pb::Run, stage: &str) -> &'a pb::Job {
+    run.jobs.iter().find(|j| j.stage == stage).unwrap_or_else(|| panic!("no {stage} job in {run:?}"))
+}
+
+/// Runs the spec for `model` and checks everything a finished eval → score → gate run must hold.
+async fn run_and_check(model_cache: &Path, model: &str, tokens: u32, timeout: Duration) -> gate_rules::Phase {
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), model_cache).await;
+    let spec = SPEC.replace("{model}", model).replace("{tokens}", &tokens.to_string());
+    let run_id = submit(&mut local, root.path(), &spec, model == "tiny").await;
+    let run = wait_for_end(&mut local.control, run_id, timeout).await;
+    assert_eq!(run.state, "succeeded", "{}\n{run:?}", run.error);
+    let stages: Vec<&str> = run.jobs.iter().map(|j| j.stage.as_str()).collect();
+    assert_eq!(stages, ["eval", "score", "gate"]);
+    let eval = job(&run, "eval");
+    assert_eq!(eval.artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["eval/responses.json"]);
+    assert_eq!(job(&run, "score").artifacts[0].name, "score/scores.json");
+    assert!(["pass", "warn", "fail", "inconclusive"].contains(&run.verdict.as_str()), "verdict {:?}", run.verdict);
+    assert!(run.report.contains("phase 10"), "{}", run.report);
+    let _ = local.stop.send(true);
+    let phase = History::open(&local.data_dir).await.unwrap().run_phase(run_id).await.unwrap();
+    check_phase(&phase, tokens);
+    phase
+}
+
+fn check_phase(phase: &gate_rules::Phase, tokens: u32) {
+    assert_eq!((phase.label.as_str(), phase.accepted), ("10", false));
+    assert_eq!(phase.eval.len(), 8, "the bundled suite's 8 questions");
+    for q in &phase.eval {
+        assert_eq!(q.samples.len(), 2, "K = 2 samples of {}", q.id);
+        for s in &q.samples {
+            assert_eq!(s.dimensions.len(), 5, "{}", q.id);
+            assert!(s.dimensions.iter().all(|d| d.reason.is_some()), "{}", q.id);
+            assert!(s.seed.is_some() && s.response.is_some(), "{}", q.id);
+        }
+    }
+    let generation = |key: &str| phase.generation.iter().find(|e| e.key == key).map(|e| e.value.clone());
+    assert_eq!(generation("max_new_tokens"), Some(tokens.to_string()));
+    assert_eq!(generation("samples").as_deref(), Some("2"));
+    assert_eq!(generation("repetition_penalty_scope").as_deref(), Some("all"));
+    for key in ["dtype", "batch_size", "eval_engine", "gpu", "os", "phasegate"] {
+        assert!(phase.environment.contains_key(key), "environment lacks {key}: {:?}", phase.environment);
+    }
+    assert_eq!(phase.environment["batch_size"], "16");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_model_run_generates_scores_and_gates() {
+    let cache = tempfile::tempdir().unwrap();
+    phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    let phase = run_and_check(cache.path(), "tiny", 12, Duration::from_secs(120)).await;
+    assert_eq!(phase.config_value("model"), Some("tiny"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_of_a_model_missing_from_the_cache_fails_naming_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), cache.path()).await;
+    let spec = SPEC.replace("{model}", "no-such-model").replace("{tokens}", "8");
+    let run_id = submit(&mut local, root.path(), &spec, true).await;
+    let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(60)).await;
+    assert_eq!(run.state, "failed");
+    let eval = job(&run, "eval");
+    assert!(eval.error.contains("eval.model") && eval.error.contains("no-such-model"), "{}", eval.error);
+    assert!(eval.error.contains("phasegate models pull"), "{}", eval.error);
+    let _ = local.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_smollm2_when_cached_runs_eval_score_gate() {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "skipping real_smollm2_when_cached_runs_eval_score_gate: debug build (candle is too slow unoptimised); \
+             run it with `cargo test --release -p phasegate --test eval_run real_smollm2`"
+        );
+        return;
+    }
+    let cache = phasegate_eval::models::default_cache_dir();
+    if phasegate_eval::models::resolve(SMOLLM2, &cache).is_err() {
+        // CI pulls the model first and sets this, so a missing model fails there instead of skipping.
+        assert!(
+            std::env::var_os("PHASEGATE_REQUIRE_REAL_MODEL").is_none(),
+            "{SMOLLM2} is not in the model cache {} but PHASEGATE_REQUIRE_REAL_MODEL is set",
+            cache.display()
+        );
+        eprintln!(
+            "skipping real_smollm2_when_cached_runs_eval_score_gate: {SMOLLM2} is not in the model cache {} \
+             (run `phasegate models pull {SMOLLM2}` or set PHASEGATE_MODEL_CACHE)",
+            cache.display()
+        );
+        return;
+    }
+    let phase = run_and_check(&cache, SMOLLM2, 16, Duration::from_secs(300)).await;
+    assert_eq!(phase.config_value("model"), Some(SMOLLM2));
+    assert!(phase.environment["dtype"].starts_with("q4_1"), "{:?}", phase.environment);
+}
