@@ -203,3 +203,43 @@ async fn gate_without_matching_results_fails_the_run_with_a_clear_error() {
     assert!(run.verdict.is_empty());
     let _ = stop.send(());
 }
+
+/// A re-evaluation of an accepted phase (what a nightly run does) gets its own verdict but must not
+/// replace the accepted record, which would drop the phase from the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_evaluating_an_accepted_phase_keeps_it_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    import_history(dir.path()).await;
+    let (mut agent, mut control, stop) = start(dir.path()).await;
+    register(&mut agent).await;
+    let bytes = bundle();
+    let h = header("source-bundle.tar.gz", &bytes, None);
+    let up = control.upload_bundle(futures::stream::iter(chunks(h, bytes))).await.unwrap().into_inner();
+    let bundle_sha256 = up.artifact.unwrap().sha256;
+    let mut runs = Vec::new();
+    for priority in ["manual", "nightly"] {
+        let submit = pb::SubmitRunRequest {
+            spec_toml: SPEC.into(),
+            spec_path: "phase10/phase.toml".into(),
+            bundle_sha256: bundle_sha256.clone(),
+            trigger: Some(pb::Trigger::default()),
+            priority: priority.into(),
+        };
+        let run_id = control.submit_run(submit).await.unwrap().into_inner().run_id;
+        finish_finetune(&mut agent).await;
+        let run = wait_for_end(&mut control, run_id).await;
+        assert_eq!(run.state, "succeeded", "{}", run.error);
+        assert!(!run.verdict.is_empty(), "run {run_id} has a verdict");
+        runs.push(run_id);
+        if priority == "manual" {
+            History::open(dir.path()).await.unwrap().accept("persona-v1", "10").await.unwrap();
+        }
+    }
+    let _ = stop.send(());
+
+    let history = History::open(dir.path()).await.unwrap();
+    let rows = history.history("persona-v1").await.unwrap();
+    let ten = rows.iter().find(|r| r.phase.label == "10").unwrap();
+    assert!(ten.phase.accepted, "phase 10 must stay in the accepted history after the nightly run");
+    assert_eq!(ten.run, Some(runs[0]), "the accepted record is still the first run's");
+}
