@@ -55,6 +55,12 @@ impl Endpoint {
         Ok((address, token))
     }
 
+    /// Whether a coordinator was named (flags or environment): commands that also work offline on a
+    /// data dir then go through the coordinator instead.
+    pub fn is_given(&self) -> bool {
+        self.access_file.is_some() || self.coordinator.is_some()
+    }
+
     pub fn control(&self) -> Result<ControlClient> {
         let (address, token) = self.resolve(Role::Client)?;
         let ch = channel(&address, self.ca_cert.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;

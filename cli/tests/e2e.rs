@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -165,4 +167,51 @@ fn coordinator_killed_mid_job_restarts_with_every_run_and_the_job_completes() {
     assert_eq!(job["attempts"], 1, "the job must not have been restarted: {job}");
     assert_eq!(job["agent"], agent.as_str(), "{job}");
     assert_eq!(loss_curve(job).len(), 100, "{job}");
+}
+
+/// `import` and `accept` through a running coordinator (as a user of a remote one would): the
+/// phase lands in the coordinator's history, and a bad file is refused naming it, importing nothing.
+#[test]
+fn import_and_accept_go_through_a_named_coordinator() {
+    let cluster = Cluster::start(&[]);
+    let history = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/persona-v1/history");
+    let files = |phase: &str| -> Vec<String> {
+        let mut f: Vec<String> = std::fs::read_dir(history.join(format!("phase{phase}")))
+            .unwrap()
+            .map(|e| e.unwrap().path().display().to_string())
+            .collect();
+        f.sort();
+        f
+    };
+    for (phase, accept) in [("7", true), ("8", false)] {
+        let mut args = vec!["import", "--experiment", "persona-v1"];
+        if accept {
+            args.push("--accept");
+        }
+        let f = files(phase);
+        args.extend(f.iter().map(String::as_str));
+        let out = cluster.cli(&args);
+        assert!(out.status.success(), "import {phase}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = cluster.cli(&["accept", "--experiment", "persona-v1", "--phase", "8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = cluster.cli(&["accept", "--experiment", "persona-v1", "--phase", "99"]);
+    assert_eq!(bad.status.code(), Some(2), "an unknown phase is a usage error");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no phase 99"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    // The coordinator's own data dir now holds both phases, accepted.
+    let out = Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(["history", "persona-v1", "--json", "--data-dir"])
+        .arg(cluster.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<(String, bool)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["label"].as_str().unwrap_or_default().to_owned(), r["accepted"].as_bool().unwrap_or(false)))
+        .collect();
+    assert_eq!(labels, [("7".to_owned(), true), ("8".to_owned(), true)], "{rows}");
 }

@@ -1,5 +1,7 @@
-//! The gate, offline: `import`, `history`, `gate`, `accept` open the data dir's database directly
-//! (no server needed; one may be running), and `bench gate` times `evaluate`.
+//! The gate from the command line: `import`, `history`, `gate`, `accept` open the data dir's
+//! database directly (no server needed; one may be running); `import` and `accept` go through the
+//! coordinator instead when one is named (`--access-file`, `--coordinator`), for remote
+//! coordinators. `bench gate` times `evaluate`.
 //!
 //! Imported phases are added to the accepted history only with `--accept`: importing the past is
 //! usually "these were the phases we shipped", but a file imported by mistake must not silently
@@ -12,15 +14,29 @@ use std::time::Instant;
 use gate_rules::report::GITHUB_COMMENT_LIMIT;
 use gate_rules::{GateConfig, Phase, Verdict};
 use phasegate_coordinator::history::{History, HistoryEntry, HistoryError};
+use phasegate_proto::pb;
 
 use crate::cli::{AcceptArgs, BenchGateArgs, GateArgs, HistoryArgs, ImportArgs, ReportFormat};
+use crate::connect::Endpoint;
 use crate::exit::{Code, Failure, Result};
 
-pub async fn import(args: ImportArgs) -> Result<Code> {
+/// Imports one phase: through the coordinator when one is named (`--access-file`, `--coordinator`),
+/// else into the data dir directly. The files are parsed here either way, so errors name them.
+pub async fn import(args: ImportArgs, endpoint: &Endpoint) -> Result<Code> {
     let phase = load_candidate(&args.files, &args.experiment, args.phase.as_deref())?;
-    let history = History::create(&args.data.data_dir).await.map_err(store_failure)?;
     let (label, score) = (phase.label.clone(), phase.score());
-    history.import_phase(phase, args.accept).await.map_err(store_failure)?;
+    if endpoint.is_given() {
+        let phase_json = serde_json::to_string(&phase)
+            .map_err(|e| Failure::infra(format!("failed to encode phase {label}: {e}")))?;
+        let mut client = endpoint.control()?;
+        client
+            .import_phase(pb::ImportPhaseRequest { phase_json, accept: args.accept })
+            .await
+            .map_err(|s| Failure::from_status("failed to import the phase", &s))?;
+    } else {
+        let history = History::create(&args.data.data_dir).await.map_err(store_failure)?;
+        history.import_phase(phase, args.accept).await.map_err(store_failure)?;
+    }
     let state = if args.accept { "accepted" } else { "not accepted" };
     eprintln!(
         "imported {} phase {label} from {} file(s): score {}, {state}",
@@ -60,18 +76,33 @@ pub async fn gate(args: GateArgs) -> Result<Code> {
     Ok(verdict_code(outcome.verdict()))
 }
 
-pub async fn accept(args: AcceptArgs) -> Result<Code> {
-    let history = open(&args.data.data_dir).await?;
-    let (experiment, label) = match (args.run, args.experiment, args.phase) {
-        (Some(run), _, _) => {
-            let phase = history.accept_run(run).await.map_err(store_failure)?;
-            (phase.experiment, phase.label)
+pub async fn accept(args: AcceptArgs, endpoint: &Endpoint) -> Result<Code> {
+    let (experiment, label) = if endpoint.is_given() {
+        let req = match (args.run, args.experiment, args.phase) {
+            (Some(run), _, _) => pb::AcceptPhaseRequest { run_id: run, ..Default::default() },
+            (None, Some(experiment), Some(label)) => pb::AcceptPhaseRequest { run_id: 0, experiment, label },
+            _ => return Err(Failure::usage("accept needs RUN or --experiment NAME --phase LABEL")),
+        };
+        let mut client = endpoint.control()?;
+        let resp = client
+            .accept_phase(req)
+            .await
+            .map_err(|s| Failure::from_status("failed to accept the phase", &s))?
+            .into_inner();
+        (resp.experiment, resp.label)
+    } else {
+        let history = open(&args.data.data_dir).await?;
+        match (args.run, args.experiment, args.phase) {
+            (Some(run), _, _) => {
+                let phase = history.accept_run(run).await.map_err(store_failure)?;
+                (phase.experiment, phase.label)
+            }
+            (None, Some(experiment), Some(label)) => {
+                history.accept(&experiment, &label).await.map_err(store_failure)?;
+                (experiment, label)
+            }
+            _ => return Err(Failure::usage("accept needs RUN or --experiment NAME --phase LABEL")),
         }
-        (None, Some(experiment), Some(label)) => {
-            history.accept(&experiment, &label).await.map_err(store_failure)?;
-            (experiment, label)
-        }
-        _ => return Err(Failure::usage("accept needs RUN or --experiment NAME --phase LABEL")),
     };
     eprintln!("accepted {experiment} phase {label}");
     Ok(Code::Success)

@@ -12,7 +12,7 @@ use phasegate_proto::pb::control_service_server::ControlService;
 use super::agent::async_stream_acks;
 use super::convert::{progress_of, run_to_pb};
 use super::upload;
-use crate::shell::{Shared, store_status};
+use crate::shell::{Shared, now_ms, store_status};
 use crate::store::Store;
 
 #[derive(Debug)]
@@ -171,6 +171,43 @@ impl<S: Store> ControlService for ControlApi<S> {
         }
         let cancelled = self.shared.cancel(id).await?;
         Ok(Response::new(pb::CancelRunResponse { cancelled }))
+    }
+
+    async fn import_phase(
+        &self,
+        req: Request<pb::ImportPhaseRequest>,
+    ) -> Result<Response<pb::ImportPhaseResponse>, Status> {
+        let req = req.into_inner();
+        let mut phase: gate_rules::Phase =
+            serde_json::from_str(&req.phase_json).map_err(|e| invalid(format!("phase_json: {e}")))?;
+        if phase.experiment.is_empty() || phase.label.is_empty() {
+            return Err(invalid("phase_json: the phase needs an experiment and a label"));
+        }
+        phase.accepted = req.accept;
+        self.shared.store.upsert_phase(&phase, None, now_ms() as i64).await.map_err(store_status)?;
+        tracing::info!(experiment = %phase.experiment, phase = %phase.label, accepted = req.accept, "phase imported");
+        Ok(Response::new(pb::ImportPhaseResponse { experiment: phase.experiment, label: phase.label }))
+    }
+
+    async fn accept_phase(
+        &self,
+        req: Request<pb::AcceptPhaseRequest>,
+    ) -> Result<Response<pb::AcceptPhaseResponse>, Status> {
+        let req = req.into_inner();
+        let (experiment, label) = if req.run_id != 0 {
+            let record = self.shared.store.phase_of_run(run_id(req.run_id)?).await.map_err(store_status)?;
+            let record =
+                record.ok_or_else(|| Status::not_found(format!("run {} stored no gated phase", req.run_id)))?;
+            (record.phase.experiment, record.phase.label)
+        } else if !req.experiment.is_empty() && !req.label.is_empty() {
+            (req.experiment, req.label)
+        } else {
+            return Err(invalid("run_id, or experiment and label, must be set"));
+        };
+        if !self.shared.store.accept_phase(&experiment, &label).await.map_err(store_status)? {
+            return Err(Status::not_found(format!("no phase {label} in experiment {experiment}")));
+        }
+        Ok(Response::new(pb::AcceptPhaseResponse { experiment, label }))
     }
 
     type FetchLogsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
