@@ -146,6 +146,8 @@ impl<S: Store> Shared<S> {
     /// the lock is released while the write is in flight and concurrent events share a transaction.
     pub async fn commit(&self, core: &mut Core, effects: &Effects, result: &JobResult) -> Result<(), Status> {
         if effects.is_empty() && result.job.is_none() {
+            // Nothing to persist, but the event may still have made work available (a registration).
+            self.after_commit(effects);
             return Ok(());
         }
         let mut pending = self.writes.push(effects.clone(), result.clone());
@@ -324,15 +326,18 @@ impl<S: Store> Shared<S> {
         self.store.upsert_agent(&record).await.map_err(store_status)?;
         let mut core = self.core.lock().await;
         let (stop, effects) = core.on_agent_registered(name, caps, running, now_ms());
+        // The registration's effects mark work available, so the commit wakes waiting lease requests.
         self.commit(&mut core, &effects, &JobResult::default()).await?;
-        self.work.notify_waiters();
         Ok(stop)
     }
 
     pub async fn heartbeat(&self, name: &AgentName, free: &[(u32, u64)], running: &[Lease]) -> HeartbeatOutcome {
         let outcome = self.core.lock().await.on_heartbeat(name, free, running, now_ms());
-        // Free VRAM may have grown: waiting lease requests should look again.
-        self.work.notify_waiters();
+        // Only grown free VRAM can make a waiting job fit; waking every long-poll on every heartbeat
+        // would make each heartbeat cost one core pass per waiting agent.
+        if outcome.capacity_grew {
+            self.work.notify_waiters();
+        }
         outcome
     }
 

@@ -101,6 +101,8 @@ struct Agent {
 pub(crate) struct HeartbeatOutcome {
     pub stop: Vec<JobId>,
     pub reregister: bool,
+    /// Some GPU reports more free VRAM than before: a waiting job may fit now.
+    pub capacity_grew: bool,
 }
 
 /// The whole scheduling state. Holds active runs only; a run leaves the core when it ends.
@@ -271,9 +273,10 @@ impl Core {
         now_ms: u64,
     ) -> HeartbeatOutcome {
         if !self.agents.contains_key(name) {
-            return HeartbeatOutcome { stop: Vec::new(), reregister: true };
+            return HeartbeatOutcome { stop: Vec::new(), reregister: true, capacity_grew: false };
         }
         let mut stop = Vec::new();
+        let mut capacity_grew = false;
         for lease in reported {
             if self.owns(name, *lease) {
                 if let Some(j) = self.jobs.get_mut(&lease.job) {
@@ -288,11 +291,13 @@ impl Core {
             agent.online = true;
             for (index, free) in free_vram {
                 if let Some(g) = agent.caps.gpus.iter_mut().find(|g| g.index == *index) {
-                    g.free_vram_mib = (*free).min(g.total_vram_mib);
+                    let free = (*free).min(g.total_vram_mib);
+                    capacity_grew |= free > g.free_vram_mib;
+                    g.free_vram_mib = free;
                 }
             }
         }
-        HeartbeatOutcome { stop, reregister: false }
+        HeartbeatOutcome { stop, reregister: false, capacity_grew }
     }
 
     /// Leases the most urgent ready job that fits the agent now, if any.

@@ -161,9 +161,12 @@ fn placement_respects_free_vram_and_promises() {
     assert!(lease(&mut c, "a", 0).is_some());
     assert_eq!(lease(&mut c, "a", 0), None, "2500 + 2500 MiB does not fit a 4096 MiB GPU");
     // Another process took memory: even a small job no longer fits.
-    c.on_heartbeat(&name("a"), &[(0, 1000)], &[], 1);
+    assert!(!c.on_heartbeat(&name("a"), &[(0, 1000)], &[], 1).capacity_grew);
     c.on_run_submitted(run(3, Priority::Pr, vec![job(3, Stage::Finetune, &[], 100)]), 1);
     assert_eq!(lease(&mut c, "a", 1), None);
+    // The memory is freed again: the heartbeat says capacity grew and the small job fits.
+    assert!(c.on_heartbeat(&name("a"), &[(0, 4000)], &[], 2).capacity_grew);
+    assert_eq!(lease(&mut c, "a", 2).map(|l| l.job), Some(JobId(3)));
 }
 
 #[test]
