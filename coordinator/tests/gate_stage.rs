@@ -2,7 +2,9 @@
 //! history imported offline into its data dir, and a fake agent driven by hand (register, lease,
 //! start, upload a rubric score file, complete). The gate must store a verdict and a report.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -12,6 +14,8 @@ use phasegate_coordinator::history::History;
 use phasegate_coordinator::{AccessFile, ServeConfig, ShellConfig};
 use phasegate_proto::client::{AgentClient, ControlClient, agent_client, channel, control_client};
 use phasegate_proto::pb;
+
+use common::{dataset, import_history};
 
 const SPEC: &str = r#"
 experiment = "persona-v1"
@@ -23,21 +27,6 @@ artifacts = ["output/eval_rubric.json"]
 config = "gate.toml"
 results = ["output/eval_*.json"]
 "#;
-
-fn dataset(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/persona-v1").join(rel)
-}
-
-async fn import_history(data_dir: &Path) {
-    let history = History::create(data_dir).await.unwrap();
-    for phase in ["6", "7", "8", "9"] {
-        let dir = dataset(&format!("history/phase{phase}"));
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-        files.sort();
-        let parsed = gate_rules::import::load_files(&files, "persona-v1", Some(phase)).unwrap();
-        history.import_phase(parsed, true).await.unwrap();
-    }
-}
 
 /// A gzipped tar holding `gate.toml`, like the source bundle `phasegate submit` uploads.
 fn bundle() -> Vec<u8> {

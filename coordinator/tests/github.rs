@@ -3,6 +3,8 @@
 //! deliveries sent over plain HTTP, and for the end-to-end test a real in-process agent running a
 //! real command job.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,12 +17,13 @@ use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use phasegate_coordinator::github::{DeliveryPolicy, GithubSetup, load_config};
-use phasegate_coordinator::history::History;
 use phasegate_coordinator::{AccessFile, ServeConfig, ShellConfig};
 use phasegate_github::Secret;
 use phasegate_github::webhook::sign;
 use phasegate_proto::client::{ControlClient, channel, control_client};
 use phasegate_proto::pb;
+
+use common::{dataset, import_history};
 
 const SECRET: &str = "webhook-s3cret";
 const TOKEN: &str = "ghp_test_token";
@@ -43,10 +46,6 @@ artifacts = ["output/eval_rubric.json"]
 config = "gate.toml"
 results = ["output/eval_rubric.json"]
 "#;
-
-fn dataset(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/persona-v1").join(rel)
-}
 
 /// A tarball shaped like GitHub's: a pax global header, then one `acme-lab-<sha>/` folder.
 fn github_tarball(sha: &str) -> Vec<u8> {
@@ -73,17 +72,6 @@ fn github_tarball(sha: &str) -> Vec<u8> {
         builder.append_data(&mut header, format!("acme-lab-{}/{name}", &sha[..7]), data).unwrap();
     }
     builder.into_inner().unwrap().finish().unwrap()
-}
-
-async fn import_history(data_dir: &Path) {
-    let history = History::create(data_dir).await.unwrap();
-    for phase in ["6", "7", "8", "9"] {
-        let dir = dataset(&format!("history/phase{phase}"));
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-        files.sort();
-        let parsed = gate_rules::import::load_files(&files, "persona-v1", Some(phase)).unwrap();
-        history.import_phase(parsed, true).await.unwrap();
-    }
 }
 
 /// Writes `phasegate.toml` (and the secret files it names) for a mock at `api_url`.
