@@ -16,6 +16,7 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file::Content;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The forward pass behind an engine.
@@ -36,6 +37,28 @@ pub struct Engine {
     stop_ids: Vec<u32>,
     info: ModelInfo,
     device: Device,
+    interrupt: Interrupt,
+}
+
+/// A flag that stops a running `generate` between two decoding steps, with the reason it
+/// reports (`EvalError::Interrupted`); clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Interrupt {
+    /// Stops the generation at its next step; the first reason given is kept.
+    pub fn raise(&self, reason: impl Into<String>) {
+        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert_with(|| reason.into());
+    }
+
+    /// `Err(Interrupted)` once raised.
+    pub(crate) fn check(&self) -> Result<(), EvalError> {
+        match self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            Some(reason) => Err(EvalError::Interrupted(reason.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 fn device() -> Result<Device, EvalError> {
@@ -57,16 +80,50 @@ impl Engine {
 
     /// Loads the model at `path` (a `.gguf` file or a safetensors directory).
     pub fn load_path(path: &Path, spec: &ModelSpec) -> Result<Self, EvalError> {
-        let adapter = spec.adapter.as_deref().map(Adapter::load).transpose()?;
         let device = device()?;
-        let mut engine =
-            if path.is_dir() { load_hf(path, spec, adapter, device)? } else { load_gguf(path, spec, adapter, device)? };
+        let pad_to = gguf_llama::fast_matmul_width(&device);
+        Self::load_path_padded(path, spec, device, pad_to)
+    }
+
+    /// `load_path` with re-quantised matmul inputs padded to a multiple of `pad_to` columns
+    /// (1: no padding); tests compare the two.
+    pub(crate) fn load_path_padded(
+        path: &Path,
+        spec: &ModelSpec,
+        device: Device,
+        pad_to: usize,
+    ) -> Result<Self, EvalError> {
+        let adapter = spec.adapter.as_deref().map(Adapter::load).transpose()?;
+        let mut engine = if path.is_dir() {
+            load_hf(path, spec, adapter, device)?
+        } else {
+            load_gguf(path, spec, adapter, device, pad_to)?
+        };
         engine.info.adapter = spec.adapter.clone();
         Ok(engine)
     }
 
     pub fn model_info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The flag that stops this engine's generations (from another thread: cancel, timeout).
+    pub fn interrupt(&self) -> Interrupt {
+        self.interrupt.clone()
+    }
+
+    /// This engine, stopped by `interrupt` instead of its own flag.
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
+        self
+    }
+
+    /// The longest prompt + answer the model takes, in tokens.
+    pub fn context_len(&self) -> usize {
+        match &self.model {
+            Model::Llama(llama) => llama.cfg.max_seq,
+            Model::Phi3(phi3) => phi3.max_seq,
+        }
     }
 
     /// The prompt as the model sees it, after the chat template.
@@ -91,6 +148,17 @@ impl Engine {
         let wall = Instant::now();
         let ids =
             prompts.iter().map(|p| self.tokenizer.encode(&self.template.render(p)?)).collect::<Result<Vec<_>, _>>()?;
+        let context = self.context_len();
+        if let Some((prompt, ids)) =
+            prompts.iter().zip(&ids).find(|(_, ids)| ids.len() + params.max_new_tokens > context)
+        {
+            return Err(EvalError::ContextTooLong {
+                qid: prompt.qid.clone(),
+                prompt_tokens: ids.len(),
+                max_new_tokens: params.max_new_tokens,
+                context,
+            });
+        }
         let jobs: Vec<Job> = prompts
             .iter()
             .enumerate()
@@ -99,8 +167,8 @@ impl Engine {
             })
             .collect();
         let (results, spent) = match &self.model {
-            Model::Llama(llama) => generate::run(llama, &ids, &jobs, params, stop_ids, &self.device)?,
-            Model::Phi3(phi3) => phi3.run(&ids, &jobs, params, stop_ids)?,
+            Model::Llama(llama) => generate::run(llama, &ids, &jobs, params, stop_ids, &self.interrupt, &self.device)?,
+            Model::Phi3(phi3) => phi3.run(&ids, &jobs, params, stop_ids, &self.interrupt)?,
         };
         let mut answers = Vec::with_capacity(jobs.len());
         for (index, (job, result)) in jobs.iter().zip(results).enumerate() {
@@ -179,7 +247,13 @@ fn parameter_count(model: &Llama) -> u64 {
     (c.vocab * c.hidden + c.n_layers * per_layer + c.hidden) as u64
 }
 
-fn load_gguf(path: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: Device) -> Result<Engine, EvalError> {
+fn load_gguf(
+    path: &Path,
+    spec: &ModelSpec,
+    adapter: Option<Adapter>,
+    device: Device,
+    pad_to: usize,
+) -> Result<Engine, EvalError> {
     let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader).map_err(|e| EvalError::parse(path, e))?;
@@ -202,7 +276,7 @@ fn load_gguf(path: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: De
     }
     let cfg = gguf_llama::config(&meta)?;
     let requantize = spec.cpu_requantize;
-    let loader = GgufLoader { meta, reader: &mut reader, adapter, requantize, device: device.clone() };
+    let loader = GgufLoader { meta, reader: &mut reader, adapter, requantize, pad_to, device: device.clone() };
     let (model, mut dtype) = loader.load(cfg)?;
     if let Some(target) = requantize
         && (dtype == "q4_0" || dtype == "q4_1")
@@ -263,5 +337,5 @@ fn finish(
         Model::Phi3(phi3) => phi3.parameters,
     };
     let info = ModelInfo { name, architecture, dtype, parameters, adapter: None };
-    Ok(Engine { model, tokenizer, template, stop_ids, info, device })
+    Ok(Engine { model, tokenizer, template, stop_ids, info, device, interrupt: Interrupt::default() })
 }

@@ -39,6 +39,12 @@ pub enum EvalError {
     Pull { name: String, message: String },
     #[error("failed to generate: invalid parameter `{param}`: {message}")]
     InvalidParam { param: &'static str, message: String },
+    #[error(
+        "failed to generate for question {qid}: its prompt ({prompt_tokens} tokens) plus `max_new_tokens` ({max_new_tokens}) exceed the model's context of {context} tokens\nhint: shorten the system prompt or the question, or lower max_new_tokens"
+    )]
+    ContextTooLong { qid: String, prompt_tokens: usize, max_new_tokens: usize, context: usize },
+    #[error("generation stopped: {0}")]
+    Interrupted(String),
     #[error("failed to run the model: {0}")]
     Candle(#[from] candle_core::Error),
 }

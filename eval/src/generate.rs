@@ -1,5 +1,6 @@
 //! The batched decoding loop over our llama forward pass.
 
+use crate::engine::Interrupt;
 use crate::error::EvalError;
 use crate::model::llama::{KvCache, Llama, SharedPrefix};
 use crate::sampler::{apply_repetition_penalty, choose};
@@ -49,6 +50,7 @@ pub(crate) fn run(
     jobs: &[Job],
     params: &GenerationParams,
     stop_ids: &[u32],
+    interrupt: &Interrupt,
     device: &Device,
 ) -> Result<(Vec<JobResult>, Spent), EvalError> {
     let mut results = vec![JobResult::default(); jobs.len()];
@@ -62,7 +64,8 @@ pub(crate) fn run(
     spent.prompt_time += started.elapsed();
     for (chunk_index, chunk) in jobs.chunks(batch).enumerate() {
         let first = chunk_index * batch;
-        let ctx = Chunk { model, prompts, prefix: prefix.as_ref(), shared, params, stop_ids, device };
+        interrupt.check()?;
+        let ctx = Chunk { model, prompts, prefix: prefix.as_ref(), shared, params, stop_ids, interrupt, device };
         ctx.run(first, chunk, &mut results, &mut spent)?;
     }
     Ok((results, spent))
@@ -103,6 +106,7 @@ struct Chunk<'a> {
     shared: usize,
     params: &'a GenerationParams,
     stop_ids: &'a [u32],
+    interrupt: &'a Interrupt,
     device: &'a Device,
 }
 
@@ -191,6 +195,7 @@ impl Chunk<'_> {
     ) -> Result<usize, EvalError> {
         let mut generated_total = 0;
         loop {
+            self.interrupt.check()?;
             let values = logits.to_vec2::<f32>()?;
             let mut keep = Vec::with_capacity(rows.len());
             for (index, (row, mut row_logits)) in rows.iter_mut().zip(values).enumerate() {

@@ -30,7 +30,7 @@ mod tests;
 
 pub use bench::{BenchFigures, BenchOptions, bench};
 pub use cache::{CachedModel, KNOWN_MODELS, KnownModel, default_cache_dir, list, pull, resolve};
-pub use engine::Engine;
+pub use engine::{Engine, Interrupt};
 pub use error::EvalError;
 pub use sampler::derive_seed;
 pub use spec::{

@@ -327,6 +327,40 @@ fn q4_1_weights_requantised_to_q8_0_still_generate() {
 }
 
 #[test]
+fn zero_padded_q8_0_weights_keep_the_logits_up_to_activation_rounding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_gguf_with(dir.path(), &TinyOptions { dtype: GgmlDType::Q4_1, ..TinyOptions::default() });
+    let spec = ModelSpec { cpu_requantize: Some(crate::CpuRequantize::Q8_0), ..spec_for(&path) };
+    let plain = Engine::load_path_padded(&path, &spec, Device::Cpu, 1).unwrap();
+    let padded = Engine::load_path_padded(&path, &spec, Device::Cpu, 256).unwrap();
+    let layer = &padded.parts().0.layers[0];
+    assert!(layer.q.pad > 0 && layer.gate.pad > 0, "the tiny model's width is not a multiple of 256");
+    assert_eq!(plain.parts().0.layers[0].q.pad, 0);
+    let ids = [1u32, 5, 9, 13, 2, 7];
+    let base = last_logits(plain.parts().0, &ids);
+    let diff = logits_l1(&base, &last_logits(padded.parts().0, &ids));
+    let scale = logits_l1(&base, &base.zeros_like().unwrap());
+    // On a CPU with VNNI the padded weights take candle's repacked kernels, which quantise the
+    // activations per 256 values (Q8_K) instead of per 32 (Q8_0): a rounding difference of a
+    // few percent on this random model, nothing more.
+    assert!(diff < 0.05 * scale, "mean |Δlogit| = {diff} for mean |logit| = {scale}");
+}
+
+#[test]
+fn padding_q8_0_rows_appends_exact_zeros() {
+    let device = Device::Cpu;
+    let dense = Tensor::randn(0f32, 1.0, (3, 64), &device).unwrap();
+    let q = candle_core::quantized::QTensor::quantize(&dense, GgmlDType::Q8_0).unwrap();
+    let padded = crate::model::gguf_llama::pad_q8_0_rows(&q, 256, &device).unwrap();
+    assert_eq!(padded.shape().dims(), &[3, 256]);
+    let (before, after) = (q.dequantize(&device).unwrap(), padded.dequantize(&device).unwrap());
+    let head = after.narrow(1, 0, 64).unwrap();
+    assert_eq!(head.to_vec2::<f32>().unwrap(), before.to_vec2::<f32>().unwrap());
+    let tail = after.narrow(1, 64, 192).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(tail, 0.0);
+}
+
+#[test]
 fn invalid_parameters_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let engine = load(&crate::tiny::write_tiny_gguf(dir.path()), None).unwrap();
@@ -402,4 +436,30 @@ fn phi3_gguf_generates_with_the_phi3_template_override_and_is_reproducible() {
     let greedy_one = engine.generate(&suite()[..1], &greedy(6)).unwrap();
     let greedy_all = engine.generate(&suite(), &greedy(6)).unwrap();
     assert_eq!(greedy_one.answers[0].text, greedy_all.answers[0].text);
+}
+
+#[test]
+fn a_raised_interrupt_stops_generation_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = load(&crate::tiny::write_tiny_gguf(dir.path()), None).unwrap();
+    engine.interrupt().raise("the run was cancelled");
+    match engine.generate(&suite(), &greedy(4)) {
+        Err(EvalError::Interrupted(reason)) => assert_eq!(reason, "the run was cancelled"),
+        other => panic!("expected an interruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_names_its_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = load(&crate::tiny::write_tiny_gguf(dir.path()), None).unwrap();
+    let context = engine.context_len();
+    let long = prompt("Q7", &"palavra ".repeat(context));
+    match engine.generate(&[suite()[0].clone(), long], &greedy(4)) {
+        Err(e @ EvalError::ContextTooLong { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("question Q7") && text.contains(&format!("context of {context}")), "{text}");
+        }
+        other => panic!("expected a context error, got {other:?}"),
+    }
 }

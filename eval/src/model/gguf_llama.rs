@@ -28,6 +28,8 @@ pub(crate) struct GgufLoader<'a, R> {
     pub(crate) reader: &'a mut R,
     pub(crate) adapter: Option<Adapter>,
     pub(crate) requantize: Option<CpuRequantize>,
+    /// Re-quantised matmul weights get zero columns up to a multiple of this (`Proj::pad`).
+    pub(crate) pad_to: usize,
     pub(crate) device: Device,
 }
 
@@ -84,18 +86,19 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
         // A tied table serves both the lookups and the output matmul: one (re-quantised) copy
         // does both. An untied one only serves lookups, which dequantise single rows.
         let tied = !self.content().tensor_infos.contains_key("output.weight");
-        let embed = Arc::new(if tied { self.requantized(embed)? } else { embed });
+        let embed = if tied { self.requantized(embed)? } else { (embed, 0) };
+        let (embed, embed_pad) = (Arc::new(embed.0), embed.1);
         let dtype = format!("{dtype:?}").to_lowercase();
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for index in 0..cfg.n_layers {
             layers.push(self.layer(index, &cfg)?);
         }
         let norm = self.dense("output_norm.weight")?;
-        let output = self.output(&embed)?;
+        let output = self.output(&embed, embed_pad)?;
         if let Some(adapter) = &self.adapter {
             adapter.ensure_consumed()?;
         }
-        let llama = Llama::new(cfg, Embedding(embed), layers, norm, output, &self.device)?;
+        let llama = Llama::new(cfg.clone(), Embedding::new(embed, cfg.hidden), layers, norm, output, &self.device)?;
         Ok((llama, dtype))
     }
 
@@ -138,19 +141,26 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
             let merged = (tensor.dequantize(&self.device)? + delta)?;
             tensor = QTensor::quantize(&merged, tensor.dtype())?;
         }
-        Ok(Proj::new(QMatMul::from_qtensor(self.requantized(tensor)?)?))
+        let (tensor, pad) = self.requantized(tensor)?;
+        Ok(Proj::padded(QMatMul::from_qtensor(tensor)?, pad))
     }
 
-    fn requantized(&self, tensor: QTensor) -> Result<QTensor, EvalError> {
+    /// The tensor as it will be multiplied, and the zero columns added to it (`Proj::pad`).
+    fn requantized(&self, tensor: QTensor) -> Result<(QTensor, usize), EvalError> {
+        let (_, cols) = tensor.shape().dims2()?;
+        let padded = cols.next_multiple_of(self.pad_to.max(1));
         match (self.requantize, tensor.dtype()) {
             (Some(CpuRequantize::Q8_0), GgmlDType::Q4_0 | GgmlDType::Q4_1) => {
-                Ok(requantize_by_rows(&tensor, GgmlDType::Q8_0, &self.device)?)
+                Ok((requantize_by_rows(&tensor, GgmlDType::Q8_0, padded, &self.device)?, padded - cols))
             }
-            _ => Ok(tensor),
+            (Some(CpuRequantize::Q8_0), GgmlDType::Q8_0) if padded > cols => {
+                Ok((pad_q8_0_rows(&tensor, padded, &self.device)?, padded - cols))
+            }
+            _ => Ok((tensor, 0)),
         }
     }
 
-    fn output(&mut self, embed: &Arc<QTensor>) -> Result<Proj, EvalError> {
+    fn output(&mut self, embed: &Arc<QTensor>, embed_pad: usize) -> Result<Proj, EvalError> {
         if self.content().tensor_infos.contains_key("output.weight") {
             return self.proj("output.weight", "lm_head.weight", None);
         }
@@ -159,26 +169,72 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
         {
             return Err(EvalError::LoraTiedOutput { path: adapter.path.clone(), module: "lm_head".into() });
         }
-        Ok(Proj::new(QMatMul::from_arc(embed.clone())?))
+        Ok(Proj::padded(QMatMul::from_arc(embed.clone())?, embed_pad))
     }
+}
+
+/// Extends every row of a Q8_0 tensor with zero blocks (scale 0) up to `width` columns: exact,
+/// and without a dense copy.
+pub(crate) fn pad_q8_0_rows(tensor: &QTensor, width: usize, device: &Device) -> candle_core::Result<QTensor> {
+    let (rows, cols) = tensor.shape().dims2()?;
+    let block = GgmlDType::Q8_0.block_size();
+    let block_bytes = GgmlDType::Q8_0.type_size();
+    let (row_bytes, pad_bytes) = (cols / block * block_bytes, (width - cols) / block * block_bytes);
+    let data = tensor.data()?;
+    let mut out = Vec::with_capacity(rows * (row_bytes + pad_bytes));
+    for row in data.chunks_exact(row_bytes) {
+        out.extend_from_slice(row);
+        out.resize(out.len() + pad_bytes, 0);
+    }
+    QTensor::new(QStorage::from_data(Cow::Owned(out), device, GgmlDType::Q8_0)?, (rows, width))
 }
 
 /// Rows converted per step by `requantize_by_rows`.
 const REQUANTIZE_ROWS: usize = 256;
 
+/// Input widths that candle's repacked VNNI kernels take: multiples of one Q8_K super-block.
+const VNNI_WIDTH: usize = 256;
+
+/// The input width that re-quantised weights are padded to a multiple of on `device`: 256 on a
+/// CPU where candle's repacked Q8_0 kernels run; 1 (no padding) elsewhere.
+pub(crate) fn fast_matmul_width(device: &Device) -> usize {
+    if device.is_cpu() && cpu_has_vnni() { VNNI_WIDTH } else { 1 }
+}
+
+/// Whether candle's repacked Q8_0 kernels run here (AVX512-VNNI, or AVX-VNNI with AVX2); on
+/// plain AVX2 they do not, and padding would only add work.
+fn cpu_has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
+            || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Re-quantises a 2-D tensor a few rows at a time, so that no f32 copy of a large table (the
-/// 49k × 576 token embedding is 113 MB in f32) raises the peak memory of loading.
-fn requantize_by_rows(tensor: &QTensor, dtype: GgmlDType, device: &Device) -> candle_core::Result<QTensor> {
+/// 49k × 576 token embedding is 113 MB in f32) raises the peak memory of loading. Rows are
+/// extended with zeros to `width` columns.
+fn requantize_by_rows(
+    tensor: &QTensor,
+    dtype: GgmlDType,
+    width: usize,
+    device: &Device,
+) -> candle_core::Result<QTensor> {
     let (rows, cols) = tensor.shape().dims2()?;
     let source = tensor.dtype();
     let row_bytes = cols / source.block_size() * source.type_size();
     let data = tensor.data()?;
-    let mut out = Vec::with_capacity(rows * cols / dtype.block_size() * dtype.type_size());
+    let mut out = Vec::with_capacity(rows * width / dtype.block_size() * dtype.type_size());
     for start in (0..rows).step_by(REQUANTIZE_ROWS) {
         let n = REQUANTIZE_ROWS.min(rows - start);
         let bytes = &data[start * row_bytes..(start + n) * row_bytes];
         let part = QTensor::new(QStorage::from_data(Cow::Borrowed(bytes), device, source)?, (n, cols))?;
-        out.extend_from_slice(&QTensor::quantize(&part.dequantize(device)?, dtype)?.data()?);
+        let dense = part.dequantize(device)?.pad_with_zeros(1, 0, width - cols)?;
+        out.extend_from_slice(&QTensor::quantize(&dense, dtype)?.data()?);
     }
-    QTensor::new(QStorage::from_data(Cow::Owned(out), device, dtype)?, (rows, cols))
+    QTensor::new(QStorage::from_data(Cow::Owned(out), device, dtype)?, (rows, width))
 }

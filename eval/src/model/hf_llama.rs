@@ -156,6 +156,7 @@ pub(crate) fn build(
         Ok(t) => proj(t),
         Err(_) => proj(embed_dense.clone()),
     };
-    let embed = Embedding(Arc::new(QTensor::quantize(&embed_dense, candle_core::quantized::GgmlDType::F32)?));
+    let embed =
+        Embedding::new(Arc::new(QTensor::quantize(&embed_dense, candle_core::quantized::GgmlDType::F32)?), cfg.hidden);
     Ok(Llama::new(cfg, embed, layers, norm, output, device)?)
 }

@@ -7,7 +7,7 @@
 //! most of the KV memory of a batch.
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Module, Tensor};
 use std::sync::Arc;
 
 /// Shape hyper-parameters of a llama-family model.
@@ -33,20 +33,44 @@ impl LlamaConfig {
     }
 }
 
-/// Token embedding table, kept quantised: a lookup only dequantises the rows it reads.
+/// Token embedding table, kept quantised: a lookup only dequantises the rows it reads. The
+/// table may carry zero columns after the model's width (see `Proj::pad`); lookups drop them.
 #[derive(Debug, Clone)]
-pub(crate) struct Embedding(pub(crate) Arc<QTensor>);
+pub(crate) struct Embedding {
+    pub(crate) table: Arc<QTensor>,
+    pub(crate) hidden: usize,
+}
+
+impl Embedding {
+    pub(crate) fn new(table: Arc<QTensor>, hidden: usize) -> Self {
+        Self { table, hidden }
+    }
+
+    fn lookup(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        let x = self.table.embedding(tokens)?;
+        if x.dim(D::Minus1)? == self.hidden { Ok(x) } else { x.narrow(D::Minus1, 0, self.hidden)?.contiguous() }
+    }
+}
 
 /// A projection `y = x Wᵀ` with an optional unmerged LoRA pair (used to check merging).
 #[derive(Debug, Clone)]
 pub(crate) struct Proj {
     pub(crate) w: QMatMul,
     pub(crate) lora: Option<(Tensor, Tensor, f64)>,
+    /// Zero columns the weight carries after the input width: candle's fastest CPU kernels
+    /// (AVX512-VNNI / AVX-VNNI on repacked Q8_0) need the input width to be a multiple of 256,
+    /// so a 576-wide model runs 768-wide matmuls with zeros in the extra columns — about 4×
+    /// faster for one row and 9× for a batch, despite the extra work (see bench/README.md).
+    pub(crate) pad: usize,
 }
 
 impl Proj {
     pub(crate) fn new(w: QMatMul) -> Self {
-        Self { w, lora: None }
+        Self { w, lora: None, pad: 0 }
+    }
+
+    pub(crate) fn padded(w: QMatMul, pad: usize) -> Self {
+        Self { w, lora: None, pad }
     }
 
     /// Output features of the weight.
@@ -58,7 +82,18 @@ impl Proj {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.w.forward(x)?;
+        self.forward_padded(x, &self.pad_input(x)?)
+    }
+
+    /// `x` with this weight's zero columns appended; projections that share an input (q, k, v;
+    /// gate, up) pad it once.
+    fn pad_input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.pad == 0 { Ok(x.clone()) } else { x.pad_with_zeros(D::Minus1, 0, self.pad) }
+    }
+
+    /// The projection of `x`, given `padded` = `pad_input(x)` of a weight with the same padding.
+    fn forward_padded(&self, x: &Tensor, padded: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.w.forward(padded)?;
         match &self.lora {
             None => Ok(y),
             Some((a, b, scale)) => {
@@ -194,7 +229,7 @@ impl Llama {
         let flat_pos = positions.flatten_all()?;
         let cos = self.cos.index_select(&flat_pos, 0)?.reshape((batch, seq, half))?;
         let sin = self.sin.index_select(&flat_pos, 0)?.reshape((batch, seq, half))?;
-        let mut x = self.embed.0.embedding(tokens)?;
+        let mut x = self.embed.lookup(tokens)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let rope = Rope { cos: &cos, sin: &sin, interleaved: self.cfg.rope_interleaved };
             x = self.layer_forward(layer, index, &x, &rope, mask, cache)?;
@@ -219,7 +254,14 @@ impl Llama {
         let attn = self.attention(layer, index, &h, rope, mask, cache)?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-        let gated = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+        let padded = layer.gate.pad_input(&h)?;
+        let gate = layer.gate.forward_padded(&h, &padded)?;
+        let up = if layer.up.pad == layer.gate.pad {
+            layer.up.forward_padded(&h, &padded)?
+        } else {
+            layer.up.forward(&h)?
+        };
+        let gated = (candle_nn::ops::silu(&gate)? * up)?;
         x + layer.down.forward(&gated)?
     }
 
@@ -237,9 +279,11 @@ impl Llama {
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
             t.reshape((batch, seq, n, head_dim))?.transpose(1, 2)?.contiguous()
         };
-        let q = rope.apply(&heads(layer.q.forward(h)?, n_heads)?)?;
-        let k = rope.apply(&heads(layer.k.forward(h)?, n_kv)?)?;
-        let v = heads(layer.v.forward(h)?, n_kv)?;
+        let padded = layer.q.pad_input(h)?;
+        let project = |p: &Proj| if p.pad == layer.q.pad { p.forward_padded(h, &padded) } else { p.forward(h) };
+        let q = rope.apply(&heads(project(&layer.q)?, n_heads)?)?;
+        let k = rope.apply(&heads(project(&layer.k)?, n_kv)?)?;
+        let v = heads(project(&layer.v)?, n_kv)?;
         let offset = cache.len;
         let kv_dtype = cache.k[index].dtype();
         cache.k[index].slice_set(&k.to_dtype(kv_dtype)?, 2, offset)?;

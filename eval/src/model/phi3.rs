@@ -4,6 +4,7 @@
 //! it decodes a single sequence: each job runs on its own clone of the loaded weights (the
 //! tensors are shared; only the empty caches are copied).
 
+use crate::engine::Interrupt;
 use crate::error::EvalError;
 use crate::generate::{Job, JobResult, Spent};
 use crate::sampler::{apply_repetition_penalty, choose};
@@ -54,23 +55,19 @@ impl Phi3 {
         jobs: &[Job],
         params: &GenerationParams,
         stop_ids: &[u32],
+        interrupt: &Interrupt,
     ) -> Result<(Vec<JobResult>, Spent), EvalError> {
         let mut spent = Spent::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
-            results.push(self.run_job(&prompts[job.prompt], job.seed, params, stop_ids, &mut spent)?);
+            let run = Run { prompt: &prompts[job.prompt], seed: job.seed, params, stop_ids, interrupt };
+            results.push(self.run_job(&run, &mut spent)?);
         }
         Ok((results, spent))
     }
 
-    fn run_job(
-        &self,
-        prompt: &[u32],
-        seed: u64,
-        params: &GenerationParams,
-        stop_ids: &[u32],
-        spent: &mut Spent,
-    ) -> Result<JobResult, EvalError> {
+    fn run_job(&self, run: &Run<'_>, spent: &mut Spent) -> Result<JobResult, EvalError> {
+        let Run { prompt, seed, params, stop_ids, interrupt } = *run;
         if prompt.len() + params.max_new_tokens > self.max_seq {
             return Err(EvalError::InvalidParam {
                 param: "max_new_tokens",
@@ -90,6 +87,7 @@ impl Phi3 {
         spent.prompt_time += started.elapsed();
         let started = Instant::now();
         loop {
+            interrupt.check()?;
             let mut values = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             apply_repetition_penalty(&mut values, params, prompt, &result.tokens);
             let token = choose(&values, params, &mut rng);
@@ -108,4 +106,14 @@ impl Phi3 {
         spent.decode_time += started.elapsed();
         Ok(result)
     }
+}
+
+/// One sequence to generate.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    prompt: &'a [u32],
+    seed: u64,
+    params: &'a GenerationParams,
+    stop_ids: &'a [u32],
+    interrupt: &'a Interrupt,
 }
