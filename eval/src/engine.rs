@@ -242,7 +242,7 @@ fn model_name(path: &Path) -> String {
 fn parameter_count(model: &Llama) -> u64 {
     let c = &model.cfg;
     let kv = c.n_kv_heads * c.head_dim();
-    let ffn = model.layers.first().map_or(0, |l| l.gate.w_rows());
+    let ffn = model.layers.first().map_or(0, |l| l.gate_up.rows(0));
     let per_layer = c.hidden * (2 * c.hidden + 2 * kv) + 3 * c.hidden * ffn + 2 * c.hidden;
     (c.vocab * c.hidden + c.n_layers * per_layer + c.hidden) as u64
 }
@@ -285,6 +285,11 @@ fn load_gguf(
             "{dtype}->{}",
             serde_json::to_value(target).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
         );
+    }
+    if pad_to > 1 && requantize.is_some() {
+        // The padded weights run other kernels (activations quantised per 256): say so, since
+        // the environment recorded with the answers compares this between phases.
+        dtype.push_str(&format!("+pad{pad_to}"));
     }
     finish(Model::Llama(model), tokenizer, template, name, architecture, dtype, device)
 }

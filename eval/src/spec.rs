@@ -121,7 +121,8 @@ pub struct GenerationOutput {
 pub struct ModelInfo {
     pub name: String,
     pub architecture: String,
-    /// The weight type as stored, e.g. `q4_1`, `f32`; re-quantisation shows as `q4_1->q8_0`.
+    /// The weight type as stored, e.g. `q4_1`, `f32`; re-quantisation shows as `q4_1->q8_0`, with
+    /// `+pad256` when the weights were padded for the VNNI kernels.
     pub dtype: String,
     pub parameters: u64,
     pub adapter: Option<PathBuf>,

@@ -1,6 +1,6 @@
 //! Tests over tiny random models written at test time.
 
-use crate::model::llama::{KvCache, Llama, logits_l1};
+use crate::model::llama::{Group, KvCache, Llama, logits_l1};
 use crate::tiny::{TinyLora, TinyOptions, TinyVocab, write_tiny_gguf_with, write_tiny_lora, write_tiny_safetensors};
 use crate::vocab::{SPM_SPACE, VocabSpec, byte_level_alphabet, tokenizer_json};
 use crate::{Engine, EvalError, GenerationParams, ModelSpec, Prompt};
@@ -205,8 +205,10 @@ fn merged_lora_equals_explicit_lora_forward_on_safetensors() {
     let pairs = crate::lora::load_pairs(&adapter).unwrap();
     let model = explicit.model_mut();
     for (index, layer) in model.layers.iter_mut().enumerate() {
-        let projs =
-            [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o, &mut layer.gate, &mut layer.up, &mut layer.down];
+        let (Group::Split([q, k, v]), Group::Split([gate, up])) = (&mut layer.qkv, &mut layer.gate_up) else {
+            panic!("safetensors projections are not fused");
+        };
+        let projs = [q, k, v, &mut layer.o, gate, up, &mut layer.down];
         for (proj, module) in projs.into_iter().zip([
             "self_attn.q_proj",
             "self_attn.k_proj",
@@ -321,7 +323,11 @@ fn q4_1_weights_requantised_to_q8_0_still_generate() {
     let path = write_tiny_gguf_with(dir.path(), &TinyOptions { dtype: GgmlDType::Q4_1, ..TinyOptions::default() });
     let spec = ModelSpec { cpu_requantize: Some(crate::CpuRequantize::Q8_0), ..spec_for(&path) };
     let engine = Engine::load_path(&path, &spec).unwrap();
-    assert_eq!(engine.model_info().dtype, "q4_1->q8_0");
+    let expected = match crate::model::gguf_llama::fast_matmul_width(&Device::Cpu) {
+        1 => "q4_1->q8_0".to_string(),
+        width => format!("q4_1->q8_0+pad{width}"),
+    };
+    assert_eq!(engine.model_info().dtype, expected);
     let out = engine.generate(&suite(), &greedy(4)).unwrap();
     assert_eq!(out.answers.len(), 3);
 }
@@ -333,9 +339,12 @@ fn zero_padded_q8_0_weights_keep_the_logits_up_to_activation_rounding() {
     let spec = ModelSpec { cpu_requantize: Some(crate::CpuRequantize::Q8_0), ..spec_for(&path) };
     let plain = Engine::load_path_padded(&path, &spec, Device::Cpu, 1).unwrap();
     let padded = Engine::load_path_padded(&path, &spec, Device::Cpu, 256).unwrap();
-    let layer = &padded.parts().0.layers[0];
-    assert!(layer.q.pad > 0 && layer.gate.pad > 0, "the tiny model's width is not a multiple of 256");
-    assert_eq!(plain.parts().0.layers[0].q.pad, 0);
+    let pad = |e: &Engine| match &e.parts().0.layers[0].qkv {
+        Group::Fused { w, .. } => w.pad,
+        Group::Split(projs) => projs[0].pad,
+    };
+    assert!(pad(&padded) > 0, "the tiny model's width is not a multiple of 256");
+    assert_eq!(pad(&plain), 0);
     let ids = [1u32, 5, 9, 13, 2, 7];
     let base = last_logits(plain.parts().0, &ids);
     let diff = logits_l1(&base, &last_logits(padded.parts().0, &ids));
@@ -461,5 +470,28 @@ fn a_prompt_longer_than_the_context_names_its_question() {
             assert!(text.contains("question Q7") && text.contains(&format!("context of {context}")), "{text}");
         }
         other => panic!("expected a context error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_fused_projection_group_gives_the_outputs_of_its_parts() {
+    use crate::model::llama::Proj;
+    use candle_core::quantized::{QMatMul, QTensor};
+    let device = Device::Cpu;
+    let proj = |rows: usize| {
+        let w = Tensor::randn(0f32, 1.0, (rows, 64), &device).unwrap();
+        Proj::new(QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()).unwrap())
+    };
+    let parts = [proj(64), proj(16), proj(16)];
+    let split = Group::Split(parts.clone());
+    let fused = Group::fuse(parts).unwrap();
+    assert!(matches!(fused, Group::Fused { rows: [64, 16, 16], .. }));
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 64), &device).unwrap();
+    for (a, b) in split.forward(&x).unwrap().iter().zip(fused.forward(&x).unwrap().iter()) {
+        assert_eq!(a.dims(), b.dims());
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Llama-family models from GGUF files, with LoRA merging and optional re-quantisation.
 
-use super::llama::{Embedding, Layer, Llama, LlamaConfig, Proj};
+use super::llama::{Embedding, Group, Layer, Llama, LlamaConfig, Proj};
 use crate::error::EvalError;
 use crate::gguf::GgufMeta;
 use crate::lora::{Adapter, permute_for_gguf_rope};
@@ -115,16 +115,15 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
         }
         let mut it = projs.into_iter();
         let mut next = || it.next().ok_or(candle_core::Error::Msg("layer tensors".into()));
+        let (q, k, v, o) = (next()?, next()?, next()?, next()?);
+        let (gate, up, down) = (next()?, next()?, next()?);
         Ok(Layer {
             attn_norm: self.dense(&format!("blk.{index}.attn_norm.weight"))?,
-            q: next()?,
-            k: next()?,
-            v: next()?,
-            o: next()?,
+            qkv: Group::fuse([q, k, v])?,
+            o,
             ffn_norm: self.dense(&format!("blk.{index}.ffn_norm.weight"))?,
-            gate: next()?,
-            up: next()?,
-            down: next()?,
+            gate_up: Group::fuse([gate, up])?,
+            down,
         })
     }
 

@@ -1,6 +1,6 @@
 //! Llama-family models from Hugging Face safetensors directories.
 
-use super::llama::{Embedding, Layer, Llama, LlamaConfig, Proj};
+use super::llama::{Embedding, Group, Layer, Llama, LlamaConfig, Proj};
 use crate::error::EvalError;
 use crate::lora::Adapter;
 use candle_core::quantized::{QMatMul, QTensor};
@@ -141,13 +141,14 @@ pub(crate) fn build(
         let mut w = |m: &str| take(&format!("model.layers.{i}.{m}.weight"));
         layers.push(Layer {
             attn_norm: w("input_layernorm")?,
-            q: proj(w("self_attn.q_proj")?),
-            k: proj(w("self_attn.k_proj")?),
-            v: proj(w("self_attn.v_proj")?),
+            qkv: Group::Split([
+                proj(w("self_attn.q_proj")?),
+                proj(w("self_attn.k_proj")?),
+                proj(w("self_attn.v_proj")?),
+            ]),
             o: proj(w("self_attn.o_proj")?),
             ffn_norm: w("post_attention_layernorm")?,
-            gate: proj(w("mlp.gate_proj")?),
-            up: proj(w("mlp.up_proj")?),
+            gate_up: Group::Split([proj(w("mlp.gate_proj")?), proj(w("mlp.up_proj")?)]),
             down: proj(w("mlp.down_proj")?),
         });
     }

@@ -8,6 +8,7 @@
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{D, DType, Device, Module, Tensor};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Shape hyper-parameters of a llama-family model.
@@ -104,16 +105,85 @@ impl Proj {
     }
 }
 
+/// Projections that read the same input — q, k, v (N = 3) or gate, up (N = 2) — run as one
+/// matmul over their stacked rows when the weights allow it, else one by one.
+#[derive(Debug, Clone)]
+pub(crate) enum Group<const N: usize> {
+    Split([Proj; N]),
+    Fused { w: Proj, rows: [usize; N] },
+}
+
+impl<const N: usize> Group<N> {
+    /// Stacks quantised weights of the same type, width and padding (rows are independent, so
+    /// their blocks concatenate); anything else stays split.
+    pub(crate) fn fuse(projs: [Proj; N]) -> candle_core::Result<Self> {
+        let tensors: Vec<&QTensor> = projs
+            .iter()
+            .filter_map(|p| match (&p.w, &p.lora) {
+                (QMatMul::QTensor(t), None) if p.pad == projs[0].pad => Some(t.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let width = |t: &QTensor| t.shape().dims().get(1).copied();
+        let same = tensors.len() == N
+            && tensors.iter().all(|t| t.dtype() == tensors[0].dtype() && width(t) == width(tensors[0]));
+        if !same {
+            return Ok(Self::Split(projs));
+        }
+        let cols = tensors[0].shape().dims2()?.1;
+        let mut data = Vec::new();
+        let mut rows = [0; N];
+        for (t, r) in tensors.iter().zip(rows.iter_mut()) {
+            *r = t.shape().dims2()?.0;
+            data.extend_from_slice(&t.data()?);
+        }
+        let device = tensors[0].device();
+        let storage = candle_core::quantized::QStorage::from_data(Cow::Owned(data), &device, tensors[0].dtype())?;
+        let stacked = QTensor::new(storage, (rows.iter().sum::<usize>(), cols))?;
+        Ok(Self::Fused { w: Proj::padded(QMatMul::from_qtensor(stacked)?, projs[0].pad), rows })
+    }
+
+    /// Output features of projection `i`.
+    pub(crate) fn rows(&self, i: usize) -> usize {
+        match self {
+            Self::Split(projs) => projs[i].w_rows(),
+            Self::Fused { rows, .. } => rows[i],
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<[Tensor; N]> {
+        let out: Vec<Tensor> = match self {
+            Self::Split(projs) => {
+                let padded = projs[0].pad_input(x)?;
+                projs
+                    .iter()
+                    .map(|p| if p.pad == projs[0].pad { p.forward_padded(x, &padded) } else { p.forward(x) })
+                    .collect::<candle_core::Result<_>>()?
+            }
+            Self::Fused { w, rows } => {
+                let y = w.forward(x)?;
+                let mut start = 0;
+                rows.iter()
+                    .map(|&r| {
+                        start += r;
+                        y.narrow(D::Minus1, start - r, r)
+                    })
+                    .collect::<candle_core::Result<_>>()?
+            }
+        };
+        out.try_into().map_err(|_| candle_core::Error::Msg("projection group".into()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
     pub(crate) attn_norm: Tensor,
-    pub(crate) q: Proj,
-    pub(crate) k: Proj,
-    pub(crate) v: Proj,
+    /// q, k, v.
+    pub(crate) qkv: Group<3>,
     pub(crate) o: Proj,
     pub(crate) ffn_norm: Tensor,
-    pub(crate) gate: Proj,
-    pub(crate) up: Proj,
+    /// gate, up.
+    pub(crate) gate_up: Group<2>,
     pub(crate) down: Proj,
 }
 
@@ -254,13 +324,7 @@ impl Llama {
         let attn = self.attention(layer, index, &h, rope, mask, cache)?;
         let x = (x + attn)?;
         let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-        let padded = layer.gate.pad_input(&h)?;
-        let gate = layer.gate.forward_padded(&h, &padded)?;
-        let up = if layer.up.pad == layer.gate.pad {
-            layer.up.forward_padded(&h, &padded)?
-        } else {
-            layer.up.forward(&h)?
-        };
+        let [gate, up] = layer.gate_up.forward(&h)?;
         let gated = (candle_nn::ops::silu(&gate)? * up)?;
         x + layer.down.forward(&gated)?
     }
@@ -279,11 +343,10 @@ impl Llama {
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
             t.reshape((batch, seq, n, head_dim))?.transpose(1, 2)?.contiguous()
         };
-        let padded = layer.q.pad_input(h)?;
-        let project = |p: &Proj| if p.pad == layer.q.pad { p.forward_padded(h, &padded) } else { p.forward(h) };
-        let q = rope.apply(&heads(project(&layer.q)?, n_heads)?)?;
-        let k = rope.apply(&heads(project(&layer.k)?, n_kv)?)?;
-        let v = heads(project(&layer.v)?, n_kv)?;
+        let [q, k, v] = layer.qkv.forward(h)?;
+        let q = rope.apply(&heads(q, n_heads)?)?;
+        let k = rope.apply(&heads(k, n_kv)?)?;
+        let v = heads(v, n_kv)?;
         let offset = cache.len;
         let kv_dtype = cache.k[index].dtype();
         cache.k[index].slice_set(&k.to_dtype(kv_dtype)?, 2, offset)?;
