@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use phasegate_eval::{
-    CpuRequantize, Engine, EvalError, GenerationOutput, GenerationParams, ModelInfo, ModelSpec, Prompt,
+    CpuRequantize, Engine, EvalError, GenerationOutput, GenerationParams, Interrupt, ModelInfo, ModelSpec, Prompt,
     RepetitionPenaltyScope,
 };
 use phasegate_proto::domain::Lease;
@@ -60,6 +60,7 @@ struct Plan {
     suite: Suite,
     prompts: Vec<Prompt>,
     params: GenerationParams,
+    timeout: Duration,
 }
 
 /// What generation produced.
@@ -77,9 +78,10 @@ pub(crate) async fn run(
     lease: Lease,
     dir: &Path,
     events: &mpsc::Sender<Event>,
+    cancel: watch::Receiver<bool>,
 ) -> Report {
     let started = Instant::now();
-    match eval(ctx, job, stage, lease, dir, events).await {
+    match eval(ctx, job, stage, lease, dir, events, cancel).await {
         Ok((artifact, summary)) => Report {
             success: true,
             metrics: Some(phasegate_proto::pb::JobMetrics {
@@ -105,6 +107,7 @@ async fn eval(
     lease: Lease,
     dir: &Path,
     events: &mpsc::Sender<Event>,
+    cancel: watch::Receiver<bool>,
 ) -> Result<(phasegate_proto::pb::ArtifactRef, serde_json::Value), EvalJobError> {
     let plan = plan(stage, dir, &ctx.model_cache)?;
     let say = format!(
@@ -116,7 +119,7 @@ async fn eval(
     );
     let _ = events.send(Event::Agent(say)).await;
     let wall = Instant::now();
-    let generated = generate(&plan, events).await?;
+    let generated = generate(&plan, events, cancel).await?;
     let wall_s = wall.elapsed().as_secs_f64();
     let responses = responses(job, stage, &plan, &generated, wall_s);
     let environment = environment(&ctx.environment, &generated.info, &plan.params);
@@ -151,7 +154,7 @@ fn plan(stage: &EvalStage, dir: &Path, cache: &Path) -> Result<Plan, EvalJobErro
         cpu_requantize: stage.cpu_requantize.map(|Requantize::Q8_0| CpuRequantize::Q8_0),
     };
     let prompts = prompts(&suite);
-    Ok(Plan { model_path, spec, suite, prompts, params: params(stage) })
+    Ok(Plan { model_path, spec, suite, prompts, params: params(stage), timeout: Duration::from_secs(stage.timeout_s) })
 }
 
 /// The adapter directory among the downloaded inputs (`inputs/<prefix>`).
@@ -200,17 +203,45 @@ pub(crate) fn params(stage: &EvalStage) -> GenerationParams {
 
 /// Loads the model and generates on a blocking thread, a chunk of prompts at a time, saying how
 /// far it got; a ticker says it is alive while a chunk runs.
-async fn generate(plan: &Plan, events: &mpsc::Sender<Event>) -> Result<Generated, EvalJobError> {
+/// A cancellation from the coordinator or `eval.timeout` stops the generation at its next
+/// decoding step.
+async fn generate(
+    plan: &Plan,
+    events: &mpsc::Sender<Event>,
+    cancel: watch::Receiver<bool>,
+) -> Result<Generated, EvalJobError> {
     let done = Arc::new(AtomicUsize::new(0));
     let total = plan.prompts.len() * plan.params.samples;
     let ticker = tokio::spawn(tick(events.clone(), done.clone(), total));
+    let interrupt = Interrupt::default();
+    let watchdog = tokio::spawn(stop_on(cancel, plan.timeout, interrupt.clone()));
     let (path, spec, prompts, params) =
         (plan.model_path.clone(), plan.spec.clone(), plan.prompts.clone(), plan.params.clone());
     let progress = events.clone();
-    let result =
-        tokio::task::spawn_blocking(move || generate_blocking(&path, &spec, &prompts, &params, &progress, &done)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        generate_blocking(&path, &spec, &prompts, &params, &progress, &done, interrupt)
+    })
+    .await;
     ticker.abort();
+    watchdog.abort();
     result.map_err(|e| EvalJobError::Task(e.to_string()))?
+}
+
+/// Raises `interrupt` when the job is cancelled or `timeout` has passed.
+pub(crate) async fn stop_on(mut cancel: watch::Receiver<bool>, timeout: Duration, interrupt: Interrupt) {
+    let cancelled = async {
+        while !*cancel.borrow_and_update() {
+            if cancel.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = cancelled => interrupt.raise("the job was cancelled"),
+        () = tokio::time::sleep(timeout) => {
+            interrupt.raise(format!("`eval.timeout` ({}) reached", humantime::format_duration(timeout)));
+        }
+    }
 }
 
 async fn tick(events: mpsc::Sender<Event>, done: Arc<AtomicUsize>, total: usize) {
@@ -235,9 +266,10 @@ fn generate_blocking(
     params: &GenerationParams,
     events: &mpsc::Sender<Event>,
     done: &AtomicUsize,
+    interrupt: Interrupt,
 ) -> Result<Generated, EvalJobError> {
     let started = Instant::now();
-    let engine = Engine::load_path(path, spec)?;
+    let engine = Engine::load_path(path, spec)?.with_interrupt(interrupt);
     let load_s = started.elapsed().as_secs_f64();
     let info = engine.model_info().clone();
     let _ = events.blocking_send(Event::Agent(format!(
@@ -366,4 +398,49 @@ fn summary(responses: &Responses, generated: &Generated) -> serde_json::Value {
         "wall_s": responses.timing.as_ref().map(|t| (t.wall_s * 100.0).round() / 100.0),
         "peak_rss_mib": responses.peak_rss_mib.map(f64::round),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reason an interrupt was raised with, if any: a tiny engine reports it when asked to
+    /// generate.
+    fn raised(interrupt: &Interrupt) -> Option<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = phasegate_eval::tiny::write_tiny_gguf(dir.path());
+        let spec = ModelSpec { reference: path.display().to_string(), ..ModelSpec::default() };
+        let engine = Engine::load_path(&path, &spec).unwrap().with_interrupt(interrupt.clone());
+        let prompt = Prompt { qid: "Q1".into(), system: None, user: "Oi".into() };
+        let params = GenerationParams { max_new_tokens: 2, ..GenerationParams::default() };
+        match engine.generate(&[prompt], &params) {
+            Err(EvalError::Interrupted(reason)) => Some(reason),
+            Ok(_) => None,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_stops_generation_and_says_so() {
+        let (_tx, rx) = watch::channel(false);
+        let interrupt = Interrupt::default();
+        let watchdog = tokio::spawn(stop_on(rx, Duration::from_secs(1200), interrupt.clone()));
+        tokio::time::sleep(Duration::from_secs(1199)).await;
+        assert_eq!(raised(&interrupt), None);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        watchdog.await.unwrap();
+        assert_eq!(raised(&interrupt).as_deref(), Some("`eval.timeout` (20m) reached"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_stops_generation() {
+        let (tx, rx) = watch::channel(false);
+        let interrupt = Interrupt::default();
+        let watchdog = tokio::spawn(stop_on(rx, Duration::from_secs(3600), interrupt.clone()));
+        tokio::task::yield_now().await;
+        assert_eq!(raised(&interrupt), None);
+        tx.send(true).unwrap();
+        watchdog.await.unwrap();
+        assert_eq!(raised(&interrupt).as_deref(), Some("the job was cancelled"));
+    }
 }

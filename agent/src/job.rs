@@ -90,7 +90,7 @@ async fn run_stages(
     }
     match &a.work {
         Some(pb::assignment::Work::Command(cmd)) => run_command_job(ctx, a, lease, cmd, &dir, events, cancel).await,
-        Some(pb::assignment::Work::StageJson(json)) => run_stage_job(ctx, a, lease, json, &dir, events).await,
+        Some(pb::assignment::Work::StageJson(json)) => run_stage_job(ctx, a, lease, json, &dir, events, cancel).await,
         None => Report { error: "the assignment carries no work".into(), ..Default::default() },
     }
 }
@@ -103,6 +103,7 @@ async fn run_stage_job(
     json: &str,
     dir: &Path,
     events: &mpsc::Sender<Event>,
+    cancel: watch::Receiver<bool>,
 ) -> Report {
     let job = match StageJob::from_json(json) {
         Ok(job) => job,
@@ -115,8 +116,11 @@ async fn run_stage_job(
         }
     };
     match &job.work {
-        JobWork::Eval(stage) => crate::eval_job::run(ctx, &job, stage, lease, dir, events).await,
-        JobWork::Score(stage) => crate::score_job::run(ctx, a, &job, stage, lease, dir, events).await,
+        JobWork::Eval(stage) => crate::eval_job::run(ctx, &job, stage, lease, dir, events, cancel).await,
+        JobWork::Score(stage) => {
+            let io = crate::score_job::ScoreIo { lease, dir, events, cancel };
+            crate::score_job::run(ctx, a, &job, stage, io).await
+        }
     }
 }
 

@@ -5,8 +5,9 @@
 //! metrics ([`metrics`]), finding metrics files and artifacts ([`collect`]) and packing/unpacking
 //! source bundles ([`bundle`]), and the gRPC client loop that registers, heartbeats, leases jobs and
 //! reports them ([`run`]). Eval jobs generate with `phasegate-eval` and score jobs score with
-//! `phasegate-score`; this crate only wires them to files, artifacts and events. It does not own
-//! the wire protocol or scheduling decisions.
+//! `phasegate-score` (and, when the spec asks for it, an LLM judge run through `phasegate-eval`);
+//! this crate only wires them to files, artifacts and events. It does not own the wire protocol or
+//! scheduling decisions.
 
 pub mod bundle;
 pub mod caps;
@@ -15,6 +16,7 @@ pub mod collect;
 mod eval_job;
 mod events;
 mod job;
+mod judge;
 pub mod metrics;
 mod proctree;
 pub mod runner;

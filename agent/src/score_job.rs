@@ -1,23 +1,35 @@
 //! The `score` stage on the agent: the eval stage's responses (an input of the assignment), scored
-//! on the suite's rubric by the deterministic scorer, uploaded as [`SCORES`].
+//! on the suite's rubric by the deterministic scorer and, with `score.mode = "judge" | "both"`, by
+//! an LLM judge ([`crate::judge`]), uploaded as [`SCORES`].
 //!
 //! The scores file is the per-dimension list shape `gate_rules::import` reads: one entry per
 //! (question, sample) with `d1`…`d5` as `{score, reason}`, the total, the answer (for the report's
-//! excerpts) and the triggers that zeroed it. Only `mode = "rules"` exists; the spec rejects the
-//! judge modes.
+//! excerpts) and the triggers that zeroed it. The judge's fields sit beside them (see
+//! [`crate::judge::JudgeReport`]); the importer ignores them.
+//!
+//! The judge is calibrated first. A judge refused at calibration fails the job in `judge` mode (the
+//! error names every misjudged anchor); in `both` mode the rule scores stay the record and the file
+//! says why the judge was refused. A judge model that cannot be resolved, loaded or run fails the
+//! job in both modes: the spec asked for a judge.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use phasegate_eval::{EvalError, Interrupt};
 use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
-use phasegate_proto::spec::{EVAL_RESPONSES, SCORES, ScoreStage, StageJob};
+use phasegate_proto::spec::{EVAL_RESPONSES, JudgeModel, SCORES, ScoreMode, ScoreStage, StageJob};
+use phasegate_score::judge::JudgeRefused;
 use phasegate_score::{Responses, SampleScore, ScoredPhase, Suite, score_phase};
 
 use crate::events::Event;
 use crate::job::{JobContext, Report};
+use crate::judge::{
+    BackendError, EngineBackend, JUDGE_BATCH, JudgeBackend, JudgeOutcome, JudgeReport, JudgeSettings, calibrate,
+    judge_samples,
+};
 
 /// Why a score job failed; the job's error is this message.
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +45,40 @@ pub(crate) enum ScoreJobError {
     Suite(#[from] phasegate_score::SuiteError),
     #[error("failed to score {file} against suite `score.suite` = {suite}: {source}")]
     Score { file: String, suite: String, source: phasegate_score::ScoreError },
+    #[error("failed to resolve `score.judge_model` = {model:?}: {source}")]
+    JudgeModel { model: String, source: EvalError },
+    #[error(transparent)]
+    Judge(#[from] JudgeError),
     #[error("failed to write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Upload(String),
+    #[error("the judge task stopped: {0}")]
+    Task(String),
+}
+
+/// Why the judge failed a score job (resolving its model is [`ScoreJobError::JudgeModel`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JudgeError {
+    #[error("failed to load the judge model {path}: {source}")]
+    Load { path: PathBuf, source: EvalError },
+    #[error("failed to run the judge model `score.judge_model` = {model:?}: {source}")]
+    Run { model: String, source: BackendError },
+    #[error(
+        "{source} (`score.judge_model` = {model:?})\n\
+         hint: use a stronger judge model, or `score.mode = \"both\"` to keep the rule scores and record the refusal"
+    )]
+    Refused { model: String, source: JudgeRefused },
+}
+
+/// Where a score job runs and reports, and what stops its judge.
+#[derive(Debug)]
+pub(crate) struct ScoreIo<'a> {
+    pub(crate) lease: Lease,
+    pub(crate) dir: &'a Path,
+    pub(crate) events: &'a mpsc::Sender<Event>,
+    /// The coordinator's cancellation of the job.
+    pub(crate) cancel: watch::Receiver<bool>,
 }
 
 pub(crate) async fn run(
@@ -44,11 +86,10 @@ pub(crate) async fn run(
     a: &pb::Assignment,
     job: &StageJob,
     stage: &ScoreStage,
-    lease: Lease,
-    dir: &Path,
-    events: &mpsc::Sender<Event>,
+    io: ScoreIo<'_>,
 ) -> Report {
-    match score(ctx, a, job, stage, lease, dir, events).await {
+    let events = io.events;
+    match score(ctx, a, job, stage, io).await {
         Ok((artifact, summary)) => Report {
             success: true,
             metrics: Some(pb::JobMetrics { summary_json: summary.to_string(), ..Default::default() }),
@@ -68,10 +109,9 @@ async fn score(
     a: &pb::Assignment,
     job: &StageJob,
     stage: &ScoreStage,
-    lease: Lease,
-    dir: &Path,
-    events: &mpsc::Sender<Event>,
+    io: ScoreIo<'_>,
 ) -> Result<(pb::ArtifactRef, Value), ScoreJobError> {
+    let ScoreIo { lease, dir, events, cancel } = io;
     if !a.inputs.iter().any(|i| i.name == EVAL_RESPONSES) {
         let names: Vec<&str> = a.inputs.iter().map(|i| i.name.as_str()).collect();
         let inputs = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
@@ -84,10 +124,23 @@ async fn score(
         suite: stage.suite.clone(),
         source,
     })?;
-    for line in score_lines(&scored) {
+    let judged = match &stage.judge {
+        Some(judge) => {
+            // A cancellation or `score.timeout` stops the judge between two generated tokens.
+            let interrupt = Interrupt::default();
+            let timeout = std::time::Duration::from_secs(stage.timeout_s);
+            let watchdog = tokio::spawn(crate::eval_job::stop_on(cancel, timeout, interrupt.clone()));
+            let judged = run_judge(&ctx.model_cache, stage.mode, judge, &suite, &scored, events, interrupt).await;
+            watchdog.abort();
+            Some(judged?)
+        }
+        None => None,
+    };
+    let file = scores_file(&scored, &job.phase, judged.as_ref());
+    for line in score_lines(&scored, &file, judged.as_ref()) {
         let _ = events.send(Event::Agent(line)).await;
     }
-    let bytes = serde_json::to_vec_pretty(&scores_file(&scored, &job.phase)).unwrap_or_default();
+    let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
     let path = dir.join(SCORES);
     let fail = |source| ScoreJobError::Write { path: path.clone(), source };
     if let Some(parent) = path.parent() {
@@ -95,21 +148,90 @@ async fn score(
     }
     tokio::fs::write(&path, &bytes).await.map_err(fail)?;
     let artifact = crate::job::upload(&ctx.client, lease, SCORES, bytes).await.map_err(ScoreJobError::Upload)?;
-    Ok((artifact, summary(&scored)))
+    Ok((artifact, summary(&scored, &file, judged.as_ref())))
 }
 
-/// One line per question (mean of its samples) and one for the phase, on the 0–10 scale.
-fn score_lines(scored: &ScoredPhase) -> Vec<String> {
+/// Resolves and loads the judge model, then judges on a blocking thread, saying how far it got.
+async fn run_judge(
+    cache: &Path,
+    mode: ScoreMode,
+    judge: &JudgeModel,
+    suite: &Suite,
+    scored: &ScoredPhase,
+    events: &mpsc::Sender<Event>,
+    interrupt: Interrupt,
+) -> Result<JudgeReport, ScoreJobError> {
+    let path = phasegate_eval::models::resolve(&judge.model, cache)
+        .map_err(|source| ScoreJobError::JudgeModel { model: judge.model.clone(), source })?;
+    let say = format!("judge: {} ({}), seeds {:?}, calibration first", judge.model, path.display(), judge.seeds);
+    let _ = events.send(Event::Agent(say)).await;
+    let (judge, suite, scored, events) = (judge.clone(), suite.clone(), scored.clone(), events.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let mut backend = EngineBackend::load(&path, &judge, interrupt).map_err(|source| JudgeError::Load { path, source })?;
+        let info = backend.model_info();
+        let line = format!("judge: loaded {} ({}, {})", info.name, info.architecture, info.dtype);
+        let _ = events.blocking_send(Event::Agent(line));
+        let mut progress = |line: String| {
+            let _ = events.blocking_send(Event::Agent(line));
+        };
+        judge_phase(&mut backend, mode, &judge, &suite, &scored, &mut progress)
+    });
+    Ok(task.await.map_err(|e| ScoreJobError::Task(e.to_string()))??)
+}
+
+/// Calibrates the judge, then judges every sample. A refusal fails in `judge` mode and is recorded
+/// in `both` mode.
+pub(crate) fn judge_phase(
+    backend: &mut dyn JudgeBackend,
+    mode: ScoreMode,
+    judge: &JudgeModel,
+    suite: &Suite,
+    scored: &ScoredPhase,
+    progress: &mut dyn FnMut(String),
+) -> Result<JudgeReport, JudgeError> {
+    let settings = JudgeSettings {
+        seeds: judge.seeds,
+        max_new_tokens: usize::try_from(judge.max_new_tokens).unwrap_or(usize::MAX),
+        batch: JUDGE_BATCH,
+    };
+    let run_failed = |source| JudgeError::Run { model: judge.model.clone(), source };
+    let outcome = match calibrate(backend, suite, &settings, progress).map_err(run_failed)? {
+        Err(source) if mode == ScoreMode::Judge => {
+            return Err(JudgeError::Refused { model: judge.model.clone(), source });
+        }
+        Err(refused) => JudgeOutcome::Refused(refused),
+        Ok(anchors) => {
+            progress(format!("judge: calibration passed on {anchors} anchors"));
+            JudgeOutcome::Judged {
+                anchors,
+                samples: judge_samples(backend, suite, scored, &settings, progress).map_err(run_failed)?,
+            }
+        }
+    };
+    Ok(JudgeReport { mode, judge: judge.clone(), outcome })
+}
+
+/// One line per question (the record's totals of its samples), one for the phase on the 0–10
+/// scale, and the judge's lines.
+fn score_lines(scored: &ScoredPhase, file: &Value, judged: Option<&JudgeReport>) -> Vec<String> {
+    let entries = file["scores"].as_array().map(Vec::as_slice).unwrap_or_default();
     let mut lines: Vec<String> = scored
         .questions
         .iter()
         .map(|q| {
-            let totals: Vec<String> = q.samples.iter().map(|s| s.total.to_string()).collect();
+            let totals: Vec<String> =
+                entries.iter().filter(|e| e["qid"] == q.qid.as_str()).map(|e| e["total"].to_string()).collect();
             let max = q.samples.first().map_or(0, |s| s.max);
             format!("score: {} {} of {max} per sample", q.qid, totals.join(", "))
         })
         .collect();
-    lines.push(format!("score: phase {:.2}/10 over {} samples", scored.normalized_10(), sample_count(scored)));
+    lines.extend(judged.map(JudgeReport::lines).unwrap_or_default());
+    let score_10 = file["overall"]["score_10"].as_f64().unwrap_or_default();
+    lines.push(format!(
+        "score: phase {score_10:.2}/10 over {} samples ({})",
+        sample_count(scored),
+        file["scorer"].as_str().unwrap_or("rules")
+    ));
     lines
 }
 
@@ -117,30 +239,59 @@ fn sample_count(scored: &ScoredPhase) -> usize {
     scored.questions.iter().map(|q| q.samples.len()).sum()
 }
 
-fn summary(scored: &ScoredPhase) -> Value {
-    json!({
-        "score_10": (scored.normalized_10() * 1000.0).round() / 1000.0,
+fn summary(scored: &ScoredPhase, file: &Value, judged: Option<&JudgeReport>) -> Value {
+    let score_10 = file["overall"]["score_10"].as_f64().unwrap_or_default();
+    let mut out = json!({
+        "score_10": (score_10 * 1000.0).round() / 1000.0,
         "samples": sample_count(scored),
         "questions": scored.questions.len(),
         "auto_zero": scored.auto_zero_triggers().count(),
-    })
+    });
+    if let Some(j) = judged {
+        out["judge"] = j.summary();
+    }
+    out
 }
 
 /// The per-dimension score file `gate_rules::import` reads (list form, one entry per sample).
-pub(crate) fn scores_file(scored: &ScoredPhase, phase: &str) -> Value {
-    let entries: Vec<Value> =
-        scored.questions.iter().flat_map(|q| q.samples.iter().map(|s| sample_entry(&q.question, s))).collect();
-    json!({
+pub(crate) fn scores_file(scored: &ScoredPhase, phase: &str, judged: Option<&JudgeReport>) -> Value {
+    let entries: Vec<Value> = scored
+        .questions
+        .iter()
+        .flat_map(|q| {
+            q.samples.iter().map(move |s| {
+                let mut entry = sample_entry(&q.question, s);
+                if let Some(j) = judged {
+                    j.annotate(&mut entry, s);
+                }
+                entry
+            })
+        })
+        .collect();
+    let mode = judged.map_or(ScoreMode::Rules, |j| j.mode);
+    let mut file = json!({
         "phase": phase,
         "model": scored.model,
         "adapter": scored.adapter,
         "suite": scored.suite,
         "rubric_version": scored.rubric_version,
         "generation_params": scored.generation_params,
-        "scorer": "rules",
-        "overall": { "score_10": scored.normalized_10(), "samples": sample_count(scored) },
+        "mode": mode,
+        "scorer": if mode == ScoreMode::Judge { "judge" } else { "rules" },
+        "overall": { "score_10": score_10(&entries), "samples": entries.len() },
         "scores": entries,
-    })
+    });
+    if let Some(j) = judged {
+        file["judge"] = j.header(scored);
+    }
+    file
+}
+
+/// Sum of the entries' totals over the sum of their maxima, on the 0–10 scale, unrounded.
+fn score_10(entries: &[Value]) -> f64 {
+    let sum = |key: &str| entries.iter().filter_map(|e| e[key].as_f64()).sum::<f64>();
+    let max = sum("max");
+    if max > 0.0 { sum("total") * 10.0 / max } else { 0.0 }
 }
 
 fn sample_entry(question: &str, s: &SampleScore) -> Value {
@@ -208,7 +359,7 @@ mod tests {
     fn scores_file_imports_with_k_samples_and_reasons() {
         let suite = Suite::from_toml_str(SUITE, Path::new("suite.toml")).unwrap();
         let scored = score_phase(&suite, &responses(&suite)).unwrap();
-        let text = scores_file(&scored, "10").to_string();
+        let text = scores_file(&scored, "10", None).to_string();
         let part = gate_rules::import::parse_file(SCORES, &text, Some("10")).unwrap();
         assert_eq!(part.shape, gate_rules::import::Shape::DimensionScores);
         assert_eq!(part.questions.len(), suite.questions.len());
@@ -232,9 +383,13 @@ mod tests {
     fn score_lines_name_each_question_and_the_phase() {
         let suite = Suite::from_toml_str(SUITE, Path::new("suite.toml")).unwrap();
         let scored = score_phase(&suite, &responses(&suite)).unwrap();
-        let lines = score_lines(&scored);
+        let lines = score_lines(&scored, &scores_file(&scored, "10", None), None);
         assert_eq!(lines.len(), suite.questions.len() + 1);
         assert!(lines[0].starts_with("score: Q1 "), "{}", lines[0]);
         assert!(lines.last().unwrap().contains("over 16 samples"), "{lines:?}");
     }
 }
+
+#[cfg(test)]
+#[path = "score_job_judge_tests.rs"]
+mod judge_tests;

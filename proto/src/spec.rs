@@ -15,7 +15,8 @@ use serde::Deserialize;
 use crate::domain::{Priority, Requirements, Stage};
 
 pub use eval::{
-    EvalGeneration, EvalStage, JobWork, PenaltyScope, Requantize, ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
+    DEFAULT_JUDGE_MAX_NEW_TOKENS, DEFAULT_JUDGE_SEEDS, EvalGeneration, EvalStage, JobWork, JudgeModel, PenaltyScope,
+    Requantize, ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
 };
 
 /// A spec that could not be read or accepted.
@@ -470,8 +471,8 @@ config = "gate.toml"
             ("\"generated\"", "\"prompt\"", "prompt"),
             ("suite = \"suite.toml\"", "suite = \"../suite.toml\"", "eval.suite"),
             ("model = \"smollm2-135m-instruct\"", "model = \"\"", "eval.model"),
-            ("mode = \"rules\"", "mode = \"judge\"", "score.mode"),
-            ("mode = \"rules\"", "mode = \"both\"", "score.mode"),
+            ("mode = \"rules\"", "mode = \"judge\"", "score.judge_model"),
+            ("mode = \"rules\"", "mode = \"both\"", "score.judge_model"),
             ("mode = \"rules\"", "mode = \"vibes\"", "score.mode"),
             ("mode = \"rules\"", "mode = \"rules\"\nextra = 1", "extra"),
         ];
@@ -479,6 +480,70 @@ config = "gate.toml"
             assert!(EVAL_ONLY.contains(old), "{old}");
             let msg = PhaseSpec::parse(&EVAL_ONLY.replace(old, new), "p.toml").unwrap_err().to_string();
             assert!(msg.contains(needle) && msg.contains("p.toml"), "{new}: {msg}");
+        }
+    }
+
+    /// `EVAL_ONLY` with its `[score]` section's `mode = "rules"` replaced by `body`.
+    fn with_score(body: &str) -> String {
+        EVAL_ONLY.replace("[score]\nmode = \"rules\"\n", &format!("[score]\n{body}\n"))
+    }
+
+    #[test]
+    fn judge_modes_take_a_judge_model_with_defaults() {
+        for (mode, expected) in [("judge", ScoreMode::Judge), ("both", ScoreMode::Both)] {
+            let text = with_score(&format!("mode = \"{mode}\"\njudge_model = \"qwen2.5-1.5b-instruct\""));
+            let spec = PhaseSpec::parse(&text, "p.toml").unwrap();
+            let score = spec.score.as_ref().unwrap();
+            assert_eq!(score.mode, expected);
+            let judge = score.judge.as_ref().unwrap();
+            assert_eq!(judge.model, "qwen2.5-1.5b-instruct");
+            assert_eq!((judge.template.as_deref(), judge.cpu_requantize), (None, None));
+            assert_eq!(judge.max_new_tokens, DEFAULT_JUDGE_MAX_NEW_TOKENS);
+            assert_eq!(judge.seeds, DEFAULT_JUDGE_SEEDS);
+        }
+        let rules = PhaseSpec::parse(EVAL_ONLY, "p.toml").unwrap();
+        assert_eq!(rules.score.as_ref().unwrap().judge, None);
+    }
+
+    #[test]
+    fn judge_keys_are_read_and_travel_to_the_agent() {
+        let text = with_score(
+            "mode = \"both\"\njudge_model = \"models/judge.gguf\"\njudge_template = \"phi3\"\n\
+             judge_max_new_tokens = 300\njudge_seeds = [7, 11]\njudge_cpu_requantize = \"q8_0\"",
+        );
+        let spec = PhaseSpec::parse(&text, "p.toml").unwrap();
+        let expected = JudgeModel {
+            model: "models/judge.gguf".into(),
+            template: Some("phi3".into()),
+            cpu_requantize: Some(Requantize::Q8_0),
+            max_new_tokens: 300,
+            seeds: [7, 11],
+        };
+        assert_eq!(spec.score.as_ref().unwrap().judge.as_ref(), Some(&expected));
+        let plans = spec.stages();
+        let job = StageJob::from_json(&spec.stage_job(&plans[1].work).unwrap().to_json()).unwrap();
+        let JobWork::Score(score) = job.work else { panic!("not a score job") };
+        assert_eq!(score.judge, Some(expected));
+    }
+
+    #[test]
+    fn judge_keys_are_strict_and_named() {
+        let judge = "mode = \"judge\"\njudge_model = \"j\"";
+        let cases = [
+            ("mode = \"judge\"\njudge_model = \"  \"".to_owned(), "score.judge_model"),
+            (format!("{judge}\njudge_template = \"alpaca\""), "score.judge_template"),
+            (format!("{judge}\njudge_max_new_tokens = 0"), "score.judge_max_new_tokens"),
+            (format!("{judge}\njudge_seeds = [3, 3]"), "score.judge_seeds"),
+            (format!("{judge}\njudge_seeds = [1]"), "score.judge_seeds"),
+            (format!("{judge}\njudge_seeds = [1, 2, 3]"), "score.judge_seeds"),
+            (format!("{judge}\njudge_cpu_requantize = \"q2_k\""), "q2_k"),
+            (format!("{judge}\njudge_temperature = 0.2"), "judge_temperature"),
+            ("mode = \"rules\"\njudge_model = \"j\"".to_owned(), "score.judge_model"),
+            ("judge_seeds = [1, 2]".to_owned(), "score.judge_seeds"),
+        ];
+        for (body, needle) in cases {
+            let msg = PhaseSpec::parse(&with_score(&body), "p.toml").unwrap_err().to_string();
+            assert!(msg.contains(needle) && msg.contains("p.toml"), "{body}: {msg}");
         }
     }
 

@@ -61,6 +61,39 @@ fn both_forms_of_per_dimension_scores_agree() {
     assert_eq!(list.training.final_loss, Some(1.2));
 }
 
+/// A score file of `score.mode = "judge"`: the record's `d1`… come from the judge (first sample) or
+/// the rules (second, where the judge disagreed with itself); the judge's own view and summary sit
+/// beside them and must not be read as scores.
+const JUDGE_MODE: &str = r#"{"phase": "10", "model": "m", "mode": "judge", "scorer": "judge",
+  "overall": {"score_10": 5.0, "samples": 2},
+  "judge": {"model": "j", "seeds": [1, 2], "calibration": {"anchors": 9, "passed": true}, "samples": 2,
+            "agreed": 1, "discarded": 1, "unreadable": 0, "fallback_to_rules": 1,
+            "discards": [{"qid": "Q1", "sample": 1, "dimension": "D4", "first": 0, "second": 2}],
+            "agreement_with_rules": {"D1": {"mean_abs_diff": 0.5, "samples": 2}}},
+  "scores": [
+  {"qid": "Q1", "sample": 0, "source": "judge", "rules_total": 4, "auto_zero": [],
+   "d1": {"score": 2, "reason": "judge"}, "d2": {"score": 2}, "d3": {"score": 1}, "d4": {"score": 2}, "d5": {"score": 1},
+   "total": 8, "max": 10,
+   "judge": {"total": 8, "d1": {"score": 2, "reason": "judge"}, "d2": {"score": 2}, "d3": {"score": 1},
+             "d4": {"score": 2}, "d5": {"score": 1}, "discarded": []}},
+  {"qid": "Q1", "sample": 1, "source": "rules", "auto_zero": [],
+   "d1": {"score": 1, "reason": "rules"}, "d2": {"score": 0}, "d3": {"score": 1}, "d4": {"score": 0}, "d5": {"score": 0},
+   "total": 2, "max": 10,
+   "judge": {"total": null, "d1": {"score": 0}, "discarded": [{"dimension": "D4", "first": 0, "second": 2}]}}]}"#;
+
+#[test]
+fn judge_mode_score_file_imports_the_record_and_ignores_the_judge_fields() {
+    let part = parse("score/scores.json", JUDGE_MODE);
+    assert_eq!(part.shape, Shape::DimensionScores);
+    assert_eq!(part.questions.len(), 1);
+    let samples = &part.questions[0].samples;
+    assert_eq!(samples.iter().map(|s| s.points).collect::<Vec<_>>(), [8.0, 2.0]);
+    let first_dims: Vec<u32> = samples[0].dimensions.iter().map(|d| d.score).collect();
+    assert_eq!(first_dims, [2, 2, 1, 2, 1]);
+    assert_eq!(samples[0].dimensions[0].reason.as_deref(), Some("judge"));
+    assert_eq!(samples[1].dimensions[0].reason.as_deref(), Some("rules"));
+}
+
 #[test]
 fn training_metrics_keep_unknown_keys_as_ordered_config() {
     let part = parse("training_metrics.json", METRICS);

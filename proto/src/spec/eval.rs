@@ -42,6 +42,8 @@ pub(super) struct RawEvalStage {
     #[serde(default)]
     max_batch: Option<u32>,
     #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
     requires: Requirements,
 }
 
@@ -52,6 +54,18 @@ pub(super) struct RawScoreStage {
     mode: Option<String>,
     #[serde(default)]
     suite: Option<String>,
+    #[serde(default)]
+    judge_model: Option<String>,
+    #[serde(default)]
+    judge_template: Option<String>,
+    #[serde(default)]
+    judge_max_new_tokens: Option<u32>,
+    #[serde(default)]
+    judge_seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    judge_cpu_requantize: Option<Requantize>,
+    #[serde(default)]
+    timeout: Option<String>,
 }
 
 /// Load-time re-quantisation of Q4 weights (faster on CPU).
@@ -99,17 +113,34 @@ pub struct EvalStage {
     pub template: Option<String>,
     pub cpu_requantize: Option<Requantize>,
     pub generation: EvalGeneration,
+    /// Seconds the agent lets loading and generation run before stopping them (`eval.timeout`).
+    #[serde(default = "default_eval_timeout_s")]
+    pub timeout_s: u64,
     /// Placement needs; they do not travel to the agent (the scheduler already used them).
     #[serde(skip)]
     pub requires: Requirements,
 }
 
-/// How the score stage scores answers. Only the deterministic rubric is implemented.
+fn default_eval_timeout_s() -> u64 {
+    super::DEFAULT_TIMEOUT.as_secs()
+}
+
+/// How the score stage scores answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScoreMode {
+    /// The deterministic rubric scorer only.
     Rules,
+    /// An LLM judge's scores are the phase record; answers it cannot score keep the rule scores.
+    Judge,
+    /// The rule scores are the phase record; the judge's sit beside them for comparison.
+    Both,
 }
+
+/// Default `score.judge_max_new_tokens`: room for five scores with one-sentence reasons.
+pub const DEFAULT_JUDGE_MAX_NEW_TOKENS: u32 = 256;
+/// Default `score.judge_seeds`: the judge is called once with each.
+pub const DEFAULT_JUDGE_SEEDS: [u64; 2] = [1, 2];
 
 /// The score stage: score every eval answer on the suite's rubric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +149,25 @@ pub struct ScoreStage {
     pub mode: ScoreMode,
     /// The eval suite TOML, relative to the spec's directory (the eval stage's by default).
     pub suite: String,
+    /// The judge model; present exactly when `mode` is `Judge` or `Both`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeModel>,
+    /// Seconds the agent lets the judge load and generate before stopping it (`score.timeout`).
+    #[serde(default = "default_eval_timeout_s")]
+    pub timeout_s: u64,
+}
+
+/// The judge model of `score.mode = "judge" | "both"` and how it is called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeModel {
+    /// A model cache name or a path on the agent, as `eval.model`.
+    pub model: String,
+    pub template: Option<String>,
+    pub cpu_requantize: Option<Requantize>,
+    pub max_new_tokens: u32,
+    /// Two different seeds: every answer is judged once with each and the two must agree.
+    pub seeds: [u64; 2],
 }
 
 /// What an agent is asked to do for a non-command stage: the JSON of `Assignment.stage_json`.
@@ -131,7 +181,6 @@ pub struct StageJob {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[expect(clippy::large_enum_variant, reason = "one value per assignment, parsed once: boxing buys nothing")]
 pub enum JobWork {
     Eval(EvalStage),
     Score(ScoreStage),
@@ -173,8 +222,21 @@ pub(super) fn eval_stage(raw: RawEvalStage) -> Result<EvalStage, String> {
         template: raw.template,
         cpu_requantize: raw.cpu_requantize,
         generation,
+        timeout_s: timeout_s("eval.timeout", raw.timeout.as_deref())?,
         requires: raw.requires,
     })
+}
+
+fn timeout_s(key: &str, raw: Option<&str>) -> Result<u64, String> {
+    let timeout = match raw {
+        None => super::DEFAULT_TIMEOUT,
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| format!("`{key}` = {t:?} is not a duration such as \"2h\" or \"90m\": {e}"))?,
+    };
+    if timeout.as_secs() == 0 {
+        return Err(format!("`{key}` must be at least one second"));
+    }
+    Ok(timeout.as_secs())
 }
 
 fn generation(raw: &RawEvalStage) -> Result<EvalGeneration, String> {
@@ -211,18 +273,94 @@ fn in_range(key: &str, value: Option<f64>, min: f64, max: f64) -> Result<(), Str
 pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Result<ScoreStage, String> {
     let mode = match raw.mode.as_deref() {
         None | Some("rules") => ScoreMode::Rules,
-        Some(m @ ("judge" | "both")) => {
-            return Err(format!(
-                "`score.mode` = {m:?} is not supported yet: the LLM judge is not wired into runs; use \"rules\""
-            ));
-        }
+        Some("judge") => ScoreMode::Judge,
+        Some("both") => ScoreMode::Both,
         Some(other) => return Err(format!("`score.mode` = {other:?} is not one of rules, judge, both")),
     };
+    let judge = judge_model(&raw, mode)?;
     let suite = match (raw.suite, eval_suite) {
         (Some(s), _) => s,
         (None, Some(s)) => s.to_owned(),
         (None, None) => return Err("`score.suite` is required without an [eval] stage".to_owned()),
     };
     super::relative_path("`score.suite`", &suite)?;
-    Ok(ScoreStage { mode, suite })
+    Ok(ScoreStage { mode, suite, judge, timeout_s: timeout_s("score.timeout", raw.timeout.as_deref())? })
+}
+
+/// The `judge_*` keys: required model in the judge modes, and none of them in `rules` mode, where
+/// they would silently do nothing.
+fn judge_model(raw: &RawScoreStage, mode: ScoreMode) -> Result<Option<JudgeModel>, String> {
+    if mode == ScoreMode::Rules {
+        let set = [
+            ("judge_model", raw.judge_model.is_some()),
+            ("judge_template", raw.judge_template.is_some()),
+            ("judge_max_new_tokens", raw.judge_max_new_tokens.is_some()),
+            ("judge_seeds", raw.judge_seeds.is_some()),
+            ("judge_cpu_requantize", raw.judge_cpu_requantize.is_some()),
+        ];
+        return match set.iter().find(|(_, present)| *present) {
+            Some((key, _)) => {
+                Err(format!("`score.{key}` is set but `score.mode` is \"rules\": use \"judge\" or \"both\""))
+            }
+            None => Ok(None),
+        };
+    }
+    let model = match raw.judge_model.as_deref().map(str::trim) {
+        Some(m) if !m.is_empty() => m.to_owned(),
+        _ => {
+            return Err(
+                "`score.judge_model` must name a cached model or a path when `score.mode` is judge or both".to_owned()
+            );
+        }
+    };
+    if let Some(t) = &raw.judge_template
+        && !TEMPLATE_NAMES.contains(&t.as_str())
+    {
+        return Err(format!("`score.judge_template` = {t:?} is not one of {}", TEMPLATE_NAMES.join(", ")));
+    }
+    let max_new_tokens = raw.judge_max_new_tokens.unwrap_or(DEFAULT_JUDGE_MAX_NEW_TOKENS);
+    if !(1..=32768).contains(&max_new_tokens) {
+        return Err(format!("`score.judge_max_new_tokens` = {max_new_tokens} must be at least 1 and at most 32768"));
+    }
+    let seeds = match raw.judge_seeds.as_deref() {
+        None => DEFAULT_JUDGE_SEEDS,
+        Some(&[a, b]) if a != b => [a, b],
+        Some(other) => return Err(format!("`score.judge_seeds` = {other:?} must be two different seeds")),
+    };
+    Ok(Some(JudgeModel {
+        model,
+        template: raw.judge_template.clone(),
+        cpu_requantize: raw.judge_cpu_requantize,
+        max_new_tokens,
+        seeds,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::PhaseSpec;
+
+    const SPEC: &str = "experiment = \"e\"\nphase = \"1\"\n[eval]\nmodel = \"m\"\nsuite = \"s.toml\"\n";
+
+    #[test]
+    fn eval_timeout_defaults_parses_and_names_its_key() {
+        let spec = PhaseSpec::parse(SPEC, "p.toml").unwrap();
+        assert_eq!(spec.eval.unwrap().timeout_s, crate::spec::DEFAULT_TIMEOUT.as_secs());
+        let spec = PhaseSpec::parse(&format!("{SPEC}timeout = \"20m\"\n"), "p.toml").unwrap();
+        assert_eq!(spec.eval.unwrap().timeout_s, 1200);
+        for bad in ["\"soon\"", "\"0s\""] {
+            let msg = PhaseSpec::parse(&format!("{SPEC}timeout = {bad}\n"), "p.toml").unwrap_err().to_string();
+            assert!(msg.contains("eval.timeout") && msg.contains("p.toml"), "{bad}: {msg}");
+        }
+    }
+
+    #[test]
+    fn score_timeout_defaults_parses_and_names_its_key() {
+        let spec = PhaseSpec::parse(&format!("{SPEC}[score]\n"), "p.toml").unwrap();
+        assert_eq!(spec.score.unwrap().timeout_s, crate::spec::DEFAULT_TIMEOUT.as_secs());
+        let spec = PhaseSpec::parse(&format!("{SPEC}[score]\ntimeout = \"90m\"\n"), "p.toml").unwrap();
+        assert_eq!(spec.score.unwrap().timeout_s, 5400);
+        let msg = PhaseSpec::parse(&format!("{SPEC}[score]\ntimeout = \"later\"\n"), "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("score.timeout") && msg.contains("p.toml"), "{msg}");
+    }
 }

@@ -2,31 +2,38 @@
 //! a generic one and a contaminated one in their bands, its scores on real answers mean nothing.
 
 use super::agreement::Agreement;
+use super::parse::JudgeReplyError;
 use crate::calibration::{Anchor, Band};
 use crate::suite::{AnchorKind, DimId, Rubric};
 use std::fmt;
 
-/// The judge's agreed scores for one anchor.
+/// The judge's agreed scores for one anchor, or why one of its two replies could not be read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnchorJudgement {
     pub anchor: Anchor,
-    pub agreement: Agreement,
+    pub agreement: Result<Agreement, JudgeReplyError>,
 }
 
-/// An anchor the judge scored outside its band, or could not agree with itself on.
+/// An anchor the judge scored outside its band, could not agree with itself on, or answered with
+/// an unreadable reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MisjudgedAnchor {
     pub qid: String,
     pub kind: AnchorKind,
     pub band: Band,
-    /// None when dimensions were discarded for disagreement.
+    /// None when dimensions were discarded for disagreement or a reply was unreadable.
     pub score_10: Option<f64>,
     pub discarded: Vec<DimId>,
+    /// Why a reply could not be read.
+    pub unreadable: Option<JudgeReplyError>,
 }
 
 impl fmt::Display for MisjudgedAnchor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = format!("{:?}", self.kind).to_lowercase();
+        if let Some(e) = &self.unreadable {
+            return write!(f, "{} {kind} anchor: {e}", self.qid);
+        }
         match self.score_10 {
             Some(s) => {
                 write!(f, "{} {kind} anchor scored {s:.1}, band {}..={}", self.qid, self.band.min, self.band.max)
@@ -66,15 +73,16 @@ pub fn check_calibration(rubric: &Rubric, judged: &[AnchorJudgement]) -> Result<
 
 fn misjudged(rubric: &Rubric, j: &AnchorJudgement) -> Option<MisjudgedAnchor> {
     let band = j.anchor.kind.band();
-    let score_10 = j.agreement.total().map(|t| f64::from(t) * 10.0 / f64::from(rubric.max_total()));
+    let (score_10, discarded, unreadable) = match &j.agreement {
+        Ok(a) => (
+            a.total().map(|t| f64::from(t) * 10.0 / f64::from(rubric.max_total())),
+            a.discarded.iter().map(|d| d.id).collect(),
+            None,
+        ),
+        Err(e) => (None, Vec::new(), Some(e.clone())),
+    };
     if score_10.is_some_and(|s| band.contains(s)) {
         return None;
     }
-    Some(MisjudgedAnchor {
-        qid: j.anchor.qid.clone(),
-        kind: j.anchor.kind,
-        band,
-        score_10,
-        discarded: j.agreement.discarded.iter().map(|d| d.id).collect(),
-    })
+    Some(MisjudgedAnchor { qid: j.anchor.qid.clone(), kind: j.anchor.kind, band, score_10, discarded, unreadable })
 }

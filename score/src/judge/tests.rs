@@ -108,7 +108,7 @@ fn judge_all(suite: &crate::Suite, by_kind: impl Fn(AnchorKind) -> [u32; 5]) -> 
         .into_iter()
         .map(|anchor| {
             let s = judged(by_kind(anchor.kind));
-            AnchorJudgement { agreement: agree(&s, &s, &suite.rubric), anchor }
+            AnchorJudgement { agreement: Ok(agree(&s, &s, &suite.rubric)), anchor }
         })
         .collect()
 }
@@ -146,9 +146,25 @@ fn judge_outside_a_band_is_refused_naming_the_anchor() {
 fn judge_that_disagrees_with_itself_on_an_anchor_is_refused() {
     let suite = bundled();
     let mut all = judge_all(&suite, faithful);
-    all[0].agreement = agree(&judged([2; 5]), &judged([0, 2, 2, 2, 2]), &suite.rubric);
+    all[0].agreement = Ok(agree(&judged([2; 5]), &judged([0, 2, 2, 2, 2]), &suite.rubric));
     let err = check_calibration(&suite.rubric, &all).unwrap_err().to_string();
     assert!(err.contains("Q1 ideal anchor: judge disagreed with itself on [D1]"), "{err}");
+}
+
+#[test]
+fn judge_with_an_unreadable_anchor_reply_is_refused_naming_the_anchor() {
+    let suite = bundled();
+    let mut all = judge_all(&suite, faithful);
+    all[1].agreement = parse_reply("no idea, sorry", &suite.rubric).map(|s| agree(&s, &s, &suite.rubric));
+    let err = check_calibration(&suite.rubric, &all).unwrap_err();
+    let JudgeRefused::Misjudged { misjudged, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(misjudged.len(), 1);
+    assert!(matches!(misjudged[0].unreadable, Some(JudgeReplyError::NoJson { .. })));
+    let kind = format!("{:?}", all[1].anchor.kind).to_lowercase();
+    let expected = format!("{} {kind} anchor: judge reply holds no JSON object", all[1].anchor.qid);
+    assert!(err.to_string().contains(&expected), "{err}");
 }
 
 #[test]

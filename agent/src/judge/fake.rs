@@ -1,0 +1,80 @@
+//! A judge with canned replies that records every request, for tests of the judge flow and of the
+//! score job.
+
+use std::collections::BTreeMap;
+
+use phasegate_score::calibration::anchors;
+use phasegate_score::{AnchorKind, Suite};
+
+use super::backend::{BackendError, JudgeBackend, JudgeCall};
+
+type Replies = Box<dyn FnMut(&JudgeCall, u64) -> String + Send>;
+
+/// Replies from a closure of (call, seed); records (call id, seed, max_new_tokens) per call and the
+/// size of every request.
+pub(crate) struct FakeJudge {
+    replies: Replies,
+    pub(crate) calls: Vec<(String, u64, usize)>,
+    pub(crate) requests: Vec<usize>,
+}
+
+impl FakeJudge {
+    pub(crate) fn new(replies: impl FnMut(&JudgeCall, u64) -> String + Send + 'static) -> Self {
+        Self { replies: Box::new(replies), calls: Vec::new(), requests: Vec::new() }
+    }
+
+    /// Anchors scored by `anchor(kind)` on both calls, answers by `answer(call id, seed)`.
+    pub(crate) fn with(
+        suite: &Suite,
+        anchor: impl Fn(AnchorKind) -> [u32; 5] + Send + 'static,
+        mut answer: impl FnMut(&str, u64) -> String + Send + 'static,
+    ) -> Self {
+        let kinds = anchor_kinds(suite);
+        Self::new(move |call, seed| match kinds.get(&call.id) {
+            Some(kind) => reply(anchor(*kind)),
+            None => answer(&call.id, seed),
+        })
+    }
+
+    /// The ids of the calls made with `seed`, in order.
+    pub(crate) fn ids_with_seed(&self, seed: u64) -> Vec<&str> {
+        self.calls.iter().filter(|c| c.1 == seed).map(|c| c.0.as_str()).collect()
+    }
+}
+
+impl JudgeBackend for FakeJudge {
+    fn generate(&mut self, calls: &[JudgeCall], seed: u64, max_new_tokens: usize) -> Result<Vec<String>, BackendError> {
+        self.requests.push(calls.len());
+        Ok(calls
+            .iter()
+            .map(|c| {
+                self.calls.push((c.id.clone(), seed, max_new_tokens));
+                (self.replies)(c, seed)
+            })
+            .collect())
+    }
+}
+
+/// The call id of every anchor, as the flow names them, with its kind.
+fn anchor_kinds(suite: &Suite) -> BTreeMap<String, AnchorKind> {
+    anchors(suite).into_iter().enumerate().map(|(i, a)| (format!("anchor/{}/{i}", a.qid), a.kind)).collect()
+}
+
+/// A well-formed reply with these D1..D5 scores.
+pub(crate) fn reply(scores: [u32; 5]) -> String {
+    let dims: Vec<String> = scores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("\"D{}\": {{\"score\": {s}, \"reason\": \"r{s}\"}}", i + 1))
+        .collect();
+    format!("{{{}}}", dims.join(", "))
+}
+
+/// Anchor scores a calibrated judge gives: ideal 9/10, generic 3/10, contaminated 0/10.
+pub(crate) fn faithful(kind: AnchorKind) -> [u32; 5] {
+    match kind {
+        AnchorKind::Ideal => [2, 2, 2, 2, 1],
+        AnchorKind::Generic => [0, 0, 1, 2, 0],
+        AnchorKind::Contaminated => [0; 5],
+    }
+}

@@ -1,0 +1,23 @@
+//! The optional LLM judge of the score stage (`score.mode = "judge" | "both"`): a judge model
+//! behind [`JudgeBackend`] scores each answer twice with different seeds after passing calibration
+//! on the suite's anchors. The pure pieces (prompt, reply parsing, agreement, calibration check)
+//! are `phasegate_score::judge`; this module runs them against a model and shapes what the scores
+//! file records ([`JudgeReport`]).
+
+mod backend;
+mod flow;
+mod record;
+
+#[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+pub(crate) use backend::JudgeCall;
+pub(crate) use backend::{BackendError, EngineBackend, JudgeBackend};
+pub(crate) use flow::{JudgeSettings, calibrate, judge_samples};
+pub(crate) use record::{JudgeOutcome, JudgeReport};
+
+/// Judge calls per backend request (one engine batch); progress is reported after each.
+pub(crate) const JUDGE_BATCH: usize = 16;
