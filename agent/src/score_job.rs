@@ -167,7 +167,8 @@ async fn run_judge(
     let _ = events.send(Event::Agent(say)).await;
     let (judge, suite, scored, events) = (judge.clone(), suite.clone(), scored.clone(), events.clone());
     let task = tokio::task::spawn_blocking(move || {
-        let mut backend = EngineBackend::load(&path, &judge, interrupt).map_err(|source| JudgeError::Load { path, source })?;
+        let mut backend =
+            EngineBackend::load(&path, &judge, interrupt).map_err(|source| JudgeError::Load { path, source })?;
         let info = backend.model_info();
         let line = format!("judge: loaded {} ({}, {})", info.name, info.architecture, info.dtype);
         let _ = events.blocking_send(Event::Agent(line));

@@ -18,6 +18,7 @@ pub(crate) struct Stats {
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_ms: AtomicU64,
+    github_webhook_failures: AtomicU64,
 }
 
 /// Gauges read from the scheduler at scrape time.
@@ -32,6 +33,12 @@ pub(crate) struct Gauges {
 impl Stats {
     pub fn run_submitted(&self) {
         self.runs_submitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A webhook event failed for one experiment (files not listed, run not started, merge not
+    /// accepted).
+    pub fn github_webhook_failed(&self) {
+        self.github_webhook_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn job_finished(&self, state: JobState, leased_for: Option<Duration>) {
@@ -83,6 +90,12 @@ impl Stats {
         let _ = writeln!(out, "phasegate_job_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "phasegate_job_duration_seconds_sum {}", get(&self.duration_sum_ms) as f64 / 1000.0);
         let _ = writeln!(out, "phasegate_job_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP phasegate_github_webhook_failures_total GitHub webhook events that failed for an experiment."
+        );
+        let _ = writeln!(out, "# TYPE phasegate_github_webhook_failures_total counter");
+        let _ = writeln!(out, "phasegate_github_webhook_failures_total {}", get(&self.github_webhook_failures));
         out
     }
 }
@@ -102,5 +115,8 @@ mod tests {
         assert!(text.contains("phasegate_queue_depth 2\n"));
         assert!(text.contains("phasegate_agents{status=\"offline\"} 2\n"));
         assert!(text.contains("phasegate_jobs_finished_total{outcome=\"failed\"} 1\n"));
+        s.github_webhook_failed();
+        let text = s.render(&Gauges { queued: 0, leased: 0, agents_online: 0, agents_known: 0 });
+        assert!(text.contains("phasegate_github_webhook_failures_total 1\n"), "{text}");
     }
 }

@@ -302,6 +302,9 @@ impl<S: Store> Shared<S> {
             effects.merge(cancel_effects);
         }
         self.commit(&mut core, &effects, &JobResult::default()).await?;
+        // A queued run changes no row yet, so the commit may announce nothing; watchers (the GitHub
+        // check run) must still learn of the new run.
+        let _ = self.runs_changed.send(run_id);
         Ok((run_id, superseded))
     }
 

@@ -22,6 +22,10 @@ pub const DEFAULT_FORK_LABEL: &str = "phasegate:run";
 pub const ENV_TOKEN: &str = "PHASEGATE_GITHUB_TOKEN";
 pub const ENV_PRIVATE_KEY: &str = "PHASEGATE_GITHUB_PRIVATE_KEY";
 pub const ENV_WEBHOOK_SECRET: &str = "PHASEGATE_GITHUB_WEBHOOK_SECRET";
+/// Defaults of the coordinator's delivery retries (after a call's own retries gave up).
+pub const DEFAULT_DELIVERY_ATTEMPTS: u32 = 12;
+pub const DEFAULT_DELIVERY_INITIAL_DELAY_MS: u64 = 30_000;
+pub const DEFAULT_DELIVERY_MAX_DELAY_MS: u64 = 30 * 60_000;
 
 /// Why the GitHub configuration was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,8 @@ pub enum ConfigError {
     SecretFile { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: [github] {key} must be greater than zero, got {value}")]
     NonPositive { path: PathBuf, key: &'static str, value: u64 },
+    #[error("invalid config {path}: [github] {key} ({value}) must not be less than {other} ({other_value})")]
+    LessThan { path: PathBuf, key: &'static str, value: u64, other: &'static str, other_value: u64 },
 }
 
 /// When the reporter creates a PR comment (an existing one is always updated).
@@ -78,6 +84,9 @@ struct RawGithub {
     max_retries: Option<u32>,
     retry_initial_delay_ms: Option<u64>,
     retry_max_delay_ms: Option<u64>,
+    delivery_attempts: Option<u32>,
+    delivery_initial_delay_ms: Option<u64>,
+    delivery_max_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +132,12 @@ pub struct GithubConfig {
     pub max_retries: u32,
     pub retry_initial_delay: Duration,
     pub retry_max_delay: Duration,
+    /// Attempts of one delivery stage by the coordinator before it is given up (each attempt
+    /// includes the call's own `max_retries`).
+    pub delivery_attempts: u32,
+    /// The coordinator's wait after the first failed delivery attempt; doubles after each failure.
+    pub delivery_initial_delay: Duration,
+    pub delivery_max_delay: Duration,
     pub experiments: Vec<ExperimentConfig>,
 }
 
@@ -255,6 +270,11 @@ fn github_config(
         Some(0) => Err(ConfigError::NonPositive { path: path.to_owned(), key, value: 0 }),
         v => Ok(Duration::from_millis(v.unwrap_or(default))),
     };
+    let (delivery_initial_delay, delivery_max_delay) = delivery_delays(&raw, path)?;
+    let delivery_attempts = match raw.delivery_attempts {
+        Some(0) => return Err(ConfigError::NonPositive { path: path.to_owned(), key: "delivery_attempts", value: 0 }),
+        v => v.unwrap_or(DEFAULT_DELIVERY_ATTEMPTS),
+    };
     Ok(GithubConfig {
         api_url: raw.api_url.unwrap_or_else(|| DEFAULT_API_URL.to_owned()).trim_end_matches('/').to_owned(),
         credentials,
@@ -264,8 +284,33 @@ fn github_config(
         max_retries: raw.max_retries.unwrap_or(5),
         retry_initial_delay: delay("retry_initial_delay_ms", raw.retry_initial_delay_ms, 1_000)?,
         retry_max_delay: delay("retry_max_delay_ms", raw.retry_max_delay_ms, 60_000)?,
+        delivery_attempts,
+        delivery_initial_delay,
+        delivery_max_delay,
         experiments,
     })
+}
+
+/// `delivery_initial_delay_ms` and `delivery_max_delay_ms`: both positive, the cap not below the
+/// first wait.
+fn delivery_delays(raw: &RawGithub, path: &Path) -> Result<(Duration, Duration), ConfigError> {
+    let initial = raw.delivery_initial_delay_ms.unwrap_or(DEFAULT_DELIVERY_INITIAL_DELAY_MS);
+    let max = raw.delivery_max_delay_ms.unwrap_or(DEFAULT_DELIVERY_MAX_DELAY_MS.max(initial));
+    for (key, value) in [("delivery_initial_delay_ms", initial), ("delivery_max_delay_ms", max)] {
+        if value == 0 {
+            return Err(ConfigError::NonPositive { path: path.to_owned(), key, value });
+        }
+    }
+    if max < initial {
+        return Err(ConfigError::LessThan {
+            path: path.to_owned(),
+            key: "delivery_max_delay_ms",
+            value: max,
+            other: "delivery_initial_delay_ms",
+            other_value: initial,
+        });
+    }
+    Ok((Duration::from_millis(initial), Duration::from_millis(max)))
 }
 
 fn secret(

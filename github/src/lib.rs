@@ -19,7 +19,9 @@ pub mod webhook;
 pub use config::{CommentPolicy, ConfigError, Credentials, ExperimentConfig, GithubConfig, InconclusivePolicy};
 pub use fake::{FakeSink, SinkCall};
 pub use octocrab_sink::{OctocrabSink, RetryPolicy};
-pub use reporter::{Action, Delivery, DeliveryError, Policy, PrState, Reporter, Target, VerdictReport};
+pub use reporter::{
+    Action, Delivery, DeliveryError, EndedRun, Notice, Policy, PrState, Reporter, RunEnd, Target, VerdictReport,
+};
 pub use secret::Secret;
 pub use sink::{Conclusion, GithubSink, SinkError, StatusState};
 pub use types::{CheckRunId, CommentId, CommitSha, IdError, IssueNumber, PrNumber, RepoName};

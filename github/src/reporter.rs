@@ -3,14 +3,19 @@
 //!
 //! Read → decide → write: the executor ([`Reporter`]) reads the little it needs from GitHub (the
 //! comment carrying the report's marker, the open regression issue), the pure functions
-//! ([`decide_submitted`], [`decide_verdict`], [`decide_nightly`]) return [`Action`]s, and the
-//! executor applies them through a [`GithubSink`].
+//! ([`decide_submitted`], [`decide_verdict`], [`decide_nightly`], and for outcomes without a verdict
+//! [`decide_run_ended`] and [`decide_notice`]) return [`Action`]s, and the executor applies them
+//! through a [`GithubSink`].
 
 use gate_rules::Verdict;
 
 use crate::config::{CommentPolicy, InconclusivePolicy};
 use crate::sink::{Conclusion, GithubSink, SinkError, StatusState};
 use crate::types::{CheckRunId, CommentId, CommitSha, IssueNumber, PrNumber, RepoName};
+
+mod without_verdict;
+
+pub use without_verdict::{EndedRun, Notice, RunEnd, decide_notice, decide_run_ended, run_end_outcome};
 
 /// GitHub's limit on a check run's `output.summary`, in characters.
 pub const CHECK_RUN_SUMMARY_LIMIT: usize = 65_535;
@@ -80,6 +85,7 @@ pub enum Action {
         details_url: Option<String>,
     },
     /// Completes `id`; with `id: None` (no run was created at submission) a run is created first.
+    /// `status` is the commit status posted instead when check runs turn out to be forbidden.
     CompleteCheckRun {
         id: Option<CheckRunId>,
         name: String,
@@ -87,6 +93,7 @@ pub enum Action {
         conclusion: Conclusion,
         title: String,
         summary: String,
+        status: StatusState,
     },
     CreateStatus {
         state: StatusState,
@@ -152,11 +159,13 @@ pub fn conclusion(verdict: Verdict, inconclusive: InconclusivePolicy) -> Conclus
     }
 }
 
-/// Statuses have no neutral: a neutral conclusion does not block, so it posts `success`.
+/// Statuses have no neutral: a neutral conclusion does not block, so it posts `success`. A
+/// cancelled check run posts `error` (no verdict), as every outcome without a verdict does.
 pub fn status_state(conclusion: Conclusion) -> StatusState {
     match conclusion {
         Conclusion::Success | Conclusion::Neutral => StatusState::Success,
         Conclusion::Failure => StatusState::Failure,
+        Conclusion::Cancelled => StatusState::Error,
     }
 }
 
@@ -231,6 +240,7 @@ pub fn decide_waiting_for_label(experiment: &str, label: &str, checks_forbidden:
         conclusion: Conclusion::Neutral,
         title,
         summary,
+        status: StatusState::Pending,
     }]
 }
 
@@ -253,6 +263,7 @@ pub fn decide_verdict(report: &VerdictReport, state: PrState, pr: Option<PrNumbe
             conclusion,
             title,
             summary: fit(&report.markdown, CHECK_RUN_SUMMARY_LIMIT),
+            status: status_state(conclusion),
         }
     }];
     if pr.is_some() {
@@ -299,7 +310,7 @@ fn nightly_body(report: &VerdictReport, headline: &str) -> String {
     fit(&format!("{intro}{}", report.markdown), BODY_LIMIT)
 }
 
-fn fit_line(text: &str, limit: usize) -> String {
+pub(crate) fn fit_line(text: &str, limit: usize) -> String {
     if text.chars().count() <= limit {
         return text.to_owned();
     }
@@ -354,6 +365,33 @@ impl<S: GithubSink> Reporter<S> {
         previous: Delivery,
     ) -> Result<Delivery, DeliveryError> {
         let actions = decide_waiting_for_label(experiment, label, previous.checks_forbidden);
+        self.apply(target, experiment, actions, previous).await
+    }
+
+    /// A PR run ended without a verdict (failed, cancelled, superseded): completes its check run
+    /// (or posts a status) saying so. Safe to call again with the returned [`Delivery`].
+    pub async fn on_run_ended(
+        &self,
+        target: &Target,
+        run: &EndedRun,
+        previous: Delivery,
+    ) -> Result<Delivery, DeliveryError> {
+        let state =
+            PrState { check_run: previous.check_run, comment: None, checks_forbidden: previous.checks_forbidden };
+        let actions = decide_run_ended(run, state);
+        self.apply(target, &run.experiment, actions, previous).await
+    }
+
+    /// Something to show on a PR head that has no run (a fork waiting for its label, a webhook
+    /// event that could not start a run): a completed check run, or a status.
+    pub async fn on_notice(
+        &self,
+        target: &Target,
+        experiment: &str,
+        notice: &Notice,
+        previous: Delivery,
+    ) -> Result<Delivery, DeliveryError> {
+        let actions = decide_notice(experiment, notice, previous.checks_forbidden);
         self.apply(target, experiment, actions, previous).await
     }
 
@@ -437,15 +475,15 @@ impl<S: GithubSink> Reporter<S> {
                     Err(e) => return Err(e),
                 }
             }
-            Action::CompleteCheckRun { id, name, details_url, conclusion, title, summary } => {
+            Action::CompleteCheckRun { id, name, details_url, conclusion, title, summary, status } => {
                 match self.complete(target, id, &name, details_url.as_deref(), conclusion, &title, &summary).await {
                     Ok(id) => delivery.check_run = Some(id),
                     Err(SinkError::Forbidden { .. }) => {
                         delivery.checks_forbidden = true;
                         let (context, description) =
                             (status_context(experiment), fit_line(&title, STATUS_DESCRIPTION_LIMIT));
-                        let (state, url) = (status_state(conclusion), details_url.as_deref());
-                        self.sink.create_status(repo, sha, state, &context, &description, url).await?;
+                        let url = details_url.as_deref();
+                        self.sink.create_status(repo, sha, status, &context, &description, url).await?;
                     }
                     Err(e) => return Err(e),
                 }

@@ -13,6 +13,8 @@ pub enum Conclusion {
     Success,
     Failure,
     Neutral,
+    /// The run ended before the gate decided (cancelled by an operator or superseded by a newer push).
+    Cancelled,
 }
 
 impl Conclusion {
@@ -21,6 +23,7 @@ impl Conclusion {
             Conclusion::Success => "success",
             Conclusion::Failure => "failure",
             Conclusion::Neutral => "neutral",
+            Conclusion::Cancelled => "cancelled",
         }
     }
 }

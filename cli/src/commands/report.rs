@@ -23,7 +23,7 @@ pub async fn report(args: ReportArgs) -> Result<Code> {
     })?;
     match outcome.status.as_str() {
         "delivered" => {
-            eprintln!("run {}: verdict delivered to GitHub", args.run);
+            eprintln!("run {}: delivered to GitHub", args.run);
             Ok(Code::Success)
         }
         "pending" => Err(Failure::infra(format!("failed to deliver run {} to GitHub: {}", args.run, outcome.error))

@@ -27,10 +27,7 @@ fn configured(args: &ServeArgs) -> Result<ServeConfig> {
     let mut config = serve_config(args);
     if let Some(path) = &args.config {
         let github = phasegate_coordinator::github::load_config(path).map_err(|e| Failure::usage(e.to_string()))?;
-        config.shell.github = github.map(|config| phasegate_coordinator::github::GithubSetup {
-            config,
-            retry: phasegate_coordinator::github::DeliveryPolicy::default(),
-        });
+        config.shell.github = github.map(phasegate_coordinator::github::GithubSetup::new);
     }
     Ok(config)
 }

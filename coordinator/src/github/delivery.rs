@@ -4,19 +4,22 @@
 //!
 //! Per run, one row: the in-progress check run first (stage `submitted`, PR runs only), then once
 //! the gate stored a verdict the completed check run and the PR comment, or the nightly issue
-//! (stage `verdict`). The `Delivery` the reporter returns, also from an error, is stored and passed
-//! back on the next attempt, so a retry completes the same check run and updates the same comment.
+//! (stage `verdict`); a PR run that ended without a verdict (failed, cancelled, superseded) gets its
+//! check run completed instead (stage `ended`). The `Delivery` the reporter returns, also from an
+//! error, is stored and passed back on the next attempt, so a retry completes the same check run
+//! and updates the same comment.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gate_rules::{Phase, Verdict};
 use phasegate_github::{
-    CommitSha, Delivery, DeliveryError, ExperimentConfig, GithubConfig, GithubSink, OctocrabSink, Policy, PrNumber,
-    Reporter, SinkError, Target, VerdictReport,
+    CommitSha, Delivery, DeliveryError, EndedRun, ExperimentConfig, GithubConfig, GithubSink, OctocrabSink, Policy,
+    PrNumber, Reporter, RunEnd, SinkError, Target, VerdictReport,
 };
 use phasegate_proto::domain::{Priority, RunId};
 
+use crate::scheduler::superseded_by;
 use crate::shell::now_ms;
 use crate::store::{GithubDeliveryRecord, PhaseRecord, RunRecord, SqliteStore, Store, StoreError};
 
@@ -37,10 +40,24 @@ pub struct DeliveryPolicy {
 
 impl Default for DeliveryPolicy {
     fn default() -> Self {
+        use phasegate_github::config::{
+            DEFAULT_DELIVERY_ATTEMPTS, DEFAULT_DELIVERY_INITIAL_DELAY_MS, DEFAULT_DELIVERY_MAX_DELAY_MS,
+        };
         DeliveryPolicy {
-            initial_delay: Duration::from_secs(30),
-            max_delay: Duration::from_secs(30 * 60),
-            max_attempts: 12,
+            initial_delay: Duration::from_millis(DEFAULT_DELIVERY_INITIAL_DELAY_MS),
+            max_delay: Duration::from_millis(DEFAULT_DELIVERY_MAX_DELAY_MS),
+            max_attempts: DEFAULT_DELIVERY_ATTEMPTS,
+        }
+    }
+}
+
+/// `delivery_attempts`, `delivery_initial_delay_ms` and `delivery_max_delay_ms` of `[github]`.
+impl From<&GithubConfig> for DeliveryPolicy {
+    fn from(config: &GithubConfig) -> Self {
+        DeliveryPolicy {
+            initial_delay: config.delivery_initial_delay,
+            max_delay: config.delivery_max_delay,
+            max_attempts: config.delivery_attempts,
         }
     }
 }
@@ -78,6 +95,8 @@ pub(crate) enum Step {
     Submitted,
     /// The verdict: completed check run and comment, or the nightly issue.
     Verdict,
+    /// A PR run ended without a verdict: the completed check run says why.
+    Ended,
 }
 
 impl Step {
@@ -85,6 +104,7 @@ impl Step {
         match self {
             Step::Submitted => "submitted",
             Step::Verdict => "verdict",
+            Step::Ended => "ended",
         }
     }
 }
@@ -100,8 +120,9 @@ pub(crate) fn classify<'a>(run: &RunRecord, config: &'a GithubConfig) -> Option<
 }
 
 /// The attempt to make now, if any. A verdict supersedes a pending in-progress check run (the
-/// verdict step creates the check run itself when none exists). `force` re-delivers a verdict
-/// already delivered or given up.
+/// verdict step creates the check run itself when none exists), and so does the end of a PR run
+/// without a verdict; a verdict stored after that end (the gate finished as the run was cancelled)
+/// is still delivered. `force` re-delivers a verdict or an end already delivered or given up.
 pub(crate) fn next_step(
     kind: Kind,
     has_verdict: bool,
@@ -111,19 +132,23 @@ pub(crate) fn next_step(
     force: bool,
 ) -> Option<Step> {
     let due = |r: &GithubDeliveryRecord| r.status == PENDING && r.next_attempt_ms.is_none_or(|t| t <= now_ms);
-    if has_verdict {
-        return match existing {
-            None => Some(Step::Verdict),
-            Some(r) if r.stage == Step::Submitted.as_str() || force || due(r) => Some(Step::Verdict),
-            Some(_) => None,
-        };
-    }
-    if kind == Kind::Nightly || !active {
-        return None;
-    }
+    // The step that reports the run's end, and the stages it takes over from.
+    let (step, earlier): (Step, &[Step]) = match (has_verdict, kind, active) {
+        (true, _, _) => (Step::Verdict, &[Step::Submitted, Step::Ended]),
+        (false, Kind::Nightly, _) => return None,
+        (false, Kind::Pr, false) => (Step::Ended, &[Step::Submitted]),
+        (false, Kind::Pr, true) => {
+            return match existing {
+                None => Some(Step::Submitted),
+                Some(r) if r.stage == Step::Submitted.as_str() && due(r) => Some(Step::Submitted),
+                Some(_) => None,
+            };
+        }
+    };
     match existing {
-        None => Some(Step::Submitted),
-        Some(r) if r.stage == Step::Submitted.as_str() && due(r) => Some(Step::Submitted),
+        None => Some(step),
+        Some(r) if earlier.iter().any(|e| r.stage == e.as_str()) => Some(step),
+        Some(r) if r.stage == step.as_str() && (force || due(r)) => Some(step),
         Some(_) => None,
     }
 }
@@ -139,6 +164,37 @@ pub(crate) fn after_attempt(
     policy: &DeliveryPolicy,
     now_ms: i64,
 ) -> GithubDeliveryRecord {
+    let outcome = attempt_outcome(attempts, result, policy, now_ms);
+    GithubDeliveryRecord {
+        run_id: run,
+        kind: kind.as_str().to_owned(),
+        stage: step.as_str().to_owned(),
+        status: outcome.status.to_owned(),
+        delivery_json: serde_json::to_string(&outcome.delivery).unwrap_or_default(),
+        last_error: outcome.last_error,
+        attempts,
+        next_attempt_ms: outcome.next_attempt_ms,
+        updated_ms: now_ms,
+    }
+}
+
+/// The stored state after attempt number `attempts` of anything delivered with retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttemptOutcome {
+    pub status: &'static str,
+    pub delivery: Delivery,
+    pub last_error: String,
+    pub next_attempt_ms: Option<i64>,
+}
+
+/// Delivered; pending until the backoff passed (a transient failure with attempts left); or given
+/// up with its error (a permanent failure, or the last attempt).
+pub(crate) fn attempt_outcome(
+    attempts: u32,
+    result: &Result<Delivery, DeliveryError>,
+    policy: &DeliveryPolicy,
+    now_ms: i64,
+) -> AttemptOutcome {
     let (status, delivery, last_error, next_attempt_ms) = match result {
         Ok(d) => (DELIVERED, *d, String::new(), None),
         Err(e) if e.source.is_transient() && attempts < policy.max_attempts => {
@@ -147,16 +203,23 @@ pub(crate) fn after_attempt(
         }
         Err(e) => (GIVEN_UP, e.delivery, e.source.to_string(), None),
     };
-    GithubDeliveryRecord {
-        run_id: run,
-        kind: kind.as_str().to_owned(),
-        stage: step.as_str().to_owned(),
-        status: status.to_owned(),
-        delivery_json: serde_json::to_string(&delivery).unwrap_or_default(),
-        last_error,
-        attempts,
-        next_attempt_ms,
-        updated_ms: now_ms,
+    AttemptOutcome { status, delivery, last_error, next_attempt_ms }
+}
+
+/// Why a PR run that is no longer active ended without a verdict: the failed stage and its error
+/// (or the run's own error when no stage failed: it could not be scheduled), who cancelled it, or
+/// that it succeeded without a gate.
+pub(crate) fn run_end(run: &RunRecord, experiment: &ExperimentConfig) -> RunEnd {
+    match run.state.as_str() {
+        "failed" => match run.jobs.iter().find(|j| j.state == "failed") {
+            Some(job) => RunEnd::Failed { stage: Some(job.stage.clone()), error: job.error.clone() },
+            None => RunEnd::Failed { stage: None, error: run.error.clone() },
+        },
+        "cancelled" => match superseded_by(&run.error) {
+            Some(by) => RunEnd::Superseded { by: by.0, details_url: details_url(experiment, by) },
+            None => RunEnd::Cancelled { reason: run.error.clone() },
+        },
+        _ => RunEnd::NoGate,
     }
 }
 
@@ -234,7 +297,7 @@ impl<G: GithubSink> Deliverer<G> {
         let Some(record) = store.run(run).await? else { return Ok(SyncOutcome::NotReported) };
         let Some((kind, experiment)) = classify(&record, &self.config) else { return Ok(SyncOutcome::NotReported) };
         let existing = store.github_delivery(run).await?;
-        let active = matches!(record.state.as_str(), "queued" | "running");
+        let active = is_active(&record);
         let has_verdict = !record.verdict.is_empty();
         let Some(step) = next_step(kind, has_verdict, active, existing.as_ref(), now_ms, force) else {
             return Ok(SyncOutcome::Idle);
@@ -281,11 +344,24 @@ impl<G: GithubSink> Deliverer<G> {
         if step == Step::Submitted {
             return Ok(self.reporter.on_run_submitted(&target, &experiment.name, details.as_deref(), previous).await);
         }
+        if step == Step::Ended {
+            let ended = EndedRun {
+                experiment: experiment.name.clone(),
+                phase: run.phase.clone(),
+                end: run_end(run, experiment),
+                details_url: details,
+            };
+            return Ok(self.reporter.on_run_ended(&target, &ended, previous).await);
+        }
         match verdict_report(store, run, experiment, details).await? {
             Ok(report) => Ok(self.reporter.on_verdict(&target, &report, previous).await),
             Err(source) => Ok(Err(DeliveryError { delivery: previous, source })),
         }
     }
+}
+
+fn is_active(run: &RunRecord) -> bool {
+    matches!(run.state.as_str(), "queued" | "running")
 }
 
 fn stored_delivery(record: &GithubDeliveryRecord) -> Delivery {
@@ -354,14 +430,15 @@ pub struct RedeliveryOutcome {
 }
 
 /// `phasegate report RUN --github`: delivers the stored verdict of `run` in the data dir's database
-/// again (check run, comment or nightly issue) and stores the outcome.
+/// again (check run, comment or nightly issue), or for a PR run that ended without a verdict its
+/// completed check run, and stores the outcome.
 pub async fn redeliver(data_dir: &Path, config: &GithubConfig, run: u64) -> Result<RedeliveryOutcome, RedeliverError> {
     let path = data_dir.join(crate::history::DB_FILE);
     if !path.is_file() {
         return Err(RedeliverError::NoDatabase { path });
     }
     let store = SqliteStore::open(&path).await?;
-    let deliverer = Deliverer::new(OctocrabSink::from_config(config)?, config.clone(), DeliveryPolicy::default());
+    let deliverer = Deliverer::new(OctocrabSink::from_config(config)?, config.clone(), DeliveryPolicy::from(config));
     redeliver_with(&store, &deliverer, run).await
 }
 
@@ -372,7 +449,8 @@ pub(crate) async fn redeliver_with<S: Store, G: GithubSink>(
 ) -> Result<RedeliveryOutcome, RedeliverError> {
     let id = RunId(run);
     let record = store.run(id).await?.ok_or(RedeliverError::NoRun(run))?;
-    if record.verdict.is_empty() {
+    // Without a verdict only the end of a PR run has something to deliver.
+    if record.verdict.is_empty() && (is_active(&record) || record.priority == Priority::Nightly.as_str()) {
         return Err(RedeliverError::NoVerdict(run));
     }
     let not_reported = || RedeliverError::NotReported {

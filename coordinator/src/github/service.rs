@@ -1,23 +1,27 @@
 //! The coordinator's GitHub service: the delivery loop and what a webhook event does.
 //!
 //! Delivery is driven by run changes (`runs_changed`: a submitted PR run gets its in-progress check
-//! run, a stored verdict is delivered), by a periodic pass over due retries and verdicts not yet
-//! delivered, and by a catch-up pass at start and after missed notifications. One task delivers, so
-//! two attempts for the same run never overlap.
+//! run, a stored verdict or the end of a run without one is delivered), by stored notices (a fork
+//! waiting for its label, a webhook event that could not start a run), by a periodic pass over due
+//! retries and ends not yet delivered, and by a catch-up pass at start and after missed
+//! notifications. One task delivers, so two attempts for the same run or notice never overlap: the
+//! webhook side only stores notices and wakes that task.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
 
 use phasegate_github::webhook::{self, Decision, Event, IgnoreReason};
-use phasegate_github::{CommitSha, Delivery, ExperimentConfig, GithubSink, PrNumber, RepoName, Target};
+use phasegate_github::{CommitSha, ExperimentConfig, GithubSink, Notice, PrNumber, RepoName, Target};
 use phasegate_proto::domain::{Priority, RunId, Trigger};
 use phasegate_proto::spec::PhaseSpec;
 
 use super::GithubSetup;
 use super::delivery::{DELIVERED, Deliverer, GIVEN_UP, Step, SyncOutcome};
+use super::notices::{StartFailure, store_notice};
 use super::source::source_bundle;
 use crate::shell::{Shared, now_ms};
 use crate::store::Store;
@@ -45,12 +49,14 @@ pub(crate) struct GithubService<S, G> {
     deliverer: Deliverer<G>,
     /// Runs with nothing left to deliver: not reported, or their verdict delivered or given up.
     settled: Mutex<HashSet<RunId>>,
+    /// Woken when the webhook side stored a notice.
+    notices: Notify,
 }
 
 impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
     pub(crate) fn new(shared: Arc<Shared<S>>, sink: G, setup: &GithubSetup) -> Arc<Self> {
         let deliverer = Deliverer::new(sink, setup.config.clone(), setup.retry);
-        Arc::new(GithubService { shared, deliverer, settled: Mutex::new(HashSet::new()) })
+        Arc::new(GithubService { shared, deliverer, settled: Mutex::new(HashSet::new()), notices: Notify::new() })
     }
 
     pub(crate) fn config(&self) -> &phasegate_github::GithubConfig {
@@ -77,6 +83,7 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
                     Err(RecvError::Closed) => return,
                 },
                 _ = interval.tick() => self.pass().await,
+                _ = self.notices.notified() => self.pass_notices().await,
                 _ = stop.changed() => return,
             }
         }
@@ -106,11 +113,12 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
         }
     }
 
-    /// Due retries and verdicts whose delivery has not started.
+    /// Due retries, run ends (with or without a verdict) whose delivery has not started, and due
+    /// notices.
     pub(crate) async fn pass(&self) {
         let store = &self.shared.store;
         let due = store.due_github_deliveries(now_ms() as i64, PASS_LIMIT).await;
-        let waiting = store.github_verdicts_not_started(PASS_LIMIT).await;
+        let waiting = store.github_ends_not_started(PASS_LIMIT).await;
         for runs in [due, waiting] {
             match runs {
                 Ok(runs) => {
@@ -121,6 +129,30 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
                 Err(e) => tracing::warn!(error = %e, "github delivery: store failure"),
             }
         }
+        self.pass_notices().await;
+    }
+
+    /// One attempt for each due notice.
+    async fn pass_notices(&self) {
+        let store = &self.shared.store;
+        let due = match store.due_github_notices(now_ms() as i64, PASS_LIMIT).await {
+            Ok(due) => due,
+            Err(e) => return tracing::warn!(error = %e, "github delivery: store failure"),
+        };
+        for id in due {
+            if let Err(e) = self.deliverer.sync_notice(store, id, now_ms() as i64).await {
+                tracing::warn!(notice = %id, error = %e, "github delivery: store failure");
+            }
+        }
+    }
+
+    /// Stores `notice` for the delivery task and wakes it.
+    async fn notify(&self, target: &Target, experiment: &str, notice: &Notice) -> Result<(), String> {
+        store_notice(&self.shared.store, target, experiment, notice, now_ms() as i64)
+            .await
+            .map_err(|e| format!("failed to store the github notice: {e}"))?;
+        self.notices.notify_one();
+        Ok(())
     }
 
     /// After a start or missed notifications: the recent runs, then the periodic pass.
@@ -152,8 +184,13 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
             Event::PullRequest(pr) => match self.deliverer.sink().list_pr_files(repo, pr.pr).await {
                 Ok(files) => files,
                 Err(e) => {
+                    // Without the files it is unknown whether an experiment applies: nothing is shown on
+                    // the PR, the log and the failure counter tell the operator.
                     let error = e.to_string();
                     tracing::warn!(%repo, pr = %pr.pr, %error, "webhook: failed to list the pull request's files");
+                    for _ in &experiments {
+                        self.shared.stats.github_webhook_failed();
+                    }
                     return experiments
                         .iter()
                         .map(|x| EventOutcome::Failed { experiment: x.name.clone(), error: error.clone() })
@@ -165,7 +202,13 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
         let mut outcomes = Vec::with_capacity(experiments.len());
         for experiment in experiments {
             let outcome = self.apply(webhook::decide(event, experiment, &files), experiment).await;
-            tracing::info!(?outcome, "webhook handled");
+            match &outcome {
+                EventOutcome::Failed { experiment, error } => {
+                    self.shared.stats.github_webhook_failed();
+                    tracing::warn!(%repo, %experiment, %error, "webhook event failed");
+                }
+                _ => tracing::info!(?outcome, "webhook handled"),
+            }
             outcomes.push(outcome);
         }
         outcomes
@@ -179,15 +222,20 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
             Decision::StartRun { repo, pr, head_sha, head_branch, .. } => {
                 match self.start_run(experiment, &repo, pr, &head_sha, head_branch).await {
                     Ok((run, superseded)) => EventOutcome::Started { experiment: name, run, superseded },
-                    Err(error) => failed(error),
+                    Err(failure) => {
+                        let target = Target { repo, sha: head_sha, pr: Some(pr) };
+                        match self.notify(&target, &name, &failure.notice).await {
+                            Ok(()) => failed(failure.detail),
+                            Err(e) => failed(format!("{}; {e}", failure.detail)),
+                        }
+                    }
                 }
             }
             Decision::WaitForLabel { repo, pr, head_sha, label } => {
                 let target = Target { repo, sha: head_sha, pr: Some(pr) };
-                let reporter = self.deliverer.reporter();
-                match reporter.on_waiting_for_label(&target, &name, &label, Delivery::default()).await {
-                    Ok(_) => EventOutcome::WaitingForLabel { experiment: name },
-                    Err(e) => failed(e.source.to_string()),
+                match self.notify(&target, &name, &Notice::WaitingForLabel { label }).await {
+                    Ok(()) => EventOutcome::WaitingForLabel { experiment: name },
+                    Err(e) => failed(e),
                 }
             }
             Decision::AcceptMerged { repo, pr, .. } => match self.accept_merged(experiment, &repo, pr).await {
@@ -206,12 +254,15 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
         pr: PrNumber,
         sha: &CommitSha,
         branch: String,
-    ) -> Result<(RunId, Vec<RunId>), String> {
-        let tarball = self.deliverer.sink().download_tarball(repo, sha).await.map_err(|e| e.to_string())?;
+    ) -> Result<(RunId, Vec<RunId>), StartFailure> {
+        let tarball =
+            self.deliverer.sink().download_tarball(repo, sha).await.map_err(|e| {
+                StartFailure::public(format!("failed to download the repository at {}: {e}", short(sha)))
+            })?;
         let (spec, limit) = (experiment.spec.clone(), self.shared.config.bundle_limit_bytes);
         let artifacts = self.shared.artifacts.clone();
         let (source, (digest, size)) = tokio::task::spawn_blocking(move || {
-            let source = source_bundle(&tarball, &spec, limit).map_err(|e| e.to_string())?;
+            let source = source_bundle(&tarball, &spec, limit).map_err(StartFailure::from_source)?;
             let bytes = &source.bundle.bytes;
             let stored = (|| {
                 let mut incoming =
@@ -219,27 +270,35 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
                 incoming.write(bytes)?;
                 artifacts.finish(incoming)
             })()
-            .map_err(|e| e.to_string())?;
-            Ok::<_, String>((source, stored))
+            .map_err(|e| StartFailure::internal(format!("failed to store the source bundle: {e}")))?;
+            Ok::<_, StartFailure>((source, stored))
         })
         .await
-        .map_err(|e| format!("the bundle task stopped: {e}"))??;
-        self.shared.store.record_artifact(&digest, size, now_ms() as i64).await.map_err(|e| e.to_string())?;
-        let spec = PhaseSpec::parse(&source.spec_toml, &source.spec_path).map_err(|e| e.to_string())?;
+        .map_err(|e| StartFailure::internal(format!("the bundle task stopped: {e}")))??;
+        let recorded = self.shared.store.record_artifact(&digest, size, now_ms() as i64).await;
+        recorded.map_err(|e| StartFailure::internal(format!("failed to record the source bundle: {e}")))?;
+        let path = &source.spec_path;
+        let spec = PhaseSpec::parse(&source.spec_toml, path).map_err(|e| StartFailure::file(path, e.message))?;
         if spec.experiment != experiment.name {
-            return Err(format!(
-                "{} declares experiment `{}`, but the [[experiment]] is named `{}`; the names must match",
-                source.spec_path, spec.experiment, experiment.name
-            ));
+            let error = format!(
+                "declares experiment `{}`, but the [[experiment]] is named `{}`; the names must match",
+                spec.experiment, experiment.name
+            );
+            return Err(StartFailure::file(path, error));
         }
         let trigger = Trigger { pr: Some(pr.0), sha: sha.to_string(), branch, repo: repo.to_string() };
-        self.shared
-            .submit_as(&source.spec_toml, &source.spec_path, digest, trigger, Some(Priority::Pr))
-            .await
-            .map_err(|s| s.message().to_owned())
+        self.shared.submit_as(&source.spec_toml, path, digest, trigger, Some(Priority::Pr)).await.map_err(|s| {
+            match s.code() {
+                tonic::Code::InvalidArgument => StartFailure::file(path, s.message()),
+                _ => StartFailure::internal(format!("failed to submit the run: {}", s.message())),
+            }
+        })
     }
 
     /// Accepts the phase of the newest run of the merged PR that has a verdict.
+    ///
+    /// Failures are the operator's (log and counter): a push to the default branch has no PR
+    /// head to show them on.
     async fn accept_merged(
         &self,
         experiment: &ExperimentConfig,
@@ -263,4 +322,9 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
         tracing::info!(run = %run, phase = %phase.label, pr = %pr, "merged pull request: phase accepted");
         Ok((run, phase.label))
     }
+}
+
+/// The first 7 characters of a commit sha, as GitHub abbreviates it.
+fn short(sha: &CommitSha) -> &str {
+    sha.as_str().get(..7).unwrap_or(sha.as_str())
 }

@@ -10,7 +10,7 @@ use phasegate_github::{
     CheckRunId, CommentId, CommitSha, Conclusion, ConfigError, Delivery, DeliveryError, FakeSink, GithubConfig,
     PrNumber, RepoName, SinkCall, SinkError,
 };
-use phasegate_proto::domain::{AgentName, Priority, RunId, Trigger};
+use phasegate_proto::domain::{AgentName, Epoch, JobId, Lease, Priority, RunId, Trigger};
 use phasegate_proto::pb;
 
 use super::GithubSetup;
@@ -19,6 +19,7 @@ use super::delivery::Deliverer;
 use super::delivery::{
     DELIVERED, DeliveryPolicy, GIVEN_UP, Kind, PENDING, Step, after_attempt, next_step, redeliver_with, trend,
 };
+use super::notices::SUPERSEDED;
 use super::service::{EventOutcome, GithubService};
 use crate::artifacts::ArtifactStore;
 use crate::shell::{Shared, ShellConfig};
@@ -250,6 +251,8 @@ async fn webhook_fork_prs_wait_for_the_label_and_unmatched_paths_are_ignored() {
     let env = env_with(FakeSink::new().with_pr_files(&["experiments/persona/data.jsonl"])).await;
     let outcomes = env.service.on_event(&pr_event(PrAction::Opened, "stranger/lab")).await;
     assert_eq!(outcomes, [EventOutcome::WaitingForLabel { experiment: "persona".into() }]);
+    assert!(env.writes().is_empty(), "the webhook side only stores the notice");
+    env.service.pass().await;
     let writes = env.writes();
     assert!(
         matches!(&writes[..], [SinkCall::CreateCheckRun { .. }, SinkCall::CompleteCheckRun { conclusion: Conclusion::Neutral, title, .. }]
@@ -308,7 +311,7 @@ fn record(stage: Step, status: &str, next: Option<i64>) -> GithubDeliveryRecord 
 
 #[test]
 fn next_step_table() {
-    use Step::{Submitted, Verdict};
+    use Step::{Ended, Submitted, Verdict};
     let sub_done = record(Submitted, DELIVERED, None);
     let sub_wait = record(Submitted, PENDING, Some(100));
     let ver_done = record(Verdict, DELIVERED, None);
@@ -316,9 +319,22 @@ fn next_step_table() {
     let ver_gone = record(Verdict, GIVEN_UP, None);
     // (kind, verdict, active, existing, now, force) → step
     type Case<'a> = (Kind, bool, bool, Option<&'a GithubDeliveryRecord>, i64, bool, Option<Step>);
-    let cases: [Case<'_>; 14] = [
+    let end_done = record(Ended, DELIVERED, None);
+    let end_wait = record(Ended, PENDING, Some(100));
+    let cases: [Case<'_>; 23] = [
         (Kind::Pr, false, true, None, 0, false, Some(Submitted)),
-        (Kind::Pr, false, false, None, 0, false, None),
+        // A PR run that ended without a verdict: its check run is completed, once.
+        (Kind::Pr, false, false, None, 0, false, Some(Ended)),
+        (Kind::Pr, false, false, Some(&sub_done), 0, false, Some(Ended)),
+        (Kind::Pr, false, false, Some(&sub_wait), 0, false, Some(Ended)),
+        (Kind::Pr, false, false, Some(&end_done), 0, false, None),
+        (Kind::Pr, false, false, Some(&end_wait), 99, false, None),
+        (Kind::Pr, false, false, Some(&end_wait), 100, false, Some(Ended)),
+        (Kind::Pr, false, false, Some(&end_done), 0, true, Some(Ended)),
+        (Kind::Nightly, false, false, None, 0, false, None),
+        // A verdict stored after the end (the gate finished as the run was cancelled) still goes out.
+        (Kind::Pr, true, false, Some(&end_done), 0, false, Some(Verdict)),
+        (Kind::Pr, true, false, Some(&end_wait), 0, false, Some(Verdict)),
         (Kind::Nightly, false, true, None, 0, false, None),
         (Kind::Pr, false, true, Some(&sub_done), 0, false, None),
         (Kind::Pr, false, true, Some(&sub_wait), 50, false, None),
@@ -392,4 +408,186 @@ fn config_file_sections_are_strict() {
     let config = parse(CONFIG).unwrap().unwrap();
     assert_eq!(config.experiments.len(), 1);
     assert!(!format!("{config:?}").contains("t0ken"), "secrets are redacted");
+}
+
+impl Env {
+    /// Leases the run's first job to agent `a1` and reports it failed with `error`.
+    async fn fail_first_job(&self, error: &str) {
+        let agent = AgentName::parse("agent", "a1").unwrap();
+        let a = self.shared.lease(&agent, Duration::ZERO).await.unwrap().expect("a job to lease");
+        let lease = Lease { job: JobId(a.job_id), epoch: Epoch(a.epoch) };
+        let req = pb::CompleteJobRequest { success: false, error: error.into(), ..Default::default() };
+        self.shared.complete(lease, req).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_pr_run_that_fails_completes_its_check_run_with_the_stage_and_error() {
+    let env = env_with(FakeSink::new()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.service.sync(run).await;
+    env.fail_first_job("exit status 3\nTraceback ...").await;
+    env.service.sync(run).await;
+    let writes = env.writes();
+    let [SinkCall::CreateCheckRun { .. }, SinkCall::CompleteCheckRun { id, conclusion, title, summary, .. }] =
+        &writes[..]
+    else {
+        panic!("{writes:?}")
+    };
+    assert_eq!((*id, *conclusion), (CheckRunId(101), Conclusion::Failure));
+    assert_eq!(title, "phase 10: run failed — finetune: exit status 3");
+    assert!(summary.contains("Traceback ...") && summary.contains("stage `finetune` failed"), "{summary}");
+    let row = env.delivery(run).await;
+    assert_eq!((row.stage.as_str(), row.status.as_str(), row.attempts), ("ended", DELIVERED, 1));
+    env.service.sync(run).await;
+    env.service.pass().await;
+    assert_eq!(env.writes().len(), 2, "an end is delivered once");
+}
+
+#[tokio::test]
+async fn cancelled_and_superseded_pr_runs_complete_their_check_runs_as_cancelled() {
+    let env = env_with(FakeSink::new()).await;
+    let first = env.submit(Some(7), Priority::Pr).await;
+    env.service.sync(first).await;
+    let second = env.submit(Some(7), Priority::Pr).await;
+    env.service.sync(first).await;
+    env.service.sync(second).await;
+    assert!(env.shared.cancel(second).await.unwrap());
+    env.service.sync(second).await;
+    let completed: Vec<_> = env
+        .writes()
+        .into_iter()
+        .filter_map(|c| match c {
+            SinkCall::CompleteCheckRun { id, conclusion, title, summary, .. } => Some((id, conclusion, title, summary)),
+            _ => None,
+        })
+        .collect();
+    let [(id1, c1, t1, s1), (id2, c2, t2, s2)] = &completed[..] else { panic!("{completed:?}") };
+    assert_eq!((*id1, *c1, t1.as_str()), (CheckRunId(101), Conclusion::Cancelled, "phase 10: run superseded by run 2"));
+    assert!(s1.starts_with("A newer push to this pull request started [run 2](http://dash.test/runs/2)"), "{s1}");
+    assert_eq!((*id2, *c2, t2.as_str()), (CheckRunId(102), Conclusion::Cancelled, "phase 10: run cancelled"));
+    assert!(s2.contains("(cancelled by user)"), "{s2}");
+}
+
+#[tokio::test]
+async fn an_ended_run_without_checks_permission_posts_an_error_status() {
+    let env = env_with(FakeSink::new().forbid_check_runs()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.service.sync(run).await;
+    env.fail_first_job("exit status 3").await;
+    env.service.sync(run).await;
+    let statuses: Vec<_> = env
+        .writes()
+        .into_iter()
+        .filter_map(|c| match c {
+            SinkCall::CreateStatus { state, description, .. } => Some((state.as_str(), description)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("pending", "phasegate run in progress".into()),
+            ("error", "phase 10: run failed — finetune: exit status 3".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_ended_run_can_be_delivered_again_by_the_operator() {
+    let env = env_with(FakeSink::new()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    assert!(env.shared.cancel(run).await.unwrap());
+    let deliverer = Deliverer::new(FakeSink::new(), config(), DeliveryPolicy::default());
+    for _ in 0..2 {
+        let outcome = redeliver_with(&env.shared.store, &deliverer, run.0).await.unwrap();
+        assert_eq!(outcome.status, DELIVERED);
+    }
+    let completions =
+        deliverer.sink().writes().iter().filter(|c| matches!(c, SinkCall::CompleteCheckRun { .. })).count();
+    assert_eq!(completions, 2);
+    let nightly = env.submit(None, Priority::Nightly).await;
+    let err = redeliver_with(&env.shared.store, &deliverer, nightly.0).await.unwrap_err();
+    assert!(err.to_string().contains("has no verdict"), "{err}");
+}
+
+#[tokio::test]
+async fn a_webhook_run_that_cannot_start_shows_the_error_on_the_pr() {
+    // The fake's tarball is empty: not a gzip archive.
+    let env = env_with(FakeSink::new().with_pr_files(&["experiments/persona/data.jsonl"])).await;
+    let outcomes = env.service.on_event(&pr_event(PrAction::Opened, "acme/lab")).await;
+    assert!(
+        matches!(&outcomes[..], [EventOutcome::Failed { error, .. }] if error.contains("failed to read the repository tarball")),
+        "{outcomes:?}"
+    );
+    env.service.pass().await;
+    let writes = env.writes();
+    let [SinkCall::CreateCheckRun { sha, .. }, SinkCall::CompleteCheckRun { conclusion, title, summary, .. }] =
+        &writes[..]
+    else {
+        panic!("{writes:?}")
+    };
+    assert_eq!((sha.as_str(), *conclusion), (SHA, Conclusion::Failure));
+    assert!(title.starts_with("phasegate could not start: failed to read the repository tarball"), "{title}");
+    assert!(summary.contains("The next push to the pull request tries again."), "{summary}");
+    let metrics =
+        env.shared.stats.render(&crate::metrics::Gauges { queued: 0, leased: 0, agents_online: 0, agents_known: 0 });
+    assert!(metrics.contains("phasegate_github_webhook_failures_total 1\n"), "{metrics}");
+}
+
+#[tokio::test]
+async fn notices_are_stored_first_and_survive_a_restart() {
+    let env = env_with(FakeSink::new().with_pr_files(&["experiments/persona/data.jsonl"])).await;
+    env.service.on_event(&pr_event(PrAction::Synchronize, "stranger/lab")).await;
+    // The coordinator stops before delivering; a new service over the same store delivers it.
+    let setup = GithubSetup { config: config(), retry: DeliveryPolicy::default() };
+    let restarted = GithubService::new(env.shared.clone(), FakeSink::new(), &setup);
+    restarted.pass().await;
+    assert!(env.writes().is_empty());
+    let writes = restarted.sink().writes();
+    assert!(
+        matches!(
+            &writes[..],
+            [SinkCall::CreateCheckRun { .. }, SinkCall::CompleteCheckRun { conclusion: Conclusion::Neutral, .. }]
+        ),
+        "{writes:?}"
+    );
+    restarted.pass().await;
+    assert_eq!(restarted.sink().writes().len(), 2, "a delivered notice is not sent again");
+}
+
+#[tokio::test]
+async fn a_notice_overtaken_by_a_run_of_the_pr_is_not_shown() {
+    let env = env_with(FakeSink::new().with_pr_files(&["experiments/persona/data.jsonl"])).await;
+    env.service.on_event(&pr_event(PrAction::Opened, "stranger/lab")).await;
+    // The label was added before the notice went out: the run's own check run is what counts.
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.service.pass().await;
+    env.service.sync(run).await;
+    let writes = env.writes();
+    assert!(matches!(&writes[..], [SinkCall::CreateCheckRun { .. }]), "{writes:?}");
+    let due = env.shared.store.due_github_notices(i64::MAX, 10).await.unwrap();
+    assert!(due.is_empty());
+    let notice = env.shared.store.github_notice(crate::store::NoticeId(1)).await.unwrap().unwrap();
+    assert_eq!(notice.status, SUPERSEDED);
+}
+
+#[tokio::test]
+async fn the_end_of_a_run_is_delivered_after_a_restart() {
+    let env = env_with(FakeSink::new()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.service.sync(run).await;
+    // The run fails, and the coordinator stops before delivering that.
+    env.fail_first_job("exit status 3").await;
+    let setup = GithubSetup { config: config(), retry: DeliveryPolicy::default() };
+    let restarted = GithubService::new(env.shared.clone(), FakeSink::new(), &setup);
+    restarted.pass().await;
+    let writes = restarted.sink().writes();
+    assert!(
+        matches!(
+            &writes[..],
+            [SinkCall::CompleteCheckRun { id: CheckRunId(101), conclusion: Conclusion::Failure, .. }]
+        ),
+        "the stored check run is completed: {writes:?}"
+    );
 }

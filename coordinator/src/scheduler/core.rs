@@ -23,6 +23,18 @@ impl Default for CoreConfig {
     }
 }
 
+/// The error a superseded run ends with; [`superseded_by`] reads it back.
+pub(crate) fn superseded_reason(newer: RunId) -> String {
+    format!("{SUPERSEDED_BY}{}", newer.0)
+}
+
+/// The newer run named by a cancelled run's error, when a newer push superseded it.
+pub(crate) fn superseded_by(error: &str) -> Option<RunId> {
+    error.strip_prefix(SUPERSEDED_BY)?.parse().ok().map(RunId)
+}
+
+const SUPERSEDED_BY: &str = "superseded by run ";
+
 /// A run as submitted (after the shell made it durable and assigned ids).
 #[derive(Debug, Clone)]
 pub(crate) struct NewRun {
@@ -212,7 +224,7 @@ impl Core {
             .collect();
         let mut effects = Effects::default();
         for id in &older {
-            effects.merge(self.on_run_cancelled(*id, &format!("superseded by run {newer}")));
+            effects.merge(self.on_run_cancelled(*id, &superseded_reason(newer)));
         }
         (older, effects)
     }

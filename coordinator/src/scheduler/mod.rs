@@ -11,6 +11,6 @@ mod placement;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use self::core::{Core, CoreConfig, HeartbeatOutcome, NewJob, NewRun, Rejection};
+pub(crate) use self::core::{Core, CoreConfig, HeartbeatOutcome, NewJob, NewRun, Rejection, superseded_by};
 pub(crate) use self::effects::{AttemptRecord, Effects};
 pub(crate) use self::placement::unplaceable;

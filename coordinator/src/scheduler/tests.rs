@@ -207,6 +207,8 @@ fn newer_pr_run_supersedes_older() {
     assert_eq!(superseded, vec![RunId(1)]);
     assert_eq!(effects.runs[&RunId(1)].state, RunState::Cancelled);
     assert!(effects.runs[&RunId(1)].error.contains("superseded by run 2"));
+    assert_eq!(super::superseded_by(&effects.runs[&RunId(1)].error), Some(RunId(2)), "read back for GitHub");
+    assert_eq!(super::superseded_by("cancelled by user"), None);
     assert!(c.is_active_run(RunId(2)));
 }
 

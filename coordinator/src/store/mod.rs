@@ -9,8 +9,8 @@ mod sqlite;
 use std::future::Future;
 
 pub(crate) use records::{
-    AgentRecord, GithubDeliveryRecord, JobRecord, LogRecord, NewJobRecord, NewRunRecord, PhaseRecord, RunRecord,
-    VerdictRecord,
+    AgentRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, LogRecord, NewGithubNotice, NewJobRecord,
+    NewRunRecord, NoticeId, PhaseRecord, RunRecord, VerdictRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -114,8 +114,32 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
         now_ms: i64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send;
-    /// Runs with a stored verdict whose delivery is still at the `submitted` stage.
-    fn github_verdicts_not_started(&self, limit: u32) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send;
+    /// Runs whose end is not yet being delivered: the delivery is still at the `submitted` stage
+    /// though the run has a verdict or is no longer active, or at `ended` though a verdict came.
+    fn github_ends_not_started(&self, limit: u32) -> impl Future<Output = Result<Vec<RunId>, StoreError>> + Send;
+    /// Stores a notice, pending and due at once; returns its id.
+    fn insert_github_notice(
+        &self,
+        notice: &NewGithubNotice,
+    ) -> impl Future<Output = Result<NoticeId, StoreError>> + Send;
+    fn github_notice(
+        &self,
+        id: NoticeId,
+    ) -> impl Future<Output = Result<Option<GithubNoticeRecord>, StoreError>> + Send;
+    /// Writes a notice's delivery state (status, delivery, error, attempts, next attempt).
+    fn update_github_notice(&self, record: &GithubNoticeRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Notices `pending` with their next attempt at or before `now_ms`, soonest first.
+    fn due_github_notices(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<NoticeId>, StoreError>> + Send;
+    /// Whether a newer notice, or a run created at or after the notice, exists for the same pull
+    /// request and experiment: then the notice is outdated and must not be shown.
+    fn github_notice_outdated(
+        &self,
+        notice: &GithubNoticeRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// The newest run of `experiment` for pull request `pr` of `repo` that has a verdict.
     fn latest_verdict_run(
         &self,

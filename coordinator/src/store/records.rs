@@ -108,9 +108,48 @@ pub(crate) struct GithubDeliveryRecord {
     pub run_id: RunId,
     /// `pr` | `nightly`.
     pub kind: String,
-    /// `submitted` | `verdict`.
+    /// `submitted` | `verdict` | `ended`.
     pub stage: String,
     /// `pending` | `delivered` | `given_up`.
+    pub status: String,
+    /// `phasegate_github::Delivery` as JSON.
+    pub delivery_json: String,
+    pub last_error: String,
+    pub attempts: u32,
+    pub next_attempt_ms: Option<i64>,
+    pub updated_ms: i64,
+}
+
+/// The id of a row of `github_notices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct NoticeId(pub i64);
+
+impl std::fmt::Display for NoticeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A notice to show on a pull request head that has no run (see the `github_notices` migration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewGithubNotice {
+    pub repo: String,
+    pub pr: u64,
+    pub sha: String,
+    pub experiment: String,
+    /// `waiting_for_label` | `start_failed`.
+    pub kind: String,
+    /// `phasegate_github::Notice` as JSON.
+    pub notice_json: String,
+    pub created_ms: i64,
+}
+
+/// A stored notice and its delivery state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GithubNoticeRecord {
+    pub id: NoticeId,
+    pub notice: NewGithubNotice,
+    /// `pending` | `delivered` | `given_up` | `superseded`.
     pub status: String,
     /// `phasegate_github::Delivery` as JSON.
     pub delivery_json: String,

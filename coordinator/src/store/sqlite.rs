@@ -14,12 +14,13 @@ use phasegate_proto::domain::{JobId, RunId, Trigger};
 use phasegate_proto::pb;
 
 use super::{
-    AgentRecord, GithubDeliveryRecord, JobRecord, JobResult, LogRecord, NewRunRecord, PhaseRecord, RunRecord, Store,
-    StoreError, VerdictRecord,
+    AgentRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, JobResult, LogRecord, NewGithubNotice,
+    NewRunRecord, NoticeId, PhaseRecord, RunRecord, Store, StoreError, VerdictRecord,
 };
 use crate::scheduler::Effects;
 
 mod github;
+mod github_notices;
 mod phases;
 
 #[derive(Debug, Clone)]
@@ -355,8 +356,28 @@ impl Store for SqliteStore {
         github::due(&self.pool, now_ms, limit).await
     }
 
-    async fn github_verdicts_not_started(&self, limit: u32) -> Result<Vec<RunId>, StoreError> {
-        github::verdict_not_started(&self.pool, limit).await
+    async fn github_ends_not_started(&self, limit: u32) -> Result<Vec<RunId>, StoreError> {
+        github::ends_not_started(&self.pool, limit).await
+    }
+
+    async fn insert_github_notice(&self, notice: &NewGithubNotice) -> Result<NoticeId, StoreError> {
+        github_notices::insert(&self.pool, notice).await
+    }
+
+    async fn github_notice(&self, id: NoticeId) -> Result<Option<GithubNoticeRecord>, StoreError> {
+        github_notices::get(&self.pool, id).await
+    }
+
+    async fn update_github_notice(&self, record: &GithubNoticeRecord) -> Result<(), StoreError> {
+        github_notices::update(&self.pool, record).await
+    }
+
+    async fn due_github_notices(&self, now_ms: i64, limit: u32) -> Result<Vec<NoticeId>, StoreError> {
+        github_notices::due(&self.pool, now_ms, limit).await
+    }
+
+    async fn github_notice_outdated(&self, notice: &GithubNoticeRecord) -> Result<bool, StoreError> {
+        github_notices::outdated(&self.pool, notice).await
     }
 
     async fn latest_verdict_run(&self, repo: &str, pr: u64, experiment: &str) -> Result<Option<RunId>, StoreError> {

@@ -111,3 +111,36 @@ fn duplicate_experiment_names_are_rejected() {
     let text = format!("{FULL}\n[[experiment]]\nname = \"persona\"\nrepo = \"a/b\"\nspec = \"s\"\n");
     assert!(matches!(parse(&text), Err(ConfigError::DuplicateExperiment { name, .. }) if name == "persona"));
 }
+
+#[test]
+fn delivery_retries_have_defaults_and_are_validated_by_key() {
+    let c = parse(FULL).unwrap();
+    assert_eq!(c.delivery_attempts, DEFAULT_DELIVERY_ATTEMPTS);
+    assert_eq!(c.delivery_initial_delay, Duration::from_secs(30));
+    assert_eq!(c.delivery_max_delay, Duration::from_secs(30 * 60));
+
+    let set = |keys: &str| FULL.replace("[github]\n", &format!("[github]\n{keys}\n"));
+    let c = parse(&set("delivery_attempts = 2\ndelivery_initial_delay_ms = 50\ndelivery_max_delay_ms = 400")).unwrap();
+    assert_eq!(
+        (c.delivery_attempts, c.delivery_initial_delay, c.delivery_max_delay),
+        (2, Duration::from_millis(50), Duration::from_millis(400))
+    );
+    let c = parse(&set("delivery_initial_delay_ms = 7200000")).unwrap();
+    assert_eq!(c.delivery_max_delay, c.delivery_initial_delay, "the default cap never undercuts the first wait");
+
+    let cases = [
+        ("delivery_attempts = 0", "[github] delivery_attempts must be greater than zero, got 0"),
+        ("delivery_initial_delay_ms = 0", "[github] delivery_initial_delay_ms must be greater than zero"),
+        ("delivery_max_delay_ms = 0", "[github] delivery_max_delay_ms must be greater than zero"),
+        (
+            "delivery_initial_delay_ms = 500\ndelivery_max_delay_ms = 100",
+            "[github] delivery_max_delay_ms (100) must not be less than delivery_initial_delay_ms (500)",
+        ),
+        ("delivery_attempts = -1", "delivery_attempts"),
+        ("delivery_atempts = 3", "delivery_atempts"),
+    ];
+    for (keys, needle) in cases {
+        let msg = parse(&set(keys)).unwrap_err().to_string();
+        assert!(msg.contains(needle) && msg.contains(PATH), "{keys}: {msg}");
+    }
+}

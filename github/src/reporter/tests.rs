@@ -230,3 +230,52 @@ async fn fork_waiting_for_label_says_so_in_a_neutral_check_run() {
         "{writes:?}"
     );
 }
+
+#[tokio::test]
+async fn an_ended_run_completes_the_submitted_check_run_and_falls_back_to_an_error_status() {
+    let reporter = Reporter::new(FakeSink::new(), Policy::default());
+    let t = target();
+    let d = reporter.on_run_submitted(&t, EXP, Some(URL), Delivery::default()).await.unwrap();
+    let run = EndedRun {
+        experiment: EXP.to_owned(),
+        phase: "10".to_owned(),
+        end: RunEnd::Failed { stage: Some("finetune".into()), error: "exit status 3".into() },
+        details_url: Some(URL.to_owned()),
+    };
+    let after = reporter.on_run_ended(&t, &run, d).await.unwrap();
+    assert_eq!(after, d, "nothing new to remember");
+    let writes = reporter.sink().writes();
+    assert!(
+        matches!(&writes[1..], [SinkCall::CompleteCheckRun { id, conclusion: Conclusion::Failure, title, .. }]
+            if Some(*id) == d.check_run && title == "phase 10: run failed — finetune: exit status 3"),
+        "{writes:?}"
+    );
+
+    // Check runs forbidden only now: the completion falls back to an `error` status, not `failure`.
+    let reporter = Reporter::new(FakeSink::new().forbid_check_runs(), Policy::default());
+    let cancelled = EndedRun { end: RunEnd::Cancelled { reason: "cancelled by user".into() }, ..run };
+    let d = reporter.on_run_ended(&t, &cancelled, Delivery::default()).await.unwrap();
+    assert!(d.checks_forbidden);
+    let writes = reporter.sink().writes();
+    assert!(
+        matches!(writes.last(), Some(SinkCall::CreateStatus { state: StatusState::Error, description, .. })
+            if description == "phase 10: run cancelled"),
+        "{writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_start_failure_notice_is_one_completed_failure_check_run() {
+    let reporter = Reporter::new(FakeSink::new(), Policy::default());
+    let notice = Notice::StartFailed { file: Some("experiments/persona/phase.toml".into()), error: "not found".into() };
+    let d = reporter.on_notice(&target(), EXP, &notice, Delivery::default()).await.unwrap();
+    let writes = reporter.sink().writes();
+    assert!(
+        matches!(&writes[..], [
+            SinkCall::CreateCheckRun { name, .. },
+            SinkCall::CompleteCheckRun { id, conclusion: Conclusion::Failure, title, .. },
+        ] if name == "phasegate / persona" && Some(*id) == d.check_run
+            && title == "phasegate could not start: experiments/persona/phase.toml: not found"),
+        "{writes:?}"
+    );
+}

@@ -17,8 +17,9 @@ const PUT: &str = "INSERT INTO github_deliveries (run_id, kind, stage, status, d
      next_attempt_ms = excluded.next_attempt_ms, updated_ms = excluded.updated_ms";
 const DUE: &str = "SELECT run_id FROM github_deliveries WHERE status = 'pending' AND next_attempt_ms <= ? \
      ORDER BY next_attempt_ms, run_id LIMIT ?";
-const VERDICT_NOT_STARTED: &str = "SELECT d.run_id FROM github_deliveries d JOIN runs r ON r.id = d.run_id \
-     WHERE d.stage = 'submitted' AND r.verdict != '' ORDER BY d.run_id LIMIT ?";
+const ENDS_NOT_STARTED: &str = "SELECT d.run_id FROM github_deliveries d JOIN runs r ON r.id = d.run_id \
+     WHERE (d.stage = 'submitted' AND (r.verdict != '' OR r.state NOT IN ('queued', 'running'))) \
+     OR (d.stage = 'ended' AND r.verdict != '') ORDER BY d.run_id LIMIT ?";
 const LATEST_VERDICT_OF_PR: &str = "SELECT id FROM runs WHERE repo = ? AND pr = ? AND experiment = ? \
      AND verdict != '' ORDER BY id DESC LIMIT 1";
 
@@ -48,8 +49,8 @@ pub(super) async fn due(pool: &SqlitePool, now_ms: i64, limit: u32) -> Result<Ve
     ids(&rows, "run_id")
 }
 
-pub(super) async fn verdict_not_started(pool: &SqlitePool, limit: u32) -> Result<Vec<RunId>, StoreError> {
-    let rows = sqlx::query(VERDICT_NOT_STARTED).bind(i64::from(limit)).fetch_all(pool).await?;
+pub(super) async fn ends_not_started(pool: &SqlitePool, limit: u32) -> Result<Vec<RunId>, StoreError> {
+    let rows = sqlx::query(ENDS_NOT_STARTED).bind(i64::from(limit)).fetch_all(pool).await?;
     ids(&rows, "run_id")
 }
 
@@ -105,6 +106,10 @@ mod tests {
     }
 
     async fn run(store: &SqliteStore, pr: u64) -> RunId {
+        run_in(store, pr, RunState::Queued).await
+    }
+
+    async fn run_in(store: &SqliteStore, pr: u64, state: RunState) -> RunId {
         let record = NewRunRecord {
             experiment: "exp".into(),
             phase: "10".into(),
@@ -115,7 +120,7 @@ mod tests {
             bundle_sha256: String::new(),
             trigger: Trigger { pr: Some(pr), sha: "0123abcd".into(), branch: "b".into(), repo: "o/r".into() },
             created_ms: 1,
-            state: RunState::Queued,
+            state,
             error: String::new(),
             jobs: vec![],
         };
@@ -141,10 +146,20 @@ mod tests {
         assert!(store.put_github_delivery(&record(RunId(99), "pending", None)).await.is_err(), "needs its run");
 
         // A verdict on a run whose delivery is still at `submitted` is waiting to be delivered.
-        assert!(store.github_verdicts_not_started(10).await.unwrap().is_empty());
+        assert!(store.github_ends_not_started(10).await.unwrap().is_empty());
         let v = VerdictRecord { verdict: "fail".into(), report: "r".into(), evaluation_json: "{}".into() };
         store.set_verdict(b, &v).await.unwrap();
-        assert_eq!(store.github_verdicts_not_started(10).await.unwrap(), [b]);
+        assert_eq!(store.github_ends_not_started(10).await.unwrap(), [b]);
+        // So is a run that ended without one, and a verdict that came after the end was delivered.
+        let failed = run_in(&store, 9, RunState::Failed).await;
+        store.put_github_delivery(&record(failed, "delivered", None)).await.unwrap();
+        assert_eq!(store.github_ends_not_started(10).await.unwrap(), [b, failed]);
+        let mut ended = record(failed, "delivered", None);
+        ended.stage = "ended".into();
+        store.put_github_delivery(&ended).await.unwrap();
+        assert_eq!(store.github_ends_not_started(10).await.unwrap(), [b]);
+        store.set_verdict(failed, &v).await.unwrap();
+        assert_eq!(store.github_ends_not_started(10).await.unwrap(), [b, failed]);
         assert_eq!(store.latest_verdict_run("o/r", 7, "exp").await.unwrap(), Some(b));
         assert_eq!(store.latest_verdict_run("o/r", 8, "exp").await.unwrap(), None);
     }
