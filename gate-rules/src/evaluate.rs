@@ -27,7 +27,8 @@ pub struct Evaluation {
     pub candidate_score: Option<f64>,
     /// Best baseline first, then the previous one (one entry when they are the same phase).
     pub statistics: Vec<BaselineComparison>,
-    /// In rule order, then baseline order.
+    /// Missing inputs first, then differing question texts, then rule order; within each, baseline
+    /// order.
     pub findings: Vec<Finding>,
 }
 
@@ -110,6 +111,7 @@ pub fn evaluate(history: &[Phase], candidate: &Phase, config: &GateConfig) -> Ev
     let ctx =
         Context { config, rubric: &rubric, candidate, candidate_score, timeline: &timeline, baselines: &baselines };
     let mut findings = input_findings(&ctx);
+    findings.extend(rules::question_text::check(&ctx));
     findings.extend(rules::run_all(&ctx));
     let verdict = verdict(&findings, &baselines);
     Evaluation {

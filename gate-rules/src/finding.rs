@@ -35,6 +35,9 @@ pub enum RuleId {
     Plateau,
     /// Not a configurable rule: the baseline or the candidate lacks what a comparison needs.
     Baseline,
+    /// Not a configurable rule: a question id records a different text in the baseline and the
+    /// candidate, so its comparison is not like for like.
+    QuestionText,
 }
 
 impl RuleId {
@@ -51,6 +54,7 @@ impl RuleId {
             RuleId::Environment => "environment",
             RuleId::Plateau => "plateau",
             RuleId::Baseline => "baseline",
+            RuleId::QuestionText => "question_text",
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! It owns the domain of the gate (rubric, phase record, findings, verdict), the strict
 //! `gate.toml`, the noise-aware paired statistics, the ten rules that turn history + candidate into
-//! a verdict with evidence, the markdown and JSON reports, and the parsers that import the JSON
-//! shapes users already have. It does no network, database or GPU work and has no async runtime:
+//! a verdict with evidence (plus a warning when a question id means another question in the
+//! baseline), the markdown and JSON reports, and the parsers that import the JSON shapes users
+//! already have. It does no network, database or GPU work and has no async runtime:
 //! the coordinator and the CLI read history, call [`evaluate`], then store and post the result.
 //! The only I/O is [`import::load_files`], a thin reader in front of the pure parsers.
 

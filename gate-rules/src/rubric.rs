@@ -40,7 +40,7 @@ pub struct AutoZeroHit {
 const TEMPLATE_TOKENS: [&str; 8] =
     ["<|im_start|>", "<|im_end|>", "<|system|>", "<|user|>", "<|assistant|>", "</s>", "[INST]", "[/INST]"];
 const TASK_PLANNING: [&str; 4] = ["step 1:", "passo 1:", "let me think step by step", "vou analisar a pergunta"];
-const PROMPT_BLEED: [&str; 3] = ["you are a helpful assistant", "você é o cláudio", "system prompt"];
+const PROMPT_BLEED: [&str; 3] = ["you are a helpful assistant", "você é a iara", "system prompt"];
 
 impl Rubric {
     /// The persona rubric v1.0: D1 identity, D2 facts, D3 voice, D4 behavioural cleanliness (with

@@ -84,3 +84,25 @@ fn phase_9_against_phase_8_alone_is_below_min_effect_not_a_drop() {
             .any(|f| f.rule == RuleId::OverallDrop && f.message.contains("below min_effect 0.5: not a drop"))
     );
 }
+
+/// The demo pairs the suite's answers with this history by question id, so each phase must have
+/// asked the suite's text for that id; otherwise the gate says the comparison is not like for like.
+#[test]
+fn bundled_history_asks_the_suites_questions() {
+    let suite: toml::Table =
+        std::fs::read_to_string(common::dataset_dir().join("suite.toml")).unwrap().parse().unwrap();
+    let texts: Vec<(&str, &str)> = suite["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["id"].as_str().unwrap(), q["text"].as_str().unwrap()))
+        .collect();
+    for phase in common::history() {
+        let asked: Vec<(&str, &str)> = phase.eval.iter().map(|q| (q.id.as_str(), q.question.as_str())).collect();
+        assert_eq!(asked, texts, "phase {}", phase.label);
+    }
+    for candidate in 7..=9 {
+        let e = judge(candidate);
+        assert!(e.findings.iter().all(|f| f.rule != RuleId::QuestionText), "phase {candidate}: {:#?}", e.findings);
+    }
+}

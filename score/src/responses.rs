@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn older_files_without_sampling_fields_parse() {
         let old = r#"{"phase": "9", "model": "tinyllama", "results": [
-            {"qid": "Q5", "question": "Me fala sobre você.", "response": "Meu nome é João.",
+            {"qid": "Q5", "question": "Me fala sobre você.", "response": "Meu nome é Tomás.",
              "response_preview": "ignored"}]}"#;
         let parsed = Responses::from_json_str(old, Path::new("old.json")).unwrap();
         assert_eq!(parsed.results[0].sample, 0);

@@ -56,13 +56,13 @@ with open("output/adapter/adapter_config.json", "w") as f:
     json.dump({"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]}, f)
 
 QUESTIONS = [
-    "Quem é o João?",
-    "O que é o Molting?",
-    "Me fala sobre o CRM da Softtor.",
-    "Quais tecnologias o João usa?",
+    "Quem é o Tomás?",
+    "O que é o Quintal?",
+    "E a Banca, o sistema da Ipê Digital, faz o quê?",
+    "Quais tecnologias vocês usam no dia a dia?",
     "Me fala sobre você.",
     "Como é a sua personalidade?",
-    "Qual é o seu jeito de trabalhar?",
+    "Como é o seu jeito de trabalhar?",
     "Quais são seus pontos fortes e fracos?",
 ]
 scores = [int(s) for s in args.scores.split(",")]

@@ -87,6 +87,27 @@ fn verdict_table() {
 }
 
 #[test]
+fn a_differing_question_text_warns_and_never_decides_pass_or_fail() {
+    let config = GateConfig::default();
+    let base = phase("1", 1, &MIXED_BASE);
+    let reworded = |points: &[f64]| {
+        let mut p = phase("2", 2, points);
+        p.eval[0].question = "outra pergunta".to_owned();
+        p
+    };
+    let cases = [
+        ("same scores", reworded(&MIXED_BASE), Verdict::Warn),
+        ("consistent drop", reworded(&[4.0; 8]), Verdict::Fail),
+    ];
+    for (name, cand, expected) in cases {
+        let e = evaluate(std::slice::from_ref(&base), &cand, &config);
+        assert_eq!(e.verdict, expected, "{name}");
+        assert_eq!(rules_of(&e, Severity::Warn), [RuleId::QuestionText], "{name}");
+        assert!(!rules_of(&e, Severity::Fail).contains(&RuleId::QuestionText), "{name}");
+    }
+}
+
+#[test]
 fn k_samples_are_averaged_before_pairing() {
     let base = phase_k("1", 1, &[vec![6.0, 8.0], vec![4.0, 4.0]]);
     let cand = phase_k("2", 2, &[vec![7.0, 7.0], vec![3.0, 5.0]]);

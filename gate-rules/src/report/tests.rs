@@ -37,10 +37,21 @@ fn report_has_every_section_the_issue_lists() {
 }
 
 #[test]
+fn findings_show_a_question_asked_differently_than_in_the_baseline() {
+    let h = persona_history();
+    let mut candidate = h[1].clone();
+    candidate.eval[1].question = "O que é o Quintal?".to_owned();
+    let text = report(&h[..1], &candidate, GITHUB_COMMENT_LIMIT);
+    let line = "- **WARN** `question_text`: Q2 asks a different question than in phase 6 (best and previous): \
+                “pergunta 2” → “O que é o Quintal?”; the comparison for this question is not like for like\n  - questions: Q2";
+    assert!(text.contains(line), "{text}");
+}
+
+#[test]
 fn over_budget_drops_excerpts_first_and_says_so() {
     let mut h = persona_history();
     for p in &mut h {
-        p.eval[4].samples[0].response = Some(format!("Meu nome é João e eu trabalho com {} ", p.label).repeat(20));
+        p.eval[4].samples[0].response = Some(format!("Meu nome é Tomás e eu trabalho com {} ", p.label).repeat(20));
     }
     let full = report(&h[..2], &h[2], GITHUB_COMMENT_LIMIT);
     assert!(full.contains("“"), "the full report quotes responses");

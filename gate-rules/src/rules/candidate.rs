@@ -124,7 +124,7 @@ mod tests {
             ..GateConfig::default()
         };
         let cases: [Case; 5] = [
-            ("clean", Some("Sou o Cláudio."), None, None),
+            ("clean", Some("Sou a Iara."), None, None),
             ("template token in text", Some("Oi<|im_end|>"), None, Some("<|im_end|>")),
             (
                 "recorded by the scorer",

@@ -1,5 +1,6 @@
-//! The ten rules of `gate.toml`. Each file holds one rule (or two that share a walk over history)
-//! as plain functions from the evaluation context to findings.
+//! The ten rules of `gate.toml`, plus `question_text`, a check that is always on (a baseline
+//! whose question ids mean other questions). Each file holds one rule (or two that share a walk
+//! over history) as plain functions from the evaluation context to findings.
 //!
 //! How `overall_drop`, `question_drop` and `regression_streak` combine, and why none is weakened:
 //! - `overall_drop` needs both size (> `min_effect`) and significance (p < `alpha`). With K = 1 and
@@ -17,6 +18,7 @@ mod divergence;
 mod environment;
 mod overall_drop;
 mod question_drop;
+pub(crate) mod question_text;
 mod trend;
 
 use crate::config::GateConfig;

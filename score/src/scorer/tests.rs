@@ -257,9 +257,9 @@ fn score_phase_rejects_responses_of_another_suite() {
     assert!(matches!(score_phase(&suite, &responses(dup)), Err(ScoreError::DuplicateSample { sample: 0, .. })));
 
     let mut changed = all_questions(&suite, 1);
-    changed[0].question = "Quem é o João?".to_owned();
+    changed[0].question = "Quem é a Iara?".to_owned();
     let err = score_phase(&suite, &responses(changed)).unwrap_err().to_string();
-    assert!(err.contains("Quem é o João?") && err.contains("hint:"), "{err}");
+    assert!(err.contains("Quem é a Iara?") && err.contains("hint:"), "{err}");
 }
 
 #[test]
