@@ -166,10 +166,13 @@ impl Engine {
                 (0..params.samples).map(move |s| Job { prompt: i, seed: derive_seed(params.seed, &p.qid, s) })
             })
             .collect();
-        let (results, spent) = match &self.model {
-            Model::Llama(llama) => generate::run(llama, &ids, &jobs, params, stop_ids, &self.interrupt, &self.device)?,
-            Model::Phi3(phi3) => phi3.run(&ids, &jobs, params, stop_ids, &self.interrupt)?,
+        let run = || match &self.model {
+            Model::Llama(llama) => generate::run(llama, &ids, &jobs, params, stop_ids, &self.interrupt, &self.device),
+            Model::Phi3(phi3) => phi3.run(&ids, &jobs, params, stop_ids, &self.interrupt),
         };
+        // Run on a worker of candle's thread pool: candle's parallel CPU ops (norms, softmax, RoPE)
+        // then start on the current thread instead of waking a pool thread for every small op.
+        let (results, spent) = candle_core::utils::with_threadpool(run)?;
         let mut answers = Vec::with_capacity(jobs.len());
         for (index, (job, result)) in jobs.iter().zip(results).enumerate() {
             answers.push(Answer {

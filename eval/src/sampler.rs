@@ -48,7 +48,9 @@ pub(crate) fn apply_repetition_penalty(
     }
 }
 
-/// Picks the next token from penalised logits.
+/// Picks the next token from penalised logits: top-k, then temperature, then the nucleus (the
+/// most likely tokens, by probability then id, whose mass reaches `top_p`), then a seeded draw
+/// over the kept tokens in that order.
 pub(crate) fn choose(logits: &[f32], params: &GenerationParams, rng: &mut StdRng) -> u32 {
     if params.temperature <= 0.0 {
         return argmax(logits);
@@ -58,31 +60,48 @@ pub(crate) fn choose(logits: &[f32], params: &GenerationParams, rng: &mut StdRng
         candidates.select_nth_unstable_by(params.top_k - 1, |a, b| b.1.total_cmp(&a.1));
         candidates.truncate(params.top_k);
     }
-    candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let max = f64::from(candidates[0].1);
-    let mut weights: Vec<f64> =
-        candidates.iter().map(|c| ((f64::from(c.1) - max) / params.temperature).exp()).collect();
-    let total: f64 = weights.iter().sum();
+    let max = candidates.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    let mut weighted: Vec<(u32, f64)> =
+        candidates.iter().map(|c| (c.0, ((f64::from(c.1) - f64::from(max)) / params.temperature).exp())).collect();
     if params.top_p < 1.0 {
-        let mut cumulative = 0.0;
-        let keep = weights
-            .iter()
-            .position(|w| {
-                cumulative += w / total;
-                cumulative >= params.top_p
-            })
-            .map_or(weights.len(), |i| i + 1);
-        weights.truncate(keep);
+        let total: f64 = weighted.iter().map(|w| w.1).sum();
+        let keep = nucleus(&mut weighted, params.top_p * total);
+        weighted.truncate(keep);
     }
-    let total: f64 = weights.iter().sum();
+    let total: f64 = weighted.iter().map(|w| w.1).sum();
     let mut draw = rng.random::<f64>() * total;
-    for (candidate, weight) in candidates.iter().zip(&weights) {
+    for (token, weight) in &weighted {
         draw -= weight;
         if draw <= 0.0 {
-            return candidate.0;
+            return *token;
         }
     }
-    candidates[weights.len() - 1].0
+    weighted.last().map_or(0, |w| w.0)
+}
+
+/// Moves the nucleus — the heaviest weights, by weight then id, whose sum first reaches `mass` —
+/// to the front of `weighted`, in that order, and returns its length. Selects a few candidates
+/// at a time instead of sorting the whole vocabulary: the nucleus is usually a handful of tokens.
+fn nucleus(weighted: &mut [(u32, f64)], mass: f64) -> usize {
+    let order = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut take = 64.min(weighted.len());
+    loop {
+        if take < weighted.len() {
+            weighted.select_nth_unstable_by(take - 1, order);
+        }
+        weighted[..take].sort_unstable_by(order);
+        let mut cumulative = 0.0;
+        if let Some(i) = weighted[..take].iter().position(|w| {
+            cumulative += w.1;
+            cumulative >= mass
+        }) {
+            return i + 1;
+        }
+        if take == weighted.len() {
+            return take;
+        }
+        take = (take * 8).min(weighted.len());
+    }
 }
 
 fn argmax(logits: &[f32]) -> u32 {
@@ -130,6 +149,28 @@ mod tests {
         let top1 = GenerationParams { temperature: 5.0, top_k: 1, ..Default::default() };
         for _ in 0..20 {
             assert_eq!(choose(&logits, &top1, &mut rng), 1);
+        }
+    }
+
+    #[test]
+    fn the_nucleus_is_the_heaviest_prefix_in_weight_then_id_order_at_any_size() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for n in [5usize, 64, 65, 700, 5000] {
+            let weights: Vec<(u32, f64)> = (0..n as u32).map(|i| (i, f64::from(rng.random_range(0..50u32)))).collect();
+            let total: f64 = weights.iter().map(|w| w.1).sum();
+            for p in [0.05, 0.5, 0.9, 0.999] {
+                let mut sorted = weights.clone();
+                sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                let mut cumulative = 0.0;
+                let expected = sorted.iter().position(|w| {
+                    cumulative += w.1;
+                    cumulative >= p * total
+                });
+                let mut fast = weights.clone();
+                let keep = nucleus(&mut fast, p * total);
+                assert_eq!(Some(keep - 1), expected, "n = {n}, p = {p}");
+                assert_eq!(&fast[..keep], &sorted[..keep], "n = {n}, p = {p}");
+            }
         }
     }
 

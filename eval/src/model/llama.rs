@@ -247,7 +247,9 @@ impl KvCache {
     /// Turns a filled single-row cache into a prefix that other caches can share.
     pub(crate) fn into_prefix(self) -> candle_core::Result<SharedPrefix> {
         let len = self.len;
-        let take = |t: Tensor| t.narrow(2, 0, len)?.squeeze(0)?.contiguous();
+        // Kept in f32: every row of every decoding step attends to the prefix, and f16 would be
+        // widened again at each of those matmuls; it is stored once, so the cost is small.
+        let take = |t: Tensor| t.narrow(2, 0, len)?.squeeze(0)?.to_dtype(DType::F32)?.contiguous();
         let k = self.k.into_iter().map(take).collect::<candle_core::Result<_>>()?;
         let v = self.v.into_iter().map(take).collect::<candle_core::Result<_>>()?;
         Ok(SharedPrefix { k, v, len })
@@ -361,7 +363,9 @@ impl Llama {
         let prefix = cache.prefix.as_ref().map(|p| (&p.k[index], &p.v[index], p.len));
         // The shared prefix is attended by every row at once: fold the batch into the rows.
         let folded = match prefix {
-            Some(_) => Some(q.transpose(0, 1)?.contiguous()?.reshape((n_kv, batch * rep * seq, head_dim))?),
+            Some((pk, _, _)) => Some(
+                q.transpose(0, 1)?.contiguous()?.reshape((n_kv, batch * rep * seq, head_dim))?.to_dtype(pk.dtype())?,
+            ),
             None => None,
         };
         let own_scores = q.matmul(&keys.t()?)?.to_dtype(DType::F32)?;
@@ -376,17 +380,18 @@ impl Llama {
         let width = scores.dim(3)?;
         let scores = (scores * (1.0 / (head_dim as f64).sqrt()))?;
         let scores = scores.reshape((batch, n_heads, seq, width))?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(kv_dtype)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let probs = probs.reshape((batch, n_kv, rep * seq, width))?;
         let out = match prefix {
             Some((_, pv, len)) => {
-                let own = probs.narrow(3, len, total)?.contiguous()?.matmul(&values)?.to_dtype(DType::F32)?;
-                let shared = probs.narrow(3, 0, len)?.transpose(0, 1)?.contiguous()?;
+                let own = probs.narrow(3, len, total)?.contiguous()?.to_dtype(kv_dtype)?;
+                let own = own.matmul(&values)?.to_dtype(DType::F32)?;
+                let shared = probs.narrow(3, 0, len)?.transpose(0, 1)?.contiguous()?.to_dtype(pv.dtype())?;
                 let shared = shared.reshape((n_kv, batch * rep * seq, len))?.matmul(pv)?.to_dtype(DType::F32)?;
                 let shared = shared.reshape((n_kv, batch, rep * seq, head_dim))?.transpose(0, 1)?;
                 (own + shared)?
             }
-            None => probs.matmul(&values)?.to_dtype(DType::F32)?,
+            None => probs.to_dtype(kv_dtype)?.matmul(&values)?.to_dtype(DType::F32)?,
         };
         let out = out.reshape((batch, n_heads, seq, head_dim))?;
         let out = out.transpose(1, 2)?.reshape((batch, seq, n_heads * head_dim))?;
