@@ -5,7 +5,7 @@ use super::*;
 use crate::judge::JudgeCall;
 use crate::judge::fake::{FakeJudge, faithful, reply};
 use phasegate_proto::spec::DEFAULT_JUDGE_SEEDS;
-use phasegate_score::{AnchorKind, ResponseRecord};
+use phasegate_score::AnchorKind;
 
 const SUITE: &str = include_str!("../../datasets/persona-v1/suite.toml");
 const FIRST: u64 = DEFAULT_JUDGE_SEEDS[0];
@@ -29,38 +29,9 @@ fn judge_model() -> JudgeModel {
 
 /// K = 2 answers per question: a plain one, and one the rule scorer zeroes (template tokens).
 fn scored(suite: &Suite) -> ScoredPhase {
-    let results = suite
-        .questions
-        .iter()
-        .flat_map(|q| {
-            (0..2u32).map(move |sample| ResponseRecord {
-                qid: q.id.clone(),
-                question: q.text.clone(),
-                response: if sample == 0 {
-                    PLAIN.to_owned()
-                } else {
-                    "<|im_start|>assistant Let me first look".to_owned()
-                },
-                sample,
-                seed: Some(100 + u64::from(sample)),
-                truncated: false,
-                tokens: Some(20),
-                d4_auto_fail: None,
-                d4_auto_score: None,
-            })
-        })
-        .collect();
-    let responses = Responses {
-        phase: "10".into(),
-        model: "tiny".into(),
-        adapter: None,
-        timestamp: None,
-        generation_params: Default::default(),
-        results,
-        timing: None,
-        peak_rss_mib: None,
-    };
-    score_phase(suite, &responses).unwrap()
+    crate::judge::fake::two_samples_per_question(suite, |sample| {
+        if sample == 0 { PLAIN.to_owned() } else { "<|im_start|>assistant Let me first look".to_owned() }
+    })
 }
 
 /// A judge that rates every generic anchor 8/10: outside its band of 2..=4.

@@ -78,3 +78,35 @@ pub(crate) fn faithful(kind: AnchorKind) -> [u32; 5] {
         AnchorKind::Contaminated => [0; 5],
     }
 }
+
+/// The rule scores of `answer(sample)` given as samples 0 and 1 of every question of `suite`.
+pub(crate) fn two_samples_per_question(suite: &Suite, answer: impl Fn(u32) -> String) -> phasegate_score::ScoredPhase {
+    let results = suite
+        .questions
+        .iter()
+        .flat_map(|q| {
+            (0..2u32).map(|sample| phasegate_score::ResponseRecord {
+                qid: q.id.clone(),
+                question: q.text.clone(),
+                response: answer(sample),
+                sample,
+                seed: Some(u64::from(sample)),
+                truncated: false,
+                tokens: Some(20),
+                d4_auto_fail: None,
+                d4_auto_score: None,
+            })
+        })
+        .collect();
+    let responses = phasegate_score::Responses {
+        phase: "10".into(),
+        model: "tiny".into(),
+        adapter: None,
+        timestamp: None,
+        generation_params: Default::default(),
+        results,
+        timing: None,
+        peak_rss_mib: None,
+    };
+    phasegate_score::score_phase(suite, &responses).unwrap()
+}

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use phasegate_proto::spec::{JudgeModel, ScoreMode};
 use phasegate_score::judge::Disagreement;
-use phasegate_score::{DimId, ResponseRecord, Responses, ScoredPhase, Suite, score_phase};
+use phasegate_score::{DimId, ScoredPhase, Suite};
 use serde_json::json;
 
 use super::fake::{FakeJudge, faithful, reply};
@@ -26,34 +26,9 @@ fn settings() -> JudgeSettings {
 
 /// Two samples per question, the same plain answer.
 fn scored(suite: &Suite) -> ScoredPhase {
-    let results = suite
-        .questions
-        .iter()
-        .flat_map(|q| {
-            (0..2u32).map(move |sample| ResponseRecord {
-                qid: q.id.clone(),
-                question: q.text.clone(),
-                response: format!("Oi, eu sou a Iara e trabalho com o Tomás. Resposta {sample}."),
-                sample,
-                seed: Some(u64::from(sample)),
-                truncated: false,
-                tokens: Some(12),
-                d4_auto_fail: None,
-                d4_auto_score: None,
-            })
-        })
-        .collect();
-    let responses = Responses {
-        phase: "10".into(),
-        model: "tiny".into(),
-        adapter: None,
-        timestamp: None,
-        generation_params: Default::default(),
-        results,
-        timing: None,
-        peak_rss_mib: None,
-    };
-    score_phase(suite, &responses).unwrap()
+    crate::judge::fake::two_samples_per_question(suite, |sample| {
+        format!("Oi, eu sou a Iara e trabalho com o Tomás. Resposta {sample}.")
+    })
 }
 
 fn quiet() -> impl FnMut(String) {
