@@ -209,7 +209,7 @@ impl PhaseSpec {
             plans.push(StagePlan {
                 stage: Stage::Score,
                 depends_on: plans.iter().map(|p| p.stage).collect(),
-                requires: Requirements::default(),
+                requires: score.requires.clone(),
                 work: StageWork::Score(score.clone()),
             });
         }

@@ -66,6 +66,8 @@ pub(super) struct RawScoreStage {
     judge_cpu_requantize: Option<Requantize>,
     #[serde(default)]
     timeout: Option<String>,
+    #[serde(default)]
+    requires: Requirements,
 }
 
 /// Load-time re-quantisation of Q4 weights (faster on CPU).
@@ -155,6 +157,9 @@ pub struct ScoreStage {
     /// Seconds the agent lets the judge load and generate before stopping it (`score.timeout`).
     #[serde(default = "default_eval_timeout_s")]
     pub timeout_s: u64,
+    /// Placement needs (a judge model may want a GPU); they do not travel to the agent.
+    #[serde(skip)]
+    pub requires: Requirements,
 }
 
 /// The judge model of `score.mode = "judge" | "both"` and how it is called.
@@ -284,7 +289,16 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
         (None, None) => return Err("`score.suite` is required without an [eval] stage".to_owned()),
     };
     super::relative_path("`score.suite`", &suite)?;
-    Ok(ScoreStage { mode, suite, judge, timeout_s: timeout_s("score.timeout", raw.timeout.as_deref())? })
+    if raw.requires.vram_mib > 0 && !raw.requires.gpu {
+        return Err("`score.requires.vram_mib` is set but `gpu` is false".to_owned());
+    }
+    if raw.requires.gpu && judge.is_none() {
+        return Err(
+            "`score.requires` asks for a GPU, but only a judge model (`score.mode` judge or both) uses one".to_owned()
+        );
+    }
+    let timeout_s = timeout_s("score.timeout", raw.timeout.as_deref())?;
+    Ok(ScoreStage { mode, suite, judge, timeout_s, requires: raw.requires })
 }
 
 /// The `judge_*` keys: required model in the judge modes, and none of them in `rules` mode, where
@@ -362,5 +376,18 @@ mod tests {
         assert_eq!(spec.score.unwrap().timeout_s, 5400);
         let msg = PhaseSpec::parse(&format!("{SPEC}[score]\ntimeout = \"later\"\n"), "p.toml").unwrap_err().to_string();
         assert!(msg.contains("score.timeout") && msg.contains("p.toml"), "{msg}");
+    }
+
+    #[test]
+    fn a_judge_can_ask_for_a_gpu_and_the_score_stage_is_placed_by_it() {
+        let judge = "[score]\nmode = \"judge\"\njudge_model = \"j\"\nrequires = { gpu = true, vram_mib = 6000 }\n";
+        let spec = PhaseSpec::parse(&format!("{SPEC}{judge}"), "p.toml").unwrap();
+        let plans = spec.stages();
+        let score = plans.iter().find(|p| p.stage == crate::domain::Stage::Score).unwrap();
+        assert!(score.requires.gpu);
+        assert_eq!(score.requires.vram_mib, 6000);
+        let rules_on_gpu = "[score]\nrequires = { gpu = true }\n";
+        let msg = PhaseSpec::parse(&format!("{SPEC}{rules_on_gpu}"), "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("score.requires") && msg.contains("judge"), "{msg}");
     }
 }
