@@ -265,3 +265,26 @@ async fn real_smollm2_when_cached_runs_eval_score_gate() {
     assert_eq!(phase.config_value("model"), Some(SMOLLM2));
     assert!(phase.environment["dtype"].starts_with("q4_1"), "{:?}", phase.environment);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_timeout_stops_generation_and_fails_the_eval_naming_it() {
+    let cache = tempfile::tempdir().unwrap();
+    phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), cache.path()).await;
+    // 8 questions x 8 samples x 600 tokens (2,400 decoding steps in batches of 16) take the tiny
+    // model far longer than a second.
+    let spec = SPEC
+        .replace("{model}", "tiny")
+        .replace("{tokens}", "600")
+        .replace("samples = 2", "samples = 8")
+        .replace("max_batch = 16", "max_batch = 16\ntimeout = \"1s\"");
+    let started = std::time::Instant::now();
+    let run_id = submit(&mut local, root.path(), &spec, true).await;
+    let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, "failed", "{run:?}");
+    let eval = job(&run, "eval");
+    assert!(eval.error.contains("`eval.timeout` (1s) reached"), "{}", eval.error);
+    assert!(started.elapsed() < Duration::from_secs(60), "the eval ran on after its timeout: {:?}", started.elapsed());
+    let _ = local.stop.send(true);
+}
