@@ -76,7 +76,7 @@ pub async fn bench_eval(args: BenchEvalArgs) -> Result<Code> {
         phasegate_eval::models::resolve(&args.model, &args.models.dir()).map_err(|e| eval_failure(Code::Usage, &e))?;
     let model = ModelSpec {
         reference: path.display().to_string(),
-        cpu_requantize: args.requantize.as_deref().map(|_| CpuRequantize::Q8_0),
+        cpu_requantize: (args.requantize == "q8_0").then_some(CpuRequantize::Q8_0),
         ..ModelSpec::default()
     };
     let mut options = BenchOptions::new(model);
