@@ -214,7 +214,7 @@ async fn generate(
     let total = plan.prompts.len() * plan.params.samples;
     let ticker = tokio::spawn(tick(events.clone(), done.clone(), total));
     let interrupt = Interrupt::default();
-    let watchdog = tokio::spawn(stop_on(cancel, plan.timeout, interrupt.clone()));
+    let watchdog = tokio::spawn(crate::job::stop_on(cancel, plan.timeout, "eval.timeout", interrupt.clone()));
     let (path, spec, prompts, params) =
         (plan.model_path.clone(), plan.spec.clone(), plan.prompts.clone(), plan.params.clone());
     let progress = events.clone();
@@ -225,23 +225,6 @@ async fn generate(
     ticker.abort();
     watchdog.abort();
     result.map_err(|e| EvalJobError::Task(e.to_string()))?
-}
-
-/// Raises `interrupt` when the job is cancelled or `timeout` has passed.
-pub(crate) async fn stop_on(mut cancel: watch::Receiver<bool>, timeout: Duration, interrupt: Interrupt) {
-    let cancelled = async {
-        while !*cancel.borrow_and_update() {
-            if cancel.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = cancelled => interrupt.raise("the job was cancelled"),
-        () = tokio::time::sleep(timeout) => {
-            interrupt.raise(format!("`eval.timeout` ({}) reached", humantime::format_duration(timeout)));
-        }
-    }
 }
 
 async fn tick(events: mpsc::Sender<Event>, done: Arc<AtomicUsize>, total: usize) {
@@ -424,7 +407,8 @@ mod tests {
     async fn the_timeout_stops_generation_and_says_so() {
         let (_tx, rx) = watch::channel(false);
         let interrupt = Interrupt::default();
-        let watchdog = tokio::spawn(stop_on(rx, Duration::from_secs(1200), interrupt.clone()));
+        let watchdog =
+            tokio::spawn(crate::job::stop_on(rx, Duration::from_secs(1200), "eval.timeout", interrupt.clone()));
         tokio::time::sleep(Duration::from_secs(1199)).await;
         assert_eq!(raised(&interrupt), None);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -433,10 +417,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_score_stage_timeout_is_named_as_its_own_key() {
+        let (_tx, rx) = watch::channel(false);
+        let interrupt = Interrupt::default();
+        crate::job::stop_on(rx, Duration::from_secs(90 * 60), "score.timeout", interrupt.clone()).await;
+        assert_eq!(raised(&interrupt).as_deref(), Some("`score.timeout` (1h 30m) reached"));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_cancellation_stops_generation() {
         let (tx, rx) = watch::channel(false);
         let interrupt = Interrupt::default();
-        let watchdog = tokio::spawn(stop_on(rx, Duration::from_secs(3600), interrupt.clone()));
+        let watchdog =
+            tokio::spawn(crate::job::stop_on(rx, Duration::from_secs(3600), "eval.timeout", interrupt.clone()));
         tokio::task::yield_now().await;
         assert_eq!(raised(&interrupt), None);
         tx.send(true).unwrap();

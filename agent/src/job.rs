@@ -124,6 +124,29 @@ async fn run_stage_job(
     }
 }
 
+/// Raises `interrupt` when the job is cancelled or `timeout` — the spec's `timeout_key`
+/// (`eval.timeout`, `score.timeout`) — has passed; the engine stops at its next token.
+pub(crate) async fn stop_on(
+    mut cancel: watch::Receiver<bool>,
+    timeout: Duration,
+    timeout_key: &'static str,
+    interrupt: phasegate_eval::Interrupt,
+) {
+    let cancelled = async {
+        while !*cancel.borrow_and_update() {
+            if cancel.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = cancelled => interrupt.raise("the job was cancelled"),
+        () = tokio::time::sleep(timeout) => {
+            interrupt.raise(format!("`{timeout_key}` ({}) reached", humantime::format_duration(timeout)));
+        }
+    }
+}
+
 async fn run_command_job(
     ctx: &JobContext,
     a: &pb::Assignment,

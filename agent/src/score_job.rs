@@ -129,7 +129,7 @@ async fn score(
             // A cancellation or `score.timeout` stops the judge between two generated tokens.
             let interrupt = Interrupt::default();
             let timeout = std::time::Duration::from_secs(stage.timeout_s);
-            let watchdog = tokio::spawn(crate::eval_job::stop_on(cancel, timeout, interrupt.clone()));
+            let watchdog = tokio::spawn(crate::job::stop_on(cancel, timeout, "score.timeout", interrupt.clone()));
             let judged = run_judge(&ctx.model_cache, stage.mode, judge, &suite, &scored, events, interrupt).await;
             watchdog.abort();
             Some(judged?)
