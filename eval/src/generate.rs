@@ -116,17 +116,8 @@ impl Chunk<'_> {
         unique.sort_unstable();
         unique.dedup();
         let width = unique.iter().map(|&p| self.prompts[p].len() - self.shared).max().unwrap_or(0);
+        // `Engine::generate_until` checked every prompt + max_new_tokens against the context.
         let capacity = width + self.params.max_new_tokens;
-        if self.shared + capacity > self.model.cfg.max_seq {
-            return Err(EvalError::InvalidParam {
-                param: "max_new_tokens",
-                message: format!(
-                    "prompt + answer ({} tokens) exceed the context of {}",
-                    self.shared + capacity,
-                    self.model.cfg.max_seq
-                ),
-            });
-        }
         let started = Instant::now();
         let mut cache =
             KvCache::with_prefix(&self.model.cfg, self.prefix.cloned(), unique.len(), capacity, self.device)?;

@@ -68,16 +68,6 @@ impl Phi3 {
 
     fn run_job(&self, run: &Run<'_>, spent: &mut Spent) -> Result<JobResult, EvalError> {
         let Run { prompt, seed, params, stop_ids, interrupt } = *run;
-        if prompt.len() + params.max_new_tokens > self.max_seq {
-            return Err(EvalError::InvalidParam {
-                param: "max_new_tokens",
-                message: format!(
-                    "prompt + answer ({} tokens) exceed the context of {}",
-                    prompt.len() + params.max_new_tokens,
-                    self.max_seq
-                ),
-            });
-        }
         let mut model = self.weights.clone();
         let mut rng = StdRng::seed_from_u64(seed);
         let mut result = JobResult::default();
