@@ -340,8 +340,9 @@ pub struct BenchEvalArgs {
     /// A cached model name or a path (.gguf file or safetensors directory).
     #[arg(long, default_value = "smollm2-135m-instruct")]
     pub model: String,
-    /// Re-quantise Q4 weights at load, as the bundled specs do on CPU agents (`none`: as stored).
-    #[arg(long, value_parser = ["q8_0", "none"], default_value = "q8_0")]
+    /// Re-quantise Q4 weights to 8 bits at load, as `cpu_requantize = "q8_0"` does (`none`: as
+    /// stored, as the bundled specs run).
+    #[arg(long, value_parser = ["q8_0", "none"], default_value = "none")]
     pub requantize: String,
     /// An eval suite TOML; the bundled persona-v1 suite without it.
     #[arg(long)]

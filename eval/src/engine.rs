@@ -8,6 +8,7 @@ use crate::model::gguf_llama::{self, GgufLoader};
 use crate::model::hf_llama::{self, HfConfig};
 use crate::model::llama::Llama;
 use crate::model::phi3::Phi3;
+use crate::native::NativeLlama;
 use crate::sampler::derive_seed;
 use crate::spec::{Answer, GenerationOutput, GenerationParams, ModelInfo, ModelSpec, Prompt, Timing};
 use crate::template::ChatTemplate;
@@ -22,8 +23,10 @@ use std::time::Instant;
 /// The forward pass behind an engine.
 #[derive(Debug)]
 enum Model {
-    /// Our batched llama (llama, mistral, SmolLM2, TinyLlama...).
+    /// Our batched llama (llama, mistral, SmolLM2, TinyLlama...) as a candle graph.
     Llama(Llama),
+    /// The same llama on our packed CPU kernels (`native`).
+    Native(NativeLlama),
     /// candle-transformers' quantized phi3, one sequence at a time.
     Phi3(Phi3),
 }
@@ -61,6 +64,28 @@ impl Interrupt {
     }
 }
 
+/// Which kernels run a GGUF llama.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernels {
+    /// Our packed kernels when the model's weights pack (`gguf_llama::native_plan`), else
+    /// candle's with re-quantised inputs padded to `pad_to` columns.
+    Native { pad_to: usize },
+    /// candle's only, padded to `pad_to` columns (1: no padding).
+    Candle { pad_to: usize },
+}
+
+impl Kernels {
+    /// Ours on a CPU with AVX512-VNNI; candle's (with their fastest padding) elsewhere.
+    fn auto(device: &Device) -> Self {
+        let pad_to = gguf_llama::fast_matmul_width(device);
+        if device.is_cpu() && crate::native::simd::available() {
+            Self::Native { pad_to }
+        } else {
+            Self::Candle { pad_to }
+        }
+    }
+}
+
 fn device() -> Result<Device, EvalError> {
     #[cfg(feature = "cuda")]
     {
@@ -81,23 +106,22 @@ impl Engine {
     /// Loads the model at `path` (a `.gguf` file or a safetensors directory).
     pub fn load_path(path: &Path, spec: &ModelSpec) -> Result<Self, EvalError> {
         let device = device()?;
-        let pad_to = gguf_llama::fast_matmul_width(&device);
-        Self::load_path_padded(path, spec, device, pad_to)
+        let kernels = Kernels::auto(&device);
+        Self::load_path_with(path, spec, device, kernels)
     }
 
-    /// `load_path` with re-quantised matmul inputs padded to a multiple of `pad_to` columns
-    /// (1: no padding); tests compare the two.
-    pub(crate) fn load_path_padded(
+    /// `load_path` with the kernels chosen by the caller; tests compare them.
+    pub(crate) fn load_path_with(
         path: &Path,
         spec: &ModelSpec,
         device: Device,
-        pad_to: usize,
+        kernels: Kernels,
     ) -> Result<Self, EvalError> {
         let adapter = spec.adapter.as_deref().map(Adapter::load).transpose()?;
         let mut engine = if path.is_dir() {
             load_hf(path, spec, adapter, device)?
         } else {
-            load_gguf(path, spec, adapter, device, pad_to)?
+            load_gguf(path, spec, adapter, device, kernels)?
         };
         engine.info.adapter = spec.adapter.clone();
         Ok(engine)
@@ -122,6 +146,7 @@ impl Engine {
     pub fn context_len(&self) -> usize {
         match &self.model {
             Model::Llama(llama) => llama.cfg.max_seq,
+            Model::Native(llama) => llama.cfg.max_seq,
             Model::Phi3(phi3) => phi3.max_seq,
         }
     }
@@ -166,13 +191,23 @@ impl Engine {
                 (0..params.samples).map(move |s| Job { prompt: i, seed: derive_seed(params.seed, &p.qid, s) })
             })
             .collect();
-        let run = || match &self.model {
-            Model::Llama(llama) => generate::run(llama, &ids, &jobs, params, stop_ids, &self.interrupt, &self.device),
-            Model::Phi3(phi3) => phi3.run(&ids, &jobs, params, stop_ids, &self.interrupt),
+        let interrupt = &self.interrupt;
+        let (results, spent) = match &self.model {
+            Model::Llama(llama) => {
+                let decoder = generate::CandleDecoder { model: llama, device: &self.device };
+                // Run on a worker of candle's thread pool: candle's parallel CPU ops (norms,
+                // softmax, RoPE) then start on the current thread instead of waking a pool
+                // thread for every small op.
+                candle_core::utils::with_threadpool(|| {
+                    generate::run(&decoder, &ids, &jobs, params, stop_ids, interrupt)
+                })?
+            }
+            // Our kernels use candle's barrier pool from the calling thread.
+            Model::Native(llama) => generate::run(llama, &ids, &jobs, params, stop_ids, interrupt)?,
+            Model::Phi3(phi3) => {
+                candle_core::utils::with_threadpool(|| phi3.run(&ids, &jobs, params, stop_ids, interrupt))?
+            }
         };
-        // Run on a worker of candle's thread pool: candle's parallel CPU ops (norms, softmax, RoPE)
-        // then start on the current thread instead of waking a pool thread for every small op.
-        let (results, spent) = candle_core::utils::with_threadpool(run)?;
         let mut answers = Vec::with_capacity(jobs.len());
         for (index, (job, result)) in jobs.iter().zip(results).enumerate() {
             answers.push(Answer {
@@ -203,6 +238,23 @@ impl Engine {
     pub(crate) fn parts(&self) -> (&Llama, &TextTokenizer, &[u32]) {
         let Model::Llama(llama) = &self.model else { panic!("not a llama model") };
         (llama, &self.tokenizer, &self.stop_ids)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The model on our kernels (tests).
+    #[cfg(test)]
+    pub(crate) fn native(&self) -> &NativeLlama {
+        let Model::Native(llama) = &self.model else { panic!("not on our kernels") };
+        llama
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_candle(&self) -> bool {
+        matches!(self.model, Model::Llama(_))
     }
 
     #[cfg(test)]
@@ -242,10 +294,8 @@ fn model_name(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-fn parameter_count(model: &Llama) -> u64 {
-    let c = &model.cfg;
+fn parameter_count(c: &crate::model::llama::LlamaConfig, ffn: usize) -> u64 {
     let kv = c.n_kv_heads * c.head_dim();
-    let ffn = model.layers.first().map_or(0, |l| l.gate_up.rows(0));
     let per_layer = c.hidden * (2 * c.hidden + 2 * kv) + 3 * c.hidden * ffn + 2 * c.hidden;
     (c.vocab * c.hidden + c.n_layers * per_layer + c.hidden) as u64
 }
@@ -255,7 +305,7 @@ fn load_gguf(
     spec: &ModelSpec,
     adapter: Option<Adapter>,
     device: Device,
-    pad_to: usize,
+    kernels: Kernels,
 ) -> Result<Engine, EvalError> {
     let file = std::fs::File::open(path).map_err(|e| EvalError::io(path, e))?;
     let mut reader = BufReader::new(file);
@@ -279,8 +329,18 @@ fn load_gguf(
     }
     let cfg = gguf_llama::config(&meta)?;
     let requantize = spec.cpu_requantize;
+    let native = matches!(kernels, Kernels::Native { .. }) && gguf_llama::native_plan(&content, &cfg);
+    let pad_to = match kernels {
+        Kernels::Native { pad_to } | Kernels::Candle { pad_to } => pad_to,
+    };
     let loader = GgufLoader { meta, reader: &mut reader, adapter, requantize, pad_to, device: device.clone() };
-    let (model, mut dtype) = loader.load(cfg)?;
+    let (model, mut dtype) = if native {
+        let (model, dtype) = loader.load_native(cfg)?;
+        (Model::Native(model), dtype)
+    } else {
+        let (model, dtype) = loader.load(cfg)?;
+        (Model::Llama(model), dtype)
+    };
     if let Some(target) = requantize
         && (dtype == "q4_0" || dtype == "q4_1")
     {
@@ -289,12 +349,12 @@ fn load_gguf(
             serde_json::to_value(target).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
         );
     }
-    if pad_to > 1 && requantize.is_some() {
+    if !native && pad_to > 1 && requantize.is_some() {
         // The padded weights run other kernels (activations quantised per 256): say so, since
         // the environment recorded with the answers compares this between phases.
         dtype.push_str(&format!("+pad{pad_to}"));
     }
-    finish(Model::Llama(model), tokenizer, template, name, architecture, dtype, device)
+    finish(model, tokenizer, template, name, architecture, dtype, device)
 }
 
 fn weight_dtype(content: &Content, tensor: &str) -> String {
@@ -341,7 +401,8 @@ fn finish(
 ) -> Result<Engine, EvalError> {
     let stop_ids = template.stop_ids(&tokenizer);
     let parameters = match &model {
-        Model::Llama(llama) => parameter_count(llama),
+        Model::Llama(llama) => parameter_count(&llama.cfg, llama.layers.first().map_or(0, |l| l.gate_up.rows(0))),
+        Model::Native(llama) => parameter_count(&llama.cfg, llama.ffn()),
         Model::Phi3(phi3) => phi3.parameters,
     };
     let info = ModelInfo { name, architecture, dtype, parameters, adapter: None };

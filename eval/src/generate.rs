@@ -3,12 +3,132 @@
 use crate::engine::Interrupt;
 use crate::error::EvalError;
 use crate::model::llama::{KvCache, Llama, SharedPrefix};
+use crate::native::{NativeCache, NativeLlama, NativePrefix};
 use crate::sampler::{apply_repetition_penalty, choose};
 use crate::spec::GenerationParams;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A forward pass that the decoding loop drives: candle's graph (`Llama`) or our CPU kernels
+/// (`NativeLlama`), with the same batches, masks and caches.
+pub(crate) trait Decoder {
+    type Cache;
+    /// K/V of a prompt prefix shared by every row (cheap to clone).
+    type Prefix: Clone;
+
+    /// An empty cache of `batch` rows and `capacity` positions after `prefix`.
+    fn new_cache(&self, prefix: Option<Self::Prefix>, batch: usize, capacity: usize) -> Result<Self::Cache, EvalError>;
+
+    /// Runs `tokens` (batch × seq, row-major) at `positions` through the model, appending to
+    /// `cache`. `mask` is additive, (batch, seq, prefix + cache length + seq). Returns the
+    /// logits of each row's last position.
+    fn forward(
+        &self,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &[f32],
+        batch: usize,
+        cache: &mut Self::Cache,
+    ) -> Result<Vec<Vec<f32>>, EvalError>;
+
+    fn prefix_of(&self, cache: Self::Cache) -> Result<Self::Prefix, EvalError>;
+    fn select_rows(&self, cache: &mut Self::Cache, rows: &[u32]) -> Result<(), EvalError>;
+    fn prefix_len(&self, cache: &Self::Cache) -> usize;
+    fn cache_len(&self, cache: &Self::Cache) -> usize;
+}
+
+/// candle's graph on `device`.
+pub(crate) struct CandleDecoder<'a> {
+    pub(crate) model: &'a Llama,
+    pub(crate) device: &'a Device,
+}
+
+impl Decoder for CandleDecoder<'_> {
+    type Cache = KvCache;
+    type Prefix = SharedPrefix;
+
+    fn new_cache(&self, prefix: Option<SharedPrefix>, batch: usize, capacity: usize) -> Result<KvCache, EvalError> {
+        Ok(KvCache::with_prefix(&self.model.cfg, prefix, batch, capacity, self.device)?)
+    }
+
+    fn forward(
+        &self,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &[f32],
+        batch: usize,
+        cache: &mut KvCache,
+    ) -> Result<Vec<Vec<f32>>, EvalError> {
+        let seq = tokens.len() / batch;
+        let total = mask.len() / tokens.len();
+        let tokens = Tensor::from_slice(tokens, (batch, seq), self.device)?;
+        let positions = Tensor::from_slice(positions, (batch, seq), self.device)?;
+        let mask = Tensor::from_slice(mask, (batch, 1, seq, total), self.device)?;
+        Ok(self.model.forward(&tokens, &positions, &mask, cache)?.to_vec2::<f32>()?)
+    }
+
+    fn prefix_of(&self, cache: KvCache) -> Result<SharedPrefix, EvalError> {
+        Ok(cache.into_prefix()?)
+    }
+
+    fn select_rows(&self, cache: &mut KvCache, rows: &[u32]) -> Result<(), EvalError> {
+        Ok(cache.select_rows(rows)?)
+    }
+
+    fn prefix_len(&self, cache: &KvCache) -> usize {
+        cache.prefix_len()
+    }
+
+    fn cache_len(&self, cache: &KvCache) -> usize {
+        cache.len
+    }
+}
+
+impl Decoder for NativeLlama {
+    type Cache = NativeCache;
+    type Prefix = Arc<NativePrefix>;
+
+    fn new_cache(
+        &self,
+        prefix: Option<Arc<NativePrefix>>,
+        batch: usize,
+        capacity: usize,
+    ) -> Result<NativeCache, EvalError> {
+        Ok(NativeLlama::new_cache(self, prefix, batch, capacity))
+    }
+
+    fn forward(
+        &self,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &[f32],
+        batch: usize,
+        cache: &mut NativeCache,
+    ) -> Result<Vec<Vec<f32>>, EvalError> {
+        let logits = NativeLlama::forward(self, tokens, positions, mask, batch, cache)?;
+        Ok(logits.chunks_exact(self.cfg.vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    fn prefix_of(&self, cache: NativeCache) -> Result<Arc<NativePrefix>, EvalError> {
+        Ok(Arc::new(cache.into_prefix()))
+    }
+
+    fn select_rows(&self, cache: &mut NativeCache, rows: &[u32]) -> Result<(), EvalError> {
+        cache.select_rows(rows);
+        Ok(())
+    }
+
+    fn prefix_len(&self, cache: &NativeCache) -> usize {
+        cache.prefix_len()
+    }
+
+    fn cache_len(&self, cache: &NativeCache) -> usize {
+        cache.len
+    }
+}
 
 /// One sequence to generate: which prompt it continues and with which seed.
 #[derive(Debug, Clone)]
@@ -44,14 +164,13 @@ struct Row {
 /// Generates every job, `params.max_batch` rows at a time. The token prefix that all prompts
 /// share (the system prompt) is computed once for every chunk; jobs sharing a prompt share the
 /// rest of its prefill.
-pub(crate) fn run(
-    model: &Llama,
+pub(crate) fn run<D: Decoder>(
+    model: &D,
     prompts: &[Vec<u32>],
     jobs: &[Job],
     params: &GenerationParams,
     stop_ids: &[u32],
     interrupt: &Interrupt,
-    device: &Device,
 ) -> Result<(Vec<JobResult>, Spent), EvalError> {
     let mut results = vec![JobResult::default(); jobs.len()];
     let mut spent = Spent::default();
@@ -59,13 +178,13 @@ pub(crate) fn run(
     let used: Vec<&[u32]> = jobs.iter().map(|j| prompts[j.prompt].as_slice()).collect();
     let shared = shared_prefix_len(&used);
     let started = Instant::now();
-    let prefix = prefill_prefix(model, used.first().map_or(&[][..], |p| &p[..shared]), device)?;
+    let prefix = prefill_prefix(model, used.first().map_or(&[][..], |p| &p[..shared]))?;
     spent.prompt_tokens += shared;
     spent.prompt_time += started.elapsed();
     for (chunk_index, chunk) in jobs.chunks(batch).enumerate() {
         let first = chunk_index * batch;
         interrupt.check()?;
-        let ctx = Chunk { model, prompts, prefix: prefix.as_ref(), shared, params, stop_ids, interrupt, device };
+        let ctx = Chunk { model, prompts, prefix: prefix.as_ref(), shared, params, stop_ids, interrupt };
         ctx.run(first, chunk, &mut results, &mut spent)?;
     }
     Ok((results, spent))
@@ -84,33 +203,30 @@ fn shared_prefix_len(prompts: &[&[u32]]) -> usize {
 }
 
 /// Runs `tokens` alone and keeps their K/V as a prefix to share; None when empty.
-fn prefill_prefix(model: &Llama, tokens: &[u32], device: &Device) -> Result<Option<SharedPrefix>, EvalError> {
+fn prefill_prefix<D: Decoder>(model: &D, tokens: &[u32]) -> Result<Option<D::Prefix>, EvalError> {
     let n = tokens.len();
     if n == 0 {
         return Ok(None);
     }
-    let mut cache = KvCache::new(&model.cfg, 1, n, device)?;
+    let mut cache = model.new_cache(None, 1, n)?;
     let mask: Vec<f32> = (0..n * n).map(|k| if k % n <= k / n { 0.0 } else { f32::NEG_INFINITY }).collect();
-    let tokens = Tensor::from_slice(tokens, (1, n), device)?;
-    let positions = Tensor::arange(0u32, n as u32, device)?.reshape((1, n))?;
-    let mask = Tensor::from_vec(mask, (1, 1, n, n), device)?;
-    model.forward(&tokens, &positions, &mask, &mut cache)?;
-    Ok(Some(cache.into_prefix()?))
+    let positions: Vec<u32> = (0..n as u32).collect();
+    model.forward(tokens, &positions, &mask, 1, &mut cache)?;
+    Ok(Some(model.prefix_of(cache)?))
 }
 
-struct Chunk<'a> {
-    model: &'a Llama,
+struct Chunk<'a, D: Decoder> {
+    model: &'a D,
     prompts: &'a [Vec<u32>],
-    prefix: Option<&'a SharedPrefix>,
+    prefix: Option<&'a D::Prefix>,
     /// Tokens of every prompt covered by `prefix`.
     shared: usize,
     params: &'a GenerationParams,
     stop_ids: &'a [u32],
     interrupt: &'a Interrupt,
-    device: &'a Device,
 }
 
-impl Chunk<'_> {
+impl<D: Decoder> Chunk<'_, D> {
     fn run(&self, first: usize, jobs: &[Job], results: &mut [JobResult], spent: &mut Spent) -> Result<(), EvalError> {
         let mut unique: Vec<usize> = jobs.iter().map(|j| j.prompt).collect();
         unique.sort_unstable();
@@ -119,13 +235,12 @@ impl Chunk<'_> {
         // `Engine::generate_until` checked every prompt + max_new_tokens against the context.
         let capacity = width + self.params.max_new_tokens;
         let started = Instant::now();
-        let mut cache =
-            KvCache::with_prefix(&self.model.cfg, self.prefix.cloned(), unique.len(), capacity, self.device)?;
+        let mut cache = self.model.new_cache(self.prefix.cloned(), unique.len(), capacity)?;
         let logits = self.prefill(&unique, width, &mut cache)?;
         let fan_out: Vec<u32> =
             jobs.iter().map(|j| unique.iter().position(|&p| p == j.prompt).unwrap_or(0) as u32).collect();
-        cache.select_rows(&fan_out)?;
-        let logits = logits.index_select(&Tensor::new(fan_out.as_slice(), self.device)?, 0)?;
+        self.model.select_rows(&mut cache, &fan_out)?;
+        let logits = fan_out.iter().map(|&i| logits[i as usize].clone()).collect();
         spent.prompt_tokens += unique.iter().map(|&p| self.prompts[p].len() - self.shared).sum::<usize>();
         spent.prompt_time += started.elapsed();
         let rows = jobs
@@ -146,7 +261,7 @@ impl Chunk<'_> {
 
     /// Runs the left-padded rest of each prompt after the shared prefix; returns the logits of
     /// their last positions.
-    fn prefill(&self, unique: &[usize], width: usize, cache: &mut KvCache) -> Result<Tensor, EvalError> {
+    fn prefill(&self, unique: &[usize], width: usize, cache: &mut D::Cache) -> Result<Vec<Vec<f32>>, EvalError> {
         let n = unique.len();
         let shared = self.shared;
         let total = shared + width;
@@ -169,17 +284,14 @@ impl Chunk<'_> {
                 }
             }
         }
-        let tokens = Tensor::from_vec(tokens, (n, width), self.device)?;
-        let positions = Tensor::from_vec(positions, (n, width), self.device)?;
-        let mask = Tensor::from_vec(mask, (n, 1, width, total), self.device)?;
-        Ok(self.model.forward(&tokens, &positions, &mask, cache)?)
+        self.model.forward(&tokens, &positions, &mask, n, cache)
     }
 
     fn decode(
         &self,
         mut rows: Vec<Row>,
-        mut logits: Tensor,
-        cache: &mut KvCache,
+        mut logits: Vec<Vec<f32>>,
+        cache: &mut D::Cache,
         jobs: &[Job],
         first: usize,
         results: &mut [JobResult],
@@ -187,7 +299,7 @@ impl Chunk<'_> {
         let mut generated_total = 0;
         loop {
             self.interrupt.check()?;
-            let values = logits.to_vec2::<f32>()?;
+            let values = std::mem::take(&mut logits);
             let mut keep = Vec::with_capacity(rows.len());
             for (index, (row, mut row_logits)) in rows.iter_mut().zip(values).enumerate() {
                 let prompt = &self.prompts[jobs[row.job - first].prompt];
@@ -210,7 +322,7 @@ impl Chunk<'_> {
             }
             if keep.len() < rows.len() {
                 let index: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
-                cache.select_rows(&index)?;
+                self.model.select_rows(cache, &index)?;
                 rows = rows.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, r)| r).collect();
             }
             logits = self.step(&rows, cache, results)?;
@@ -218,10 +330,10 @@ impl Chunk<'_> {
     }
 
     /// Feeds each row its last sampled token.
-    fn step(&self, rows: &[Row], cache: &mut KvCache, results: &[JobResult]) -> Result<Tensor, EvalError> {
+    fn step(&self, rows: &[Row], cache: &mut D::Cache, results: &[JobResult]) -> Result<Vec<Vec<f32>>, EvalError> {
         let n = rows.len();
-        let shared = cache.prefix_len();
-        let total = shared + cache.len + 1;
+        let shared = self.model.prefix_len(cache);
+        let total = shared + self.model.cache_len(cache) + 1;
         let mut tokens = Vec::with_capacity(n);
         let mut positions = Vec::with_capacity(n);
         let mut mask = vec![0f32; n * total];
@@ -231,9 +343,6 @@ impl Chunk<'_> {
             positions.push((row.prompt_len + generated.len() - 1) as u32);
             mask[i * total + shared..i * total + shared + row.pad].fill(f32::NEG_INFINITY);
         }
-        let tokens = Tensor::from_vec(tokens, (n, 1), self.device)?;
-        let positions = Tensor::from_vec(positions, (n, 1), self.device)?;
-        let mask = Tensor::from_vec(mask, (n, 1, 1, total), self.device)?;
-        Ok(self.model.forward(&tokens, &positions, &mask, cache)?)
+        self.model.forward(&tokens, &positions, &mask, n, cache)
     }
 }

@@ -15,6 +15,7 @@ mod generate;
 mod gguf;
 mod lora;
 mod model;
+mod native;
 mod safetensors_io;
 mod sampler;
 mod spec;

@@ -1,5 +1,6 @@
 //! Tests over tiny random models written at test time.
 
+use crate::engine::Kernels;
 use crate::model::llama::{Group, KvCache, Llama, logits_l1};
 use crate::tiny::{TinyLora, TinyOptions, TinyVocab, write_tiny_gguf_with, write_tiny_lora, write_tiny_safetensors};
 use crate::vocab::{SPM_SPACE, VocabSpec, byte_level_alphabet, tokenizer_json};
@@ -20,7 +21,8 @@ fn spec_for(reference: &Path) -> ModelSpec {
 
 fn load(path: &Path, adapter: Option<&Path>) -> Result<Engine, EvalError> {
     let spec = ModelSpec { adapter: adapter.map(Path::to_path_buf), ..spec_for(path) };
-    Engine::load_path(path, &spec)
+    // candle's graph: these tests look inside it (`parts`); `native::tests` covers our kernels.
+    Engine::load_path_with(path, &spec, Device::Cpu, Kernels::Candle { pad_to: 1 })
 }
 
 fn prompt(qid: &str, user: &str) -> Prompt {
@@ -322,8 +324,9 @@ fn q4_1_weights_requantised_to_q8_0_still_generate() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_gguf_with(dir.path(), &TinyOptions { dtype: GgmlDType::Q4_1, ..TinyOptions::default() });
     let spec = ModelSpec { cpu_requantize: Some(crate::CpuRequantize::Q8_0), ..spec_for(&path) };
-    let engine = Engine::load_path(&path, &spec).unwrap();
-    let expected = match crate::model::gguf_llama::fast_matmul_width(&Device::Cpu) {
+    let pad_to = crate::model::gguf_llama::fast_matmul_width(&Device::Cpu);
+    let engine = Engine::load_path_with(&path, &spec, Device::Cpu, Kernels::Candle { pad_to }).unwrap();
+    let expected = match pad_to {
         1 => "q4_1->q8_0".to_string(),
         width => format!("q4_1->q8_0+pad{width}"),
     };
@@ -337,8 +340,8 @@ fn zero_padded_q8_0_weights_keep_the_logits_up_to_activation_rounding() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_gguf_with(dir.path(), &TinyOptions { dtype: GgmlDType::Q4_1, ..TinyOptions::default() });
     let spec = ModelSpec { cpu_requantize: Some(crate::CpuRequantize::Q8_0), ..spec_for(&path) };
-    let plain = Engine::load_path_padded(&path, &spec, Device::Cpu, 1).unwrap();
-    let padded = Engine::load_path_padded(&path, &spec, Device::Cpu, 256).unwrap();
+    let plain = Engine::load_path_with(&path, &spec, Device::Cpu, Kernels::Candle { pad_to: 1 }).unwrap();
+    let padded = Engine::load_path_with(&path, &spec, Device::Cpu, Kernels::Candle { pad_to: 256 }).unwrap();
     let pad = |e: &Engine| match &e.parts().0.layers[0].qkv {
         Group::Fused { w, .. } => w.pad,
         Group::Split(projs) => projs[0].pad,

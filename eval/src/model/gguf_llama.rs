@@ -4,6 +4,8 @@ use super::llama::{Embedding, Group, Layer, Llama, LlamaConfig, Proj};
 use crate::error::EvalError;
 use crate::gguf::GgufMeta;
 use crate::lora::{Adapter, permute_for_gguf_rope};
+use crate::native::packed::{self, Packed};
+use crate::native::{Embed, NativeLayer, NativeLlama};
 use crate::spec::CpuRequantize;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
@@ -130,6 +132,14 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
     /// Reads one matmul weight, merging its LoRA delta (`permute_heads` for q/k) and
     /// re-quantising as configured.
     fn proj(&mut self, name: &str, hf: &str, permute_heads: Option<usize>) -> Result<Proj, EvalError> {
+        let tensor = self.merged(name, hf, permute_heads)?;
+        let (tensor, pad) = self.requantized(tensor)?;
+        Ok(Proj::padded(QMatMul::from_qtensor(tensor)?, pad))
+    }
+
+    /// Reads one matmul weight with its LoRA delta merged (`permute_heads` for q/k), in its
+    /// stored type.
+    fn merged(&mut self, name: &str, hf: &str, permute_heads: Option<usize>) -> Result<QTensor, EvalError> {
         let mut tensor = self.read(name)?;
         let delta = self.adapter.as_mut().and_then(|a| a.deltas.remove(hf));
         if let Some(delta) = delta {
@@ -140,8 +150,7 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
             let merged = (tensor.dequantize(&self.device)? + delta)?;
             tensor = QTensor::quantize(&merged, tensor.dtype())?;
         }
-        let (tensor, pad) = self.requantized(tensor)?;
-        Ok(Proj::padded(QMatMul::from_qtensor(tensor)?, pad))
+        Ok(tensor)
     }
 
     /// The tensor as it will be multiplied, and the zero columns added to it (`Proj::pad`).
@@ -169,6 +178,94 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
             return Err(EvalError::LoraTiedOutput { path: adapter.path.clone(), module: "lm_head".into() });
         }
         Ok(Proj::padded(QMatMul::from_arc(embed.clone())?, embed_pad))
+    }
+}
+
+/// Whether every matmul weight of the model packs for our CPU kernels (`native`): Q4_0,
+/// Q4_1 or Q8_0, q/k/v and gate/up of one type each, widths in whole blocks.
+pub(crate) fn native_plan(content: &Content, cfg: &LlamaConfig) -> bool {
+    let packable = |name: &str| {
+        content.tensor_infos.get(name).is_some_and(|info| {
+            matches!(info.ggml_dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0)
+                && info.shape.dims().get(1).is_some_and(|cols| cols.is_multiple_of(packed::BLOCK))
+        })
+    };
+    let dtype = |name: &str| content.tensor_infos.get(name).map(|info| info.ggml_dtype);
+    let layers_pack = (0..cfg.n_layers).all(|i| {
+        let name = |suffix: &str| format!("blk.{i}.{suffix}.weight");
+        LAYER_TENSORS.iter().all(|(suffix, _)| packable(&name(suffix)))
+            && dtype(&name("attn_q")) == dtype(&name("attn_k"))
+            && dtype(&name("attn_q")) == dtype(&name("attn_v"))
+            && dtype(&name("ffn_gate")) == dtype(&name("ffn_up"))
+    });
+    let output = if content.tensor_infos.contains_key("output.weight") { "output.weight" } else { "token_embd.weight" };
+    cfg.n_heads.is_multiple_of(cfg.n_kv_heads.max(1)) && layers_pack && packable(output)
+}
+
+impl<R: Read + Seek> GgufLoader<'_, R> {
+    /// Loads the model for our CPU kernels; `native_plan` said it packs. Weights keep their
+    /// stored type unless `cpu_requantize` asks for 8 bits.
+    pub(crate) fn load_native(mut self, cfg: LlamaConfig) -> Result<(NativeLlama, String), EvalError> {
+        let to_byte = self.requantize == Some(CpuRequantize::Q8_0);
+        let tied = !self.content().tensor_infos.contains_key("output.weight");
+        let dtype = self
+            .content()
+            .tensor_infos
+            .get("blk.0.attn_q.weight")
+            .map_or_else(|| "unknown".into(), |info| format!("{:?}", info.ggml_dtype).to_lowercase());
+        let embed = self.read("token_embd.weight")?;
+        let embed = if tied {
+            Embed::Tied(self.pack("token_embd.weight", &[&embed], to_byte)?)
+        } else {
+            Embed::Table(Embedding::new(Arc::new(embed), cfg.hidden))
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for index in 0..cfg.n_layers {
+            let mut weights = Vec::with_capacity(LAYER_TENSORS.len());
+            for (suffix, module) in LAYER_TENSORS {
+                let heads = match suffix {
+                    "attn_q" => Some(cfg.n_heads),
+                    "attn_k" => Some(cfg.n_kv_heads),
+                    _ => None,
+                };
+                let hf = format!("model.layers.{index}.{module}.weight");
+                weights.push(self.merged(&format!("blk.{index}.{suffix}.weight"), &hf, heads)?);
+            }
+            let name = |suffix: &str| format!("blk.{index}.{suffix}.weight");
+            let [q, k, v, o, gate, up, down] = &weights[..] else { unreachable!("seven layer tensors") };
+            layers.push(NativeLayer {
+                attn_norm: self.dense(&name("attn_norm"))?.to_vec1()?,
+                qkv: self.pack(&name("attn_q"), &[q, k, v], to_byte)?,
+                o: self.pack(&name("attn_output"), &[o], to_byte)?,
+                ffn_norm: self.dense(&name("ffn_norm"))?.to_vec1()?,
+                gate_up: self.pack(&name("ffn_gate"), &[gate, up], to_byte)?,
+                down: self.pack(&name("ffn_down"), &[down], to_byte)?,
+            });
+        }
+        let norm = self.dense("output_norm.weight")?.to_vec1()?;
+        let output = if tied {
+            if let Some(adapter) = &self.adapter
+                && adapter.deltas.contains_key("lm_head.weight")
+            {
+                return Err(EvalError::LoraTiedOutput { path: adapter.path.clone(), module: "lm_head".into() });
+            }
+            None
+        } else {
+            let output = self.merged("output.weight", "lm_head.weight", None)?;
+            Some(self.pack("output.weight", &[&output], to_byte)?)
+        };
+        if let Some(adapter) = &self.adapter {
+            adapter.ensure_consumed()?;
+        }
+        Ok((NativeLlama::new(cfg, embed, layers, norm, output), dtype))
+    }
+
+    fn pack(&self, name: &str, parts: &[&QTensor], to_byte: bool) -> Result<Packed, EvalError> {
+        Packed::from_qtensors(parts, to_byte).map_err(|e| EvalError::Tensor {
+            path: self.meta.path_buf(),
+            tensor: name.to_string(),
+            message: format!("cannot pack for the CPU kernels: {}", e.0),
+        })
     }
 }
 

@@ -47,7 +47,7 @@ impl Embedding {
         Self { table, hidden }
     }
 
-    fn lookup(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn lookup(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
         let x = self.table.embedding(tokens)?;
         if x.dim(D::Minus1)? == self.hidden { Ok(x) } else { x.narrow(D::Minus1, 0, self.hidden)?.contiguous() }
     }
