@@ -19,6 +19,8 @@ mod tests;
 
 use crate::error::EvalError;
 use crate::model::llama::{Embedding, LlamaConfig};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use packed::{GROUP, Packed, QuantRows};
 use std::sync::Arc;
 
@@ -58,17 +60,19 @@ pub(crate) struct NativeLlama {
 /// K and V of a shared prompt prefix: per layer, (len, kv_dim).
 #[derive(Debug)]
 pub(crate) struct NativePrefix {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
     len: usize,
 }
 
-/// Per layer, (batch, capacity, kv_dim) of K and V, after an optional shared prefix.
+/// Per layer, (batch, capacity, kv_dim) of K and V, after an optional shared prefix. Stored
+/// as f16, like llama.cpp's default cache: half the memory and half the bytes that every
+/// decoding step reads; scores and sums stay f32.
 #[derive(Debug)]
 pub(crate) struct NativeCache {
     prefix: Option<Arc<NativePrefix>>,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
     batch: usize,
     capacity: usize,
     kv_dim: usize,
@@ -85,7 +89,7 @@ impl NativeCache {
         let row_len = self.capacity * self.kv_dim;
         let used = self.len * self.kv_dim;
         for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
-            let mut kept = vec![0f32; rows.len() * row_len];
+            let mut kept = vec![f16::ZERO; rows.len() * row_len];
             for (to, &from) in rows.iter().enumerate() {
                 let from = from as usize * row_len;
                 kept[to * row_len..to * row_len + used].copy_from_slice(&layer[from..from + used]);
@@ -98,7 +102,7 @@ impl NativeCache {
     /// A filled single-row cache as a prefix to share.
     pub(crate) fn into_prefix(self) -> NativePrefix {
         let used = self.len * self.kv_dim;
-        let take = |layers: Vec<Vec<f32>>| {
+        let take = |layers: Vec<Vec<f16>>| {
             layers.into_iter().map(|mut l| {
                 l.truncate(used);
                 l.shrink_to_fit();
@@ -139,7 +143,7 @@ impl NativeLlama {
 
     pub(crate) fn new_cache(&self, prefix: Option<Arc<NativePrefix>>, batch: usize, capacity: usize) -> NativeCache {
         let kv_dim = self.cfg.n_kv_heads * self.cfg.head_dim();
-        let layer = || vec![0f32; batch * capacity * kv_dim];
+        let layer = || vec![f16::ZERO; batch * capacity * kv_dim];
         NativeCache {
             prefix,
             k: (0..self.cfg.n_layers).map(|_| layer()).collect(),
@@ -248,8 +252,8 @@ impl NativeLlama {
             }
             let (b, s) = (row / seq, row % seq);
             let at = (b * cache.capacity + cache.len + s) * kv_dim;
-            cache.k[layer][at..at + kv_dim].copy_from_slice(&values[q_dim..q_dim + kv_dim]);
-            cache.v[layer][at..at + kv_dim].copy_from_slice(&values[q_dim + kv_dim..]);
+            cache.k[layer][at..at + kv_dim].convert_from_f32_slice(&values[q_dim..q_dim + kv_dim]);
+            cache.v[layer][at..at + kv_dim].convert_from_f32_slice(&values[q_dim + kv_dim..]);
         }
     }
 
@@ -273,31 +277,24 @@ impl NativeLlama {
             let (b, head) = (item / n_heads, item % n_heads);
             let kv = (head / rep) * hd;
             let mut scores = vec![0f32; total];
+            let mut part = vec![0f32; hd];
+            // This row's K/V for this head: from `kv` on, one position every `kv_dim` values.
+            let base = b * cache.capacity * kv_dim + kv;
             for s in 0..seq {
                 let row = b * seq + s;
                 let q = &qkv[row * width + head * hd..row * width + (head + 1) * hd];
                 let mask_row = &mask[row * total..(row + 1) * total];
-                if let Some((pk, _, len)) = prefix {
-                    for t in 0..len {
-                        scores[t] = dot(q, &pk[t * kv_dim + kv..t * kv_dim + kv + hd]) * scale + mask_row[t];
-                    }
+                let (shared, mine) = scores.split_at_mut(prefix_len);
+                if let Some((pk, _, _)) = prefix {
+                    simd::attend_scores(q, &pk[kv..], kv_dim, scale, &mask_row[..prefix_len], shared);
                 }
-                let base = b * cache.capacity * kv_dim;
-                for t in 0..own {
-                    let at = base + t * kv_dim + kv;
-                    scores[prefix_len + t] = dot(q, &keys[at..at + hd]) * scale + mask_row[prefix_len + t];
-                }
+                simd::attend_scores(q, &keys[base..], kv_dim, scale, &mask_row[prefix_len..], mine);
                 softmax(&mut scores);
                 let out = &mut result[s * hd..(s + 1) * hd];
-                out.fill(0.0);
-                if let Some((_, pv, len)) = prefix {
-                    for t in 0..len {
-                        axpy(scores[t], &pv[t * kv_dim + kv..t * kv_dim + kv + hd], out);
-                    }
-                }
-                for t in 0..own {
-                    let at = base + t * kv_dim + kv;
-                    axpy(scores[prefix_len + t], &values[at..at + hd], out);
+                simd::attend_values(&scores[prefix_len..], &values[base..], kv_dim, out);
+                if let Some((_, pv, _)) = prefix {
+                    simd::attend_values(&scores[..prefix_len], &pv[kv..], kv_dim, &mut part);
+                    add(out, &part);
                 }
             }
         });
@@ -362,27 +359,6 @@ fn rope(head: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
 fn add(x: &mut [f32], y: &[f32]) {
     for (x, y) in x.iter_mut().zip(y) {
         *x += y;
-    }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (a, b) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += a[i] * b[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    if alpha == 0.0 {
-        return;
-    }
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
     }
 }
 

@@ -8,6 +8,7 @@
 #![allow(unsafe_code)]
 
 use super::packed::{GROUP, Kind, QuantRow};
+use half::f16;
 
 /// Whether this CPU runs the AVX512-VNNI kernel (checked once).
 pub(crate) fn available() -> bool {
@@ -47,10 +48,103 @@ pub(crate) fn group_dot(kind: Kind, data: &[u8], d: &[f32], m: &[f32], x: QuantR
     super::packed::group_dot_portable(kind, data, d, m, x, out);
 }
 
+/// Head widths the attention kernels take in registers: multiples of 16 up to 128.
+fn attention_fits(hd: usize) -> bool {
+    hd.is_multiple_of(16) && hd <= 128
+}
+
+/// `scores[t] = scale·(q·k_t) + mask[t]`, where `k_t = keys[t·stride..t·stride + q.len()]`.
+pub(crate) fn attend_scores(q: &[f32], keys: &[f16], stride: usize, scale: f32, mask: &[f32], scores: &mut [f32]) {
+    let (hd, n) = (q.len(), scores.len());
+    assert!(mask.len() == n && (n == 0 || keys.len() >= (n - 1) * stride + hd));
+    #[cfg(target_arch = "x86_64")]
+    if available() && attention_fits(hd) {
+        // SAFETY: `available()` checked that the CPU has every feature the function enables.
+        unsafe { x86::scores(q, keys, stride, scale, mask, scores) };
+        return;
+    }
+    for (t, score) in scores.iter_mut().enumerate() {
+        let k = &keys[t * stride..t * stride + hd];
+        *score = scale * q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum::<f32>() + mask[t];
+    }
+}
+
+/// `out = Σ_t p[t]·v_t`, where `v_t = values[t·stride..t·stride + out.len()]`; zero weights
+/// (masked positions) are skipped.
+pub(crate) fn attend_values(p: &[f32], values: &[f16], stride: usize, out: &mut [f32]) {
+    let (hd, n) = (out.len(), p.len());
+    assert!(n == 0 || values.len() >= (n - 1) * stride + hd);
+    #[cfg(target_arch = "x86_64")]
+    if available() && attention_fits(hd) {
+        // SAFETY: `available()` checked that the CPU has every feature the function enables.
+        unsafe { x86::values(p, values, stride, out) };
+        return;
+    }
+    out.fill(0.0);
+    for (t, &w) in p.iter().enumerate() {
+        if w != 0.0 {
+            for (o, v) in out.iter_mut().zip(&values[t * stride..t * stride + hd]) {
+                *o += w * v.to_f32();
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{GROUP, QuantRow};
+    use half::f16;
     use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load_f16(values: &[f16; GROUP]) -> __m512 {
+        // SAFETY: `values` is 16 readable f16 (32 bytes); the load is unaligned.
+        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(values.as_ptr().cast()) })
+    }
+
+    fn halves(values: &[f16], at: usize) -> &[f16; GROUP] {
+        values[at..at + GROUP].try_into().expect("16 values")
+    }
+
+    /// Up to 8 registers of 16 lanes: one head of up to 128 values.
+    const LANES: usize = 8;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn scores(q: &[f32], keys: &[f16], stride: usize, scale: f32, mask: &[f32], scores: &mut [f32]) {
+        let chunks = q.len() / GROUP;
+        let mut qv = [_mm512_setzero_ps(); LANES];
+        for (c, v) in qv.iter_mut().enumerate().take(chunks) {
+            *v = _mm512_mul_ps(load_f32(lanes(q, c * GROUP)), _mm512_set1_ps(scale));
+        }
+        for (t, score) in scores.iter_mut().enumerate() {
+            let base = t * stride;
+            let mut acc = _mm512_mul_ps(qv[0], load_f16(halves(keys, base)));
+            for (c, v) in qv.iter().enumerate().take(chunks).skip(1) {
+                acc = _mm512_fmadd_ps(*v, load_f16(halves(keys, base + c * GROUP)), acc);
+            }
+            *score = _mm512_reduce_add_ps(acc) + mask[t];
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn values(p: &[f32], values: &[f16], stride: usize, out: &mut [f32]) {
+        let chunks = out.len() / GROUP;
+        let mut acc = [_mm512_setzero_ps(); LANES];
+        for (t, &w) in p.iter().enumerate() {
+            if w == 0.0 {
+                continue;
+            }
+            let (base, w) = (t * stride, _mm512_set1_ps(w));
+            for (c, a) in acc.iter_mut().enumerate().take(chunks) {
+                *a = _mm512_fmadd_ps(w, load_f16(halves(values, base + c * GROUP)), *a);
+            }
+        }
+        for (c, a) in acc.iter().enumerate().take(chunks) {
+            let dest: &mut [f32; GROUP] = (&mut out[c * GROUP..(c + 1) * GROUP]).try_into().expect("16 lanes");
+            store_f32(dest, *a);
+        }
+    }
 
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -77,7 +171,7 @@ mod x86 {
         data[at..at + 64].try_into().expect("64 bytes")
     }
 
-    fn lanes(values: &[f32], at: usize) -> &[f32; GROUP] {
+    pub(super) fn lanes(values: &[f32], at: usize) -> &[f32; GROUP] {
         values[at..at + GROUP].try_into().expect("16 values")
     }
 

@@ -245,3 +245,26 @@ fn real_smollm2_if_cached_greedy_text_of_our_kernels_follows_candles() {
     assert!(ours.answers[0].text.contains("Paris"), "{}", ours.answers[0].text);
     assert_eq!(ours.answers[0].text, theirs.answers[0].text);
 }
+
+#[test]
+fn attention_kernels_give_the_plain_sums_over_strided_f16_rows() {
+    let (hd, stride, n) = (64, 192, 37);
+    let data: Vec<half::f16> = random_matrix(n, stride, 11).into_iter().map(half::f16::from_f32).collect();
+    let q = random_matrix(1, hd, 12);
+    let mask: Vec<f32> = (0..n).map(|t| if t % 5 == 0 { f32::NEG_INFINITY } else { 0.25 }).collect();
+    let offset = 64;
+    let mut scores = vec![0f32; n];
+    simd::attend_scores(&q, &data[offset..], stride, 0.125, &mask, &mut scores);
+    for t in 0..n {
+        let k = &data[offset + t * stride..offset + t * stride + hd];
+        let expected = 0.125 * q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum::<f32>() + mask[t];
+        assert!(scores[t] == expected || (scores[t] - expected).abs() < 1e-4, "position {t}");
+    }
+    let p: Vec<f32> = (0..n).map(|t| if t % 5 == 0 { 0.0 } else { 1.0 / n as f32 }).collect();
+    let mut out = vec![f32::NAN; hd];
+    simd::attend_values(&p, &data[offset..], stride, &mut out);
+    for i in 0..hd {
+        let expected: f32 = (0..n).map(|t| p[t] * data[offset + t * stride + i].to_f32()).sum();
+        assert!((out[i] - expected).abs() < 1e-5, "value {i}: {} vs {expected}", out[i]);
+    }
+}
