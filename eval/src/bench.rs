@@ -42,6 +42,8 @@ const DEFAULT_BENCH_BATCH: usize = 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchFigures {
     pub model: ModelInfo,
+    /// Which kernels ran the model (`Engine::kernels`).
+    pub kernels: String,
     pub suite: String,
     /// candle's quantized-matmul thread count (`CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`,
     /// else the physical cores).
@@ -67,6 +69,7 @@ impl fmt::Display for BenchFigures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mb = |b: Option<u64>| b.map_or("unknown".to_string(), |b| format!("{:.0} MB", b as f64 / 1e6));
         writeln!(f, "model: {} ({}, {})", self.model.name, self.model.dtype, self.model.architecture)?;
+        writeln!(f, "kernels: {}", self.kernels)?;
         writeln!(f, "suite: {}; threads: {}; load: {:.2} s", self.suite, self.threads, self.load_s)?;
         writeln!(
             f,
@@ -148,6 +151,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchFigures, EvalError> {
     let all = engine.generate_until(&prompts, &suite, &[])?;
     Ok(BenchFigures {
         model: engine.model_info().clone(),
+        kernels: engine.kernels().to_string(),
         suite: origin,
         threads: quantized_threads(),
         load_s,

@@ -131,6 +131,15 @@ impl Engine {
         &self.info
     }
 
+    /// Which kernels run the model, in words (benchmarks print it).
+    pub fn kernels(&self) -> &'static str {
+        match (&self.model, self.device.is_cpu()) {
+            (Model::Native(_), _) => "phasegate CPU kernels (AVX512-VNNI)",
+            (_, true) => "candle CPU kernels",
+            (_, false) => "candle CUDA kernels",
+        }
+    }
+
     /// The flag that stops this engine's generations (from another thread: cancel, timeout).
     pub fn interrupt(&self) -> Interrupt {
         self.interrupt.clone()

@@ -51,9 +51,8 @@ pub(crate) struct NativeLlama {
     norm: Vec<f32>,
     /// None: tied to `embed`.
     output: Option<Packed>,
-    /// Per position, per rotated pair.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// RoPE frequency of each rotated pair of a head.
+    inv_freq: Vec<f32>,
     ffn: usize,
 }
 
@@ -121,19 +120,10 @@ impl NativeLlama {
         norm: Vec<f32>,
         output: Option<Packed>,
     ) -> Self {
-        let half = cfg.head_dim() / 2;
-        let mut cos = Vec::with_capacity(cfg.max_seq * half);
-        let mut sin = Vec::with_capacity(cfg.max_seq * half);
-        for pos in 0..cfg.max_seq {
-            for i in 0..half {
-                let freq = 1.0 / cfg.rope_theta.powf((2 * i) as f32 / cfg.head_dim() as f32);
-                let angle = pos as f32 * freq;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
+        let hd = cfg.head_dim();
+        let inv_freq = (0..hd / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f32 / hd as f32)).collect();
         let ffn = layers.first().map_or(0, |l| l.gate_up.rows / 2);
-        Self { cfg, embed, layers, norm, output, cos, sin, ffn }
+        Self { cfg, embed, layers, norm, output, inv_freq, ffn }
     }
 
     /// Intermediate width of the feed-forward layers.
@@ -169,6 +159,10 @@ impl NativeLlama {
             Embed::Tied(table) => {
                 let mut x = vec![0f32; tokens.len() * hidden];
                 for (row, &t) in x.chunks_exact_mut(hidden).zip(tokens) {
+                    if t as usize >= table.rows {
+                        let message = format!("token id {t} is outside the {}-row token table", table.rows);
+                        return Err(EvalError::Candle(candle_core::Error::Msg(message)));
+                    }
                     table.row(t as usize, row);
                 }
                 Ok(x)
@@ -200,6 +194,7 @@ impl NativeLlama {
         assert_eq!(mask.len(), batch * seq * total, "mask shape");
         let eps = cfg.rms_eps as f32;
         let mut x = self.embed(tokens)?;
+        let rotations = self.rotations(positions);
         let mut h = vec![0f32; x.len()];
         let mut quant = QuantRows::default();
         let (mut qkv, mut attn, mut proj, mut gate_up) = (Vec::new(), vec![0f32; x.len()], Vec::new(), Vec::new());
@@ -208,7 +203,7 @@ impl NativeLlama {
             rms_norm(&x, &layer.attn_norm, eps, &mut h);
             quant.quantize(&h, hidden);
             matmul(&layer.qkv, &quant, &mut qkv);
-            self.rope_and_store(&mut qkv, positions, index, seq, cache);
+            self.rope_and_store(&mut qkv, &rotations, index, seq, cache);
             self.attention(&qkv, mask, index, seq, cache, &mut attn);
             quant.quantize(&attn, hidden);
             matmul(&layer.o, &quant, &mut proj);
@@ -238,15 +233,27 @@ impl NativeLlama {
         Ok(logits)
     }
 
+    /// cos and sin of every rotated pair at each of `positions`: (positions, head_dim / 2) each.
+    fn rotations(&self, positions: &[u32]) -> (Vec<f32>, Vec<f32>) {
+        let angles = positions.iter().flat_map(|&p| self.inv_freq.iter().map(move |f| p as f32 * f));
+        angles.map(|a| (a.cos(), a.sin())).unzip()
+    }
+
     /// Rotates q and k of every row at its position and writes k and v into the cache.
-    fn rope_and_store(&self, qkv: &mut [f32], positions: &[u32], layer: usize, seq: usize, cache: &mut NativeCache) {
+    fn rope_and_store(
+        &self,
+        qkv: &mut [f32],
+        (cos, sin): &(Vec<f32>, Vec<f32>),
+        layer: usize,
+        seq: usize,
+        cache: &mut NativeCache,
+    ) {
         let cfg = &self.cfg;
         let (hd, q_dim, kv_dim) = (cfg.head_dim(), cfg.hidden, cache.kv_dim);
         let width = q_dim + 2 * kv_dim;
         let half = hd / 2;
         for (row, values) in qkv.chunks_exact_mut(width).enumerate() {
-            let pos = positions[row] as usize;
-            let (cos, sin) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
+            let (cos, sin) = (&cos[row * half..(row + 1) * half], &sin[row * half..(row + 1) * half]);
             for head in values[..q_dim + kv_dim].chunks_exact_mut(hd) {
                 rope(head, cos, sin, cfg.rope_interleaved);
             }
