@@ -75,7 +75,7 @@ pub(crate) enum Kernels {
 }
 
 impl Kernels {
-    /// Ours on a CPU with AVX512-VNNI; candle's (with their fastest padding) elsewhere.
+    /// Ours on a CPU with AVX512-VNNI or AVX2; candle's (with their fastest padding) elsewhere.
     fn auto(device: &Device) -> Self {
         let pad_to = gguf_llama::fast_matmul_width(device);
         if device.is_cpu() && crate::native::simd::available() {
@@ -134,7 +134,11 @@ impl Engine {
     /// Which kernels run the model, in words (benchmarks print it).
     pub fn kernels(&self) -> &'static str {
         match (&self.model, self.device.is_cpu()) {
-            (Model::Native(_), _) => "phasegate CPU kernels (AVX512-VNNI)",
+            (Model::Native(_), _) => match crate::native::simd::level() {
+                crate::native::simd::Level::Avx512Vnni => "phasegate CPU kernels (AVX512-VNNI)",
+                crate::native::simd::Level::Avx2 => "phasegate CPU kernels (AVX2)",
+                crate::native::simd::Level::Portable => "phasegate CPU kernels (portable)",
+            },
             (_, true) => "candle CPU kernels",
             (_, false) => "candle CUDA kernels",
         }

@@ -201,11 +201,7 @@ impl Packed {
         let data = &self.data[units.start * self.kind.block_bytes()..units.end * self.kind.block_bytes()];
         let d = &self.d[units.start * GROUP..units.end * GROUP];
         let m = &self.m[units.start * GROUP..units.end * GROUP];
-        if super::simd::available() {
-            super::simd::group_dot(self.kind, data, d, m, x, out);
-        } else {
-            group_dot_portable(self.kind, data, d, m, x, out);
-        }
+        super::simd::group_dot(self.kind, data, d, m, x, out);
     }
 }
 
