@@ -22,7 +22,8 @@ use phasegate_proto::pb;
 const DATASET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/persona-v1");
 const SMOLLM2: &str = "smollm2-135m-instruct";
 
-/// The eval-only phase spec the tests submit; `{model}` and `{tokens}` are filled in.
+/// The eval-only phase spec the tests submit; `{model}`, `{tokens}` and the `[score]` keys `{score}`
+/// are filled in by [`spec`].
 const SPEC: &str = r#"
 experiment = "persona-v1"
 phase = "10"
@@ -39,11 +40,18 @@ seed = 11
 max_batch = 16
 
 [score]
-mode = "rules"
+{score}
 
 [gate]
 config = "gate.toml"
 "#;
+
+/// The `[score]` section of the rules-only runs.
+const RULES: &str = r#"mode = "rules""#;
+
+fn spec(model: &str, tokens: u32, score: &str) -> String {
+    SPEC.replace("{model}", model).replace("{tokens}", &tokens.to_string()).replace("{score}", score)
+}
 
 /// A coordinator and one agent in this process; dropping `stop` ends both.
 struct Local {
@@ -127,12 +135,12 @@ fn suite(short_prompt: bool) -> String {
     )
 }
 
-/// Packs a bundle of the spec with the suite and the bundled gate config, uploads it and submits.
-async fn submit(local: &mut Local, root: &Path, spec: &str, short_prompt: bool) -> u64 {
+/// Packs a bundle of the spec with `suite` and the bundled gate config, uploads it and submits.
+async fn submit(local: &mut Local, root: &Path, spec: &str, suite: &str) -> u64 {
     let dir = root.join("spec");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(Path::new(DATASET).join("gate.toml"), dir.join("gate.toml")).unwrap();
-    std::fs::write(dir.join("suite.toml"), suite(short_prompt)).unwrap();
+    std::fs::write(dir.join("suite.toml"), suite).unwrap();
     std::fs::write(dir.join("phase.toml"), spec).unwrap();
     let bundle = phasegate_agent::bundle::pack(&dir, 16 << 20).unwrap();
     let header = pb::ArtifactHeader {
@@ -176,8 +184,7 @@ fn job<'a>(run: &'a pb::Run, stage: &str) -> &'a pb::Job {
 async fn run_and_check(model_cache: &Path, model: &str, tokens: u32, timeout: Duration) -> gate_rules::Phase {
     let root = tempfile::tempdir().unwrap();
     let mut local = start(root.path(), model_cache).await;
-    let spec = SPEC.replace("{model}", model).replace("{tokens}", &tokens.to_string());
-    let run_id = submit(&mut local, root.path(), &spec, model == "tiny").await;
+    let run_id = submit(&mut local, root.path(), &spec(model, tokens, RULES), &suite(model == "tiny")).await;
     let run = wait_for_end(&mut local.control, run_id, timeout).await;
     assert_eq!(run.state, "succeeded", "{}\n{run:?}", run.error);
     let stages: Vec<&str> = run.jobs.iter().map(|j| j.stage.as_str()).collect();
@@ -227,8 +234,7 @@ async fn eval_of_a_model_missing_from_the_cache_fails_naming_it() {
     let cache = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut local = start(root.path(), cache.path()).await;
-    let spec = SPEC.replace("{model}", "no-such-model").replace("{tokens}", "8");
-    let run_id = submit(&mut local, root.path(), &spec, true).await;
+    let run_id = submit(&mut local, root.path(), &spec("no-such-model", 8, RULES), &suite(true)).await;
     let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(60)).await;
     assert_eq!(run.state, "failed");
     let eval = job(&run, "eval");
@@ -274,17 +280,191 @@ async fn eval_timeout_stops_generation_and_fails_the_eval_naming_it() {
     let mut local = start(root.path(), cache.path()).await;
     // 8 questions x 8 samples x 600 tokens (2,400 decoding steps in batches of 16) take the tiny
     // model far longer than a second.
-    let spec = SPEC
-        .replace("{model}", "tiny")
-        .replace("{tokens}", "600")
+    let spec = spec("tiny", 600, RULES)
         .replace("samples = 2", "samples = 8")
         .replace("max_batch = 16", "max_batch = 16\ntimeout = \"1s\"");
     let started = std::time::Instant::now();
-    let run_id = submit(&mut local, root.path(), &spec, true).await;
+    let run_id = submit(&mut local, root.path(), &spec, &suite(true)).await;
     let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(120)).await;
     assert_eq!(run.state, "failed", "{run:?}");
     let eval = job(&run, "eval");
     assert!(eval.error.contains("`eval.timeout` (1s) reached"), "{}", eval.error);
     assert!(started.elapsed() < Duration::from_secs(60), "the eval ran on after its timeout: {:?}", started.elapsed());
     let _ = local.stop.send(true);
+}
+
+/// [`suite`] with the short prompt, cut further so that a judge prompt fits the tiny model's context
+/// of 1024 positions: a judge prompt holds the rubric, the question's expectations and the answer,
+/// and for the first anchor of the bundled suite that is 1,891 tokens of the tiny vocabulary. The
+/// dimensions lose their descriptions, the questions with anchors what they check (names, facts,
+/// false claims), and each anchor is one short line of its kind. The rule scorer's markers and
+/// automatic zeros stay.
+fn judge_suite() -> String {
+    let mut suite: toml::Table = suite(true).parse().unwrap();
+    for dimension in suite["rubric"]["dimensions"].as_array_mut().unwrap() {
+        dimension.as_table_mut().unwrap().remove("description");
+    }
+    for question in suite["questions"].as_array_mut().unwrap() {
+        let question = question.as_table_mut().unwrap();
+        let Some(anchors) = question.get_mut("anchors").and_then(toml::Value::as_array_mut) else { continue };
+        for anchor in anchors {
+            let text = match anchor["kind"].as_str().unwrap() {
+                "ideal" => "Eu sou a Iara e o Tomás é o meu parceiro.",
+                "generic" => "Como posso ajudar?",
+                _ => "<|user|>",
+            };
+            anchor["text"] = toml::Value::from(text);
+        }
+        for key in ["name_self", "name_partner", "facts", "min_facts", "false_claims"] {
+            question.remove(key);
+        }
+    }
+    toml::to_string(&suite).unwrap()
+}
+
+/// The calibration anchors of [`judge_suite`], as the refusal names them. The random model's reply to
+/// each is gibberish: "judge reply holds no JSON object: <excerpt>".
+const ANCHORS: [&str; 9] = [
+    "Q1 ideal anchor",
+    "Q1 generic anchor",
+    "Q1 contaminated anchor",
+    "Q5 ideal anchor",
+    "Q5 generic anchor",
+    "Q5 contaminated anchor",
+    "Q7 ideal anchor",
+    "Q7 generic anchor",
+    "Q7 contaminated anchor",
+];
+
+/// A `[score]` section in `mode` with the tiny model judging its own answers; 8 judge tokens keep
+/// the calibration calls short.
+fn tiny_judge(mode: &str) -> String {
+    format!("mode = \"{mode}\"\njudge_model = \"tiny\"\njudge_max_new_tokens = 8")
+}
+
+/// The JSON artifact `name` of `job`, from the coordinator's content-addressed store
+/// (`artifacts/ab/abcdef…` by sha256 in its data dir).
+fn artifact(local: &Local, job: &pb::Job, name: &str) -> serde_json::Value {
+    let a = job.artifacts.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no {name} in {job:?}"));
+    let path = local.data_dir.join("artifacts").join(&a.sha256[..2]).join(&a.sha256);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// The log lines of the run's `stage` job.
+async fn log_lines(control: &mut ControlClient, run_id: u64, stage: &str) -> Vec<String> {
+    use futures::StreamExt as _;
+    let mut stream = control.fetch_logs(pb::FetchLogsRequest { run_id, follow: false }).await.unwrap().into_inner();
+    let mut lines = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        if chunk.stage == stage {
+            lines.extend(chunk.lines.into_iter().map(|l| l.text));
+        }
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge_mode_both_end_to_end_keeps_the_rules_scores_and_records_the_judges_refusal() {
+    let cache = tempfile::tempdir().unwrap();
+    phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), cache.path()).await;
+    // The same eval scored by the rules alone, then with the judge beside them: the eval is seeded,
+    // so the two runs score the same answers.
+    let mut ended = Vec::new();
+    for score in [RULES.to_owned(), tiny_judge("both")] {
+        let run_id = submit(&mut local, root.path(), &spec("tiny", 8, &score), &judge_suite()).await;
+        ended.push(wait_for_end(&mut local.control, run_id, Duration::from_secs(120)).await);
+    }
+    let [rules_run, run] = <[pb::Run; 2]>::try_from(ended).unwrap();
+    for r in [&rules_run, &run] {
+        assert_eq!(r.state, "succeeded", "{}\n{r:?}", r.error);
+        let stages: Vec<(&str, &str)> = r.jobs.iter().map(|j| (j.stage.as_str(), j.state.as_str())).collect();
+        assert_eq!(stages, [("eval", "succeeded"), ("score", "succeeded"), ("gate", "succeeded")]);
+        assert!(["pass", "warn", "fail", "inconclusive"].contains(&r.verdict.as_str()), "verdict {:?}", r.verdict);
+    }
+    let score = job(&run, "score");
+    let summary: serde_json::Value = serde_json::from_str(&score.result_json).unwrap();
+    assert_eq!(summary["judge"], serde_json::json!({ "model": "tiny", "refused": true }), "{summary}");
+
+    // The scores file: the rules scorer's record, with the refusal in its `judge` object.
+    let file = artifact(&local, score, "score/scores.json");
+    assert_eq!((file["mode"].as_str(), file["scorer"].as_str()), (Some("both"), Some("rules")));
+    let judge = &file["judge"];
+    assert_eq!((judge["model"].as_str(), judge["max_new_tokens"].as_u64()), (Some("tiny"), Some(8)), "{judge}");
+    let refused = judge["refused"].as_str().unwrap_or_else(|| panic!("no judge.refused in {judge}"));
+    assert!(refused.starts_with("refused the judge: it misjudged 9 of 9 calibration anchors: "), "{refused}");
+    for anchor in ANCHORS {
+        assert!(refused.contains(&format!("{anchor}: judge reply holds no JSON object: ")), "{anchor}: {refused}");
+    }
+    for key in ["calibration", "samples", "agreed", "agreement_with_rules"] {
+        assert!(judge.get(key).is_none(), "a refused judge has no {key}: {judge}");
+    }
+    let entries = file["scores"].as_array().unwrap();
+    assert_eq!(entries.len(), 16, "8 questions x 2 samples");
+    for entry in entries {
+        // Only a judge that passed calibration annotates the samples (`judge`, `source`).
+        for key in ["judge", "source", "rules_total"] {
+            assert!(entry.get(key).is_none(), "{key} in {entry}");
+        }
+    }
+    // Field for field the rules-only run's file, but for the mode and the judge object.
+    let mut rules_file = artifact(&local, job(&rules_run, "score"), "score/scores.json");
+    assert_eq!(rules_file["mode"], "rules");
+    rules_file["mode"] = "both".into();
+    rules_file["judge"] = file["judge"].clone();
+    assert_eq!(file, rules_file);
+
+    // What the gate imported and judged is that record, sample for sample and dimension for
+    // dimension. (The second run's phase 10 replaced the first's in the history.)
+    let lines = log_lines(&mut local.control, run.id, "score").await;
+    let _ = local.stop.send(true);
+    let phase = History::open(&local.data_dir).await.unwrap().run_phase(run.id).await.unwrap();
+    check_phase(&phase, 8);
+    let samples: Vec<&gate_rules::Sample> = phase.eval.iter().flat_map(|q| &q.samples).collect();
+    assert_eq!(samples.len(), entries.len());
+    for (sample, entry) in samples.into_iter().zip(entries) {
+        assert_eq!(Some(sample.points), entry["total"].as_f64(), "{entry}");
+        for d in &sample.dimensions {
+            assert_eq!(serde_json::json!(d.score), entry[d.dimension.to_lowercase()]["score"], "{entry}");
+        }
+    }
+
+    // The job's log says so too, after calibrating on every anchor with both seeds.
+    assert!(lines.iter().any(|l| l == "judge: calibration 18/18 calls done"), "{lines:#?}");
+    let line = format!("judge: {refused}; the rule scores stay the record");
+    assert!(lines.contains(&line), "no {line:?} in {lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge_mode_judge_end_to_end_fails_the_score_stage_naming_the_calibration() {
+    let cache = tempfile::tempdir().unwrap();
+    phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), cache.path()).await;
+    let run_id = submit(&mut local, root.path(), &spec("tiny", 8, &tiny_judge("judge")), &judge_suite()).await;
+    let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(120)).await;
+    let _ = local.stop.send(true);
+    assert_eq!(run.state, "failed", "{run:?}");
+    let stages: Vec<(&str, &str)> = run.jobs.iter().map(|j| (j.stage.as_str(), j.state.as_str())).collect();
+    assert_eq!(stages, [("eval", "succeeded"), ("score", "failed"), ("gate", "cancelled")], "{run:?}");
+    assert_eq!(job(&run, "gate").error, "skipped: stage score failed");
+    let score = job(&run, "score");
+    assert_eq!(run.error, format!("stage score failed: {}", score.error));
+    assert!(score.artifacts.is_empty(), "a refused judge uploads no scores: {score:?}");
+    assert!(score.error.starts_with("refused the judge: it misjudged 9 of 9 calibration anchors: "), "{}", score.error);
+    for anchor in ANCHORS {
+        let unreadable = format!("{anchor}: judge reply holds no JSON object: ");
+        assert!(score.error.contains(&unreadable), "{anchor}: {}", score.error);
+    }
+    assert!(
+        score.error.contains(
+            "(`score.judge_model` = \"tiny\")\nhint: use a stronger judge model, or `score.mode = \"both\"` \
+             to keep the rule scores and record the refusal"
+        ),
+        "{}",
+        score.error
+    );
+    assert!(run.verdict.is_empty(), "a run without scores has no verdict: {:?}", run.verdict);
 }
