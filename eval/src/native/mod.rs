@@ -7,7 +7,7 @@
 //! matmul kernel (`packed.rs`, `simd.rs`) that reads Q4_0 / Q4_1 / Q8_0 weights as stored, so
 //! a Q4_1 model takes its file's size in memory and a decoding step is a few dozen calls.
 //!
-//! It is used on CPUs with AVX512-VNNI when every matmul weight packs (see
+//! It is used on CPUs with AVX512-VNNI or AVX2 (`simd.rs`) when every matmul weight packs (see
 //! `gguf_llama::native_plan`); elsewhere the candle graph in `model::llama` runs. Both take the
 //! same batches, masks and caches (`generate::Decoder`).
 
