@@ -28,7 +28,7 @@ use crate::events::Event;
 use crate::job::{JobContext, Report};
 use crate::judge::{
     BackendError, EngineBackend, JUDGE_BATCH, JudgeBackend, JudgeOutcome, JudgeReport, JudgeSettings, calibrate,
-    judge_samples,
+    check_fits, judge_samples,
 };
 
 /// Why a score job failed; the job's error is this message.
@@ -196,7 +196,11 @@ pub(crate) fn judge_phase(
         batch: JUDGE_BATCH,
     };
     let run_failed = |source| JudgeError::Run { model: judge.model.clone(), source };
-    let outcome = match calibrate(backend, suite, &settings, progress).map_err(run_failed)? {
+    let calibrated = match check_fits(backend, suite, scored, &settings) {
+        Err(refused) => Err(refused),
+        Ok(()) => calibrate(backend, suite, &settings, progress).map_err(run_failed)?,
+    };
+    let outcome = match calibrated {
         Err(source) if mode == ScoreMode::Judge => {
             return Err(JudgeError::Refused { model: judge.model.clone(), source });
         }

@@ -234,3 +234,25 @@ fn tiny_random_judge_is_refused_at_calibration_in_judge_mode() {
     assert_ne!(first, again(SECOND));
     assert_eq!(first.len(), 1);
 }
+
+#[test]
+fn a_judge_whose_context_cannot_hold_its_prompts_is_refused_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = phasegate_eval::tiny::write_tiny_gguf(dir.path());
+    let judge = JudgeModel { model: path.display().to_string(), max_new_tokens: 12, ..judge_model() };
+    let mut backend = EngineBackend::load(&path, &judge, phasegate_eval::Interrupt::default()).unwrap();
+    // The bundled suite's rubric and anchors take far more than the tiny model's 1024 positions.
+    let suite = suite();
+    let mut lines = Vec::new();
+    let report =
+        judge_phase(&mut backend, ScoreMode::Both, &judge, &suite, &scored(&suite), &mut |l| lines.push(l)).unwrap();
+    let JudgeOutcome::Refused(refused) = &report.outcome else { panic!("not refused: {:?}", report.outcome) };
+    let msg = refused.to_string();
+    assert!(msg.starts_with("refused the judge: its prompt for anchor/Q1/0 takes "), "{msg}");
+    assert!(msg.ends_with("exceeds the judge model's context of 1024 tokens"), "{msg}");
+    assert!(msg.contains("`score.judge_max_new_tokens` (12)"), "{msg}");
+    assert!(lines.is_empty(), "the judge was called: {lines:?}");
+    let err = judge_phase(&mut backend, ScoreMode::Judge, &judge, &suite, &scored(&suite), &mut |_| ()).unwrap_err();
+    assert!(matches!(err, JudgeError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("its prompt for anchor/Q1/0 takes "), "{err}");
+}

@@ -164,6 +164,11 @@ impl Engine {
         }
     }
 
+    /// Tokens of `prompt` as the model sees it (chat template applied).
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<usize, EvalError> {
+        Ok(self.tokenizer.encode(&self.template.render(prompt)?)?.len())
+    }
+
     /// The prompt as the model sees it, after the chat template.
     pub fn render(&self, prompt: &Prompt) -> Result<String, EvalError> {
         self.template.render(prompt)

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use phasegate_eval::{CpuRequantize, Engine, EvalError, GenerationParams, Interrupt, ModelInfo, ModelSpec, Prompt};
 use phasegate_proto::spec::{JudgeModel, Requantize};
-use phasegate_score::judge::JudgePrompt;
+use phasegate_score::judge::{JudgePrompt, JudgeRefused};
 
 /// Sampling temperature of judge calls. Not greedy: the two calls with different seeds must be free
 /// to differ, or the self-agreement check could never catch an unstable judgement.
@@ -39,6 +39,13 @@ impl From<EvalError> for BackendError {
 /// run judges the same however its calls are batched. Different seeds draw different samples.
 pub(crate) trait JudgeBackend {
     fn generate(&mut self, calls: &[JudgeCall], seed: u64, max_new_tokens: usize) -> Result<Vec<String>, BackendError>;
+
+    /// A refusal naming the first call whose prompt plus `max_new_tokens` does not fit the judge's
+    /// context; such a judge cannot judge every call.
+    fn check_fits(&self, calls: &[JudgeCall], max_new_tokens: usize) -> Result<(), JudgeRefused> {
+        let _ = (calls, max_new_tokens);
+        Ok(())
+    }
 }
 
 /// The judge over a loaded `phasegate-eval` engine. Each call is a prompt whose sampling seed
@@ -83,5 +90,27 @@ impl JudgeBackend for EngineBackend {
         };
         let output = self.engine.generate(&prompts, &params)?;
         Ok(output.answers.into_iter().map(|a| a.text).collect())
+    }
+
+    fn check_fits(&self, calls: &[JudgeCall], max_new_tokens: usize) -> Result<(), JudgeRefused> {
+        let context = self.engine.context_len();
+        for call in calls {
+            let prompt = Prompt {
+                qid: call.id.clone(),
+                system: Some(call.prompt.system.clone()),
+                user: call.prompt.user.clone(),
+            };
+            // A prompt that cannot be rendered fails in `generate`, with its own error.
+            let Ok(prompt_tokens) = self.engine.prompt_tokens(&prompt) else { continue };
+            if prompt_tokens + max_new_tokens > context {
+                return Err(JudgeRefused::PromptTooLong {
+                    call: call.id.clone(),
+                    prompt_tokens,
+                    max_new_tokens,
+                    context,
+                });
+            }
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! sample twice, once per seed, and keep what the two calls agree on. Nothing here does I/O but the
 //! backend's calls; what to do with the outcome (fail, record, fall back) is the caller's.
 
-use phasegate_score::calibration::anchors;
+use phasegate_score::calibration::{Anchor, anchors};
 use phasegate_score::judge::{
     Agreement, AnchorJudgement, JudgeRefused, JudgeReplyError, agree, build_prompt, check_calibration, parse_reply,
 };
@@ -52,14 +52,7 @@ pub(crate) fn calibrate(
     settings: &JudgeSettings,
     progress: &mut dyn FnMut(String),
 ) -> Result<Result<usize, JudgeRefused>, BackendError> {
-    let mut judged_anchors = Vec::new();
-    let mut calls = Vec::new();
-    for (i, anchor) in anchors(suite).into_iter().enumerate() {
-        let Some(question) = suite.question(&anchor.qid) else { continue };
-        let prompt = build_prompt(suite, question, &anchor.text);
-        calls.push(JudgeCall { id: format!("anchor/{}/{i}", anchor.qid), prompt });
-        judged_anchors.push(anchor);
-    }
+    let (judged_anchors, calls) = anchor_calls(suite);
     let outcomes = judge_twice(backend, &calls, &suite.rubric, settings, "calibration", progress)?;
     let judged: Vec<AnchorJudgement> = judged_anchors
         .into_iter()
@@ -69,14 +62,21 @@ pub(crate) fn calibrate(
     Ok(check_calibration(&suite.rubric, &judged).map(|()| judged.len()))
 }
 
-/// Judges every (question, sample) of a scored phase twice, in the phase's order.
-pub(crate) fn judge_samples(
-    backend: &mut dyn JudgeBackend,
-    suite: &Suite,
-    scored: &ScoredPhase,
-    settings: &JudgeSettings,
-    progress: &mut dyn FnMut(String),
-) -> Result<Vec<SampleJudgement>, BackendError> {
+/// The calibration anchors and their judge calls.
+fn anchor_calls(suite: &Suite) -> (Vec<Anchor>, Vec<JudgeCall>) {
+    let mut judged_anchors = Vec::new();
+    let mut calls = Vec::new();
+    for (i, anchor) in anchors(suite).into_iter().enumerate() {
+        let Some(question) = suite.question(&anchor.qid) else { continue };
+        let prompt = build_prompt(suite, question, &anchor.text);
+        calls.push(JudgeCall { id: format!("anchor/{}/{i}", anchor.qid), prompt });
+        judged_anchors.push(anchor);
+    }
+    (judged_anchors, calls)
+}
+
+/// The (question, sample) keys of a scored phase and their judge calls, in the phase's order.
+fn sample_calls(suite: &Suite, scored: &ScoredPhase) -> (Vec<(String, u32)>, Vec<JudgeCall>) {
     let mut keys = Vec::new();
     let mut calls = Vec::new();
     for q in &scored.questions {
@@ -87,6 +87,29 @@ pub(crate) fn judge_samples(
             keys.push((q.qid.clone(), s.sample));
         }
     }
+    (keys, calls)
+}
+
+/// Refuses a judge whose context cannot hold every call of the calibration and of the phase.
+pub(crate) fn check_fits(
+    backend: &dyn JudgeBackend,
+    suite: &Suite,
+    scored: &ScoredPhase,
+    settings: &JudgeSettings,
+) -> Result<(), JudgeRefused> {
+    backend.check_fits(&anchor_calls(suite).1, settings.max_new_tokens)?;
+    backend.check_fits(&sample_calls(suite, scored).1, settings.max_new_tokens)
+}
+
+/// Judges every (question, sample) of a scored phase twice, in the phase's order.
+pub(crate) fn judge_samples(
+    backend: &mut dyn JudgeBackend,
+    suite: &Suite,
+    scored: &ScoredPhase,
+    settings: &JudgeSettings,
+    progress: &mut dyn FnMut(String),
+) -> Result<Vec<SampleJudgement>, BackendError> {
+    let (keys, calls) = sample_calls(suite, scored);
     let outcomes = judge_twice(backend, &calls, &suite.rubric, settings, "answers", progress)?;
     Ok(keys
         .into_iter()

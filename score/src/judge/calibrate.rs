@@ -53,6 +53,10 @@ pub enum JudgeRefused {
         list(.misjudged)
     )]
     Misjudged { misjudged: Vec<MisjudgedAnchor>, judged: usize },
+    #[error(
+        "refused the judge: its prompt for {call} takes {prompt_tokens} tokens, which with `score.judge_max_new_tokens` ({max_new_tokens}) exceeds the judge model's context of {context} tokens"
+    )]
+    PromptTooLong { call: String, prompt_tokens: usize, max_new_tokens: usize, context: usize },
 }
 
 fn list(items: &[MisjudgedAnchor]) -> String {
