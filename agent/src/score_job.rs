@@ -28,7 +28,7 @@ use crate::events::Event;
 use crate::job::{JobContext, Report};
 use crate::judge::{
     BackendError, EngineBackend, JUDGE_BATCH, JudgeBackend, JudgeOutcome, JudgeReport, JudgeSettings, calibrate,
-    check_fits, judge_samples,
+    check_sample_fits, judge_samples,
 };
 
 /// Why a score job failed; the job's error is this message.
@@ -196,20 +196,21 @@ pub(crate) fn judge_phase(
         batch: JUDGE_BATCH,
     };
     let run_failed = |source| JudgeError::Run { model: judge.model.clone(), source };
-    let calibrated = match check_fits(backend, suite, scored, &settings) {
-        Err(refused) => Err(refused),
-        Ok(()) => calibrate(backend, suite, &settings, progress).map_err(run_failed)?,
+    // A refusal fails the job in `judge` mode and is the recorded outcome in `both` mode.
+    let refuse = |source| match mode {
+        ScoreMode::Judge => Err(JudgeError::Refused { model: judge.model.clone(), source }),
+        _ => Ok(JudgeOutcome::Refused(source)),
     };
-    let outcome = match calibrated {
-        Err(source) if mode == ScoreMode::Judge => {
-            return Err(JudgeError::Refused { model: judge.model.clone(), source });
-        }
-        Err(refused) => JudgeOutcome::Refused(refused),
+    let outcome = match calibrate(backend, suite, &settings, progress).map_err(run_failed)? {
+        Err(refused) => refuse(refused)?,
         Ok(anchors) => {
             progress(format!("judge: calibration passed on {anchors} anchors"));
-            JudgeOutcome::Judged {
-                anchors,
-                samples: judge_samples(backend, suite, scored, &settings, progress).map_err(run_failed)?,
+            match check_sample_fits(backend, suite, scored, &settings) {
+                Err(refused) => refuse(refused)?,
+                Ok(()) => JudgeOutcome::Judged {
+                    anchors,
+                    samples: judge_samples(backend, suite, scored, &settings, progress).map_err(run_failed)?,
+                },
             }
         }
     };

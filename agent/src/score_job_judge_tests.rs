@@ -256,3 +256,24 @@ fn a_judge_whose_context_cannot_hold_its_prompts_is_refused_before_any_call() {
     assert!(matches!(err, JudgeError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("its prompt for anchor/Q1/0 takes "), "{err}");
 }
+
+#[test]
+fn a_judge_that_passes_calibration_but_cannot_hold_an_answers_prompt_is_refused_before_judging() {
+    let suite = suite();
+    let scored = scored(&suite);
+    let judge = || {
+        let mut fake = FakeJudge::with(&suite, faithful, |_, _| unreachable!("a refused judge scores no answer"));
+        fake.too_long = Some("Q3/".into());
+        fake
+    };
+    let mut lines = Vec::new();
+    let mut both = judge();
+    let report =
+        judge_phase(&mut both, ScoreMode::Both, &judge_model(), &suite, &scored, &mut |l| lines.push(l)).unwrap();
+    let JudgeOutcome::Refused(refused) = &report.outcome else { panic!("not refused: {:?}", report.outcome) };
+    assert!(refused.to_string().starts_with("refused the judge: its prompt for Q3/0 takes 5000 tokens"), "{refused}");
+    assert!(lines.iter().any(|l| l.starts_with("judge: calibration passed on ")), "{lines:?}");
+    assert!(both.calls.iter().all(|(id, _, _)| id.starts_with("anchor/")), "answers were judged");
+    let err = judge_phase(&mut judge(), ScoreMode::Judge, &judge_model(), &suite, &scored, &mut |_| ()).unwrap_err();
+    assert!(matches!(err, JudgeError::Refused { .. }), "{err}");
+}

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use phasegate_score::calibration::anchors;
+use phasegate_score::judge::JudgeRefused;
 use phasegate_score::{AnchorKind, Suite};
 
 use super::backend::{BackendError, JudgeBackend, JudgeCall};
@@ -16,11 +17,13 @@ pub(crate) struct FakeJudge {
     replies: Replies,
     pub(crate) calls: Vec<(String, u64, usize)>,
     pub(crate) requests: Vec<usize>,
+    /// Calls whose id starts with this do not fit the judge's context (`check_fits`).
+    pub(crate) too_long: Option<String>,
 }
 
 impl FakeJudge {
     pub(crate) fn new(replies: impl FnMut(&JudgeCall, u64) -> String + Send + 'static) -> Self {
-        Self { replies: Box::new(replies), calls: Vec::new(), requests: Vec::new() }
+        Self { replies: Box::new(replies), calls: Vec::new(), requests: Vec::new(), too_long: None }
     }
 
     /// Anchors scored by `anchor(kind)` on both calls, answers by `answer(call id, seed)`.
@@ -43,6 +46,19 @@ impl FakeJudge {
 }
 
 impl JudgeBackend for FakeJudge {
+    fn check_fits(&self, calls: &[JudgeCall], max_new_tokens: usize) -> Result<(), JudgeRefused> {
+        let Some(prefix) = &self.too_long else { return Ok(()) };
+        match calls.iter().find(|c| c.id.starts_with(prefix.as_str())) {
+            Some(call) => Err(JudgeRefused::PromptTooLong {
+                call: call.id.clone(),
+                prompt_tokens: 5000,
+                max_new_tokens,
+                context: 4096,
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn generate(&mut self, calls: &[JudgeCall], seed: u64, max_new_tokens: usize) -> Result<Vec<String>, BackendError> {
         self.requests.push(calls.len());
         Ok(calls

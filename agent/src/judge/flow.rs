@@ -44,8 +44,9 @@ impl SampleJudgement {
     }
 }
 
-/// Judges every calibration anchor of the suite (both seeds) and checks each lands in its band.
-/// The outer error is a backend failure; the inner one the judge's refusal.
+/// Judges every calibration anchor of the suite (both seeds) and checks each lands in its band;
+/// a judge whose context cannot hold an anchor's prompt is refused before any call. The outer
+/// error is a backend failure; the inner one the judge's refusal.
 pub(crate) fn calibrate(
     backend: &mut dyn JudgeBackend,
     suite: &Suite,
@@ -53,6 +54,9 @@ pub(crate) fn calibrate(
     progress: &mut dyn FnMut(String),
 ) -> Result<Result<usize, JudgeRefused>, BackendError> {
     let (judged_anchors, calls) = anchor_calls(suite);
+    if let Err(refused) = backend.check_fits(&calls, settings.max_new_tokens) {
+        return Ok(Err(refused));
+    }
     let outcomes = judge_twice(backend, &calls, &suite.rubric, settings, "calibration", progress)?;
     let judged: Vec<AnchorJudgement> = judged_anchors
         .into_iter()
@@ -90,14 +94,14 @@ fn sample_calls(suite: &Suite, scored: &ScoredPhase) -> (Vec<(String, u32)>, Vec
     (keys, calls)
 }
 
-/// Refuses a judge whose context cannot hold every call of the calibration and of the phase.
-pub(crate) fn check_fits(
+/// Refuses a judge whose context cannot hold the prompt of every sample of the phase (the
+/// calibration checks its own prompts).
+pub(crate) fn check_sample_fits(
     backend: &dyn JudgeBackend,
     suite: &Suite,
     scored: &ScoredPhase,
     settings: &JudgeSettings,
 ) -> Result<(), JudgeRefused> {
-    backend.check_fits(&anchor_calls(suite).1, settings.max_new_tokens)?;
     backend.check_fits(&sample_calls(suite, scored).1, settings.max_new_tokens)
 }
 

@@ -16,7 +16,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) use backend::JudgeCall;
 pub(crate) use backend::{BackendError, EngineBackend, JudgeBackend};
-pub(crate) use flow::{JudgeSettings, calibrate, check_fits, judge_samples};
+pub(crate) use flow::{JudgeSettings, calibrate, check_sample_fits, judge_samples};
 pub(crate) use record::{JudgeOutcome, JudgeReport};
 
 /// Judge calls per backend request (one engine batch); progress is reported after each.
