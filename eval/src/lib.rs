@@ -3,7 +3,8 @@
 //! This crate owns turning a model (a GGUF file or a Hugging Face safetensors directory, plus an
 //! optional PEFT LoRA adapter merged at load) and a list of chat prompts into generated answers:
 //! tokenizer (from `tokenizer.json` or GGUF metadata), chat template, a batched llama forward
-//! pass with preallocated KV caches, sampling with per-sample seeds, and the model cache
+//! pass with preallocated KV caches (candle's graph, or on x86-64 CPUs our own kernels over
+//! packed Q4/Q8 weights: `native`), sampling with per-sample seeds, and the model cache
 //! (`pull`, `list`, `resolve`). It does not score answers (`phasegate-score`) nor decide
 //! anything about a run.
 
