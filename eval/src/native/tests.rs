@@ -137,6 +137,13 @@ fn load(path: &Path, spec: &ModelSpec, kernels: Kernels) -> Engine {
 }
 
 const NATIVE: Kernels = Kernels::Native { pad_to: 1 };
+
+/// `load` on our kernels, failing if the model fell back to candle's.
+fn load_native(path: &Path, spec: &ModelSpec) -> Engine {
+    let engine = load(path, spec, NATIVE);
+    assert!(!engine.is_candle(), "{} runs on candle's graph", path.display());
+    engine
+}
 const CANDLE: Kernels = Kernels::Candle { pad_to: 1 };
 
 /// Logits of the last position of `ids`, run as one sequence.
@@ -223,7 +230,7 @@ fn prompts() -> Vec<Prompt> {
 fn a_batch_with_a_shared_prefix_gives_each_row_its_greedy_tokens_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_gguf_with(dir.path(), &TinyOptions { dtype: GgmlDType::Q4_1, ..TinyOptions::default() });
-    let engine = load(&path, &spec_for(&path), NATIVE);
+    let engine = load_native(&path, &spec_for(&path));
     let greedy = GenerationParams { temperature: 0.0, samples: 2, max_new_tokens: 10, ..Default::default() };
     let batched = engine.generate(&prompts(), &greedy).unwrap();
     for (i, prompt) in prompts().iter().enumerate() {
@@ -238,7 +245,7 @@ fn a_batch_with_a_shared_prefix_gives_each_row_its_greedy_tokens_alone() {
 fn the_same_seed_gives_the_same_sampled_text_on_our_kernels() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_gguf_with(dir.path(), &TinyOptions { dtype: GgmlDType::Q4_1, ..TinyOptions::default() });
-    let engine = load(&path, &spec_for(&path), NATIVE);
+    let engine = load_native(&path, &spec_for(&path));
     let params = GenerationParams { temperature: 0.8, samples: 3, max_new_tokens: 10, seed: 5, ..Default::default() };
     let first = engine.generate(&prompts(), &params).unwrap();
     assert_eq!(first.answers, engine.generate(&prompts(), &params).unwrap().answers);
@@ -262,7 +269,7 @@ fn real_smollm2_if_cached_greedy_text_of_our_kernels_follows_candles() {
     let system = Some("You are a helpful assistant.".into());
     let prompt = Prompt { qid: "q".into(), system, user: "What is the capital of France?".into() };
     let params = GenerationParams { temperature: 0.0, max_new_tokens: 40, ..Default::default() };
-    let ours = load(&path, &spec, NATIVE).generate(std::slice::from_ref(&prompt), &params).unwrap();
+    let ours = load_native(&path, &spec).generate(std::slice::from_ref(&prompt), &params).unwrap();
     let theirs = load(&path, &spec, CANDLE).generate(std::slice::from_ref(&prompt), &params).unwrap();
     assert!(ours.answers[0].text.contains("Paris"), "{}", ours.answers[0].text);
     assert_eq!(ours.answers[0].text, theirs.answers[0].text);
