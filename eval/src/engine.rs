@@ -166,7 +166,11 @@ impl Engine {
 
     /// Tokens of `prompt` as the model sees it (chat template applied).
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<usize, EvalError> {
-        Ok(self.tokenizer.encode(&self.template.render(prompt)?)?.len())
+        Ok(self.prompt_ids(prompt)?.len())
+    }
+
+    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, EvalError> {
+        self.tokenizer.encode(&self.template.render(prompt)?)
     }
 
     /// The prompt as the model sees it, after the chat template.
@@ -189,8 +193,7 @@ impl Engine {
     ) -> Result<GenerationOutput, EvalError> {
         validate(params)?;
         let wall = Instant::now();
-        let ids =
-            prompts.iter().map(|p| self.tokenizer.encode(&self.template.render(p)?)).collect::<Result<Vec<_>, _>>()?;
+        let ids = prompts.iter().map(|p| self.prompt_ids(p)).collect::<Result<Vec<_>, _>>()?;
         let context = self.context_len();
         if let Some((prompt, ids)) =
             prompts.iter().zip(&ids).find(|(_, ids)| ids.len() + params.max_new_tokens > context)

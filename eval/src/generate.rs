@@ -3,13 +3,11 @@
 use crate::engine::Interrupt;
 use crate::error::EvalError;
 use crate::model::llama::{KvCache, Llama, SharedPrefix};
-use crate::native::{NativeCache, NativeLlama, NativePrefix};
 use crate::sampler::{apply_repetition_penalty, choose};
 use crate::spec::GenerationParams;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A forward pass that the decoding loop drives: candle's graph (`Llama`) or our CPU kernels
@@ -83,49 +81,6 @@ impl Decoder for CandleDecoder<'_> {
     }
 
     fn cache_len(&self, cache: &KvCache) -> usize {
-        cache.len
-    }
-}
-
-impl Decoder for NativeLlama {
-    type Cache = NativeCache;
-    type Prefix = Arc<NativePrefix>;
-
-    fn new_cache(
-        &self,
-        prefix: Option<Arc<NativePrefix>>,
-        batch: usize,
-        capacity: usize,
-    ) -> Result<NativeCache, EvalError> {
-        Ok(NativeLlama::new_cache(self, prefix, batch, capacity))
-    }
-
-    fn forward(
-        &self,
-        tokens: &[u32],
-        positions: &[u32],
-        mask: &[f32],
-        batch: usize,
-        cache: &mut NativeCache,
-    ) -> Result<Vec<Vec<f32>>, EvalError> {
-        let logits = NativeLlama::forward(self, tokens, positions, mask, batch, cache)?;
-        Ok(logits.chunks_exact(self.cfg.vocab).map(<[f32]>::to_vec).collect())
-    }
-
-    fn prefix_of(&self, cache: NativeCache) -> Result<Arc<NativePrefix>, EvalError> {
-        Ok(Arc::new(cache.into_prefix()))
-    }
-
-    fn select_rows(&self, cache: &mut NativeCache, rows: &[u32]) -> Result<(), EvalError> {
-        cache.select_rows(rows);
-        Ok(())
-    }
-
-    fn prefix_len(&self, cache: &NativeCache) -> usize {
-        cache.prefix_len()
-    }
-
-    fn cache_len(&self, cache: &NativeCache) -> usize {
         cache.len
     }
 }

@@ -105,20 +105,9 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
     }
 
     fn layer(&mut self, index: usize, cfg: &LlamaConfig) -> Result<Layer, EvalError> {
-        let mut projs = Vec::with_capacity(LAYER_TENSORS.len());
-        for (suffix, module) in LAYER_TENSORS {
-            let hf = format!("model.layers.{index}.{module}.weight");
-            let heads = match suffix {
-                "attn_q" => Some(cfg.n_heads),
-                "attn_k" => Some(cfg.n_kv_heads),
-                _ => None,
-            };
-            projs.push(self.proj(&format!("blk.{index}.{suffix}.weight"), &hf, heads)?);
-        }
-        let mut it = projs.into_iter();
-        let mut next = || it.next().ok_or(candle_core::Error::Msg("layer tensors".into()));
-        let (q, k, v, o) = (next()?, next()?, next()?, next()?);
-        let (gate, up, down) = (next()?, next()?, next()?);
+        let [q, k, v, o, gate, up, down] = self.merged_layer(index, cfg)?;
+        let (q, k, v, o) = (self.proj(q)?, self.proj(k)?, self.proj(v)?, self.proj(o)?);
+        let (gate, up, down) = (self.proj(gate)?, self.proj(up)?, self.proj(down)?);
         Ok(Layer {
             attn_norm: self.dense(&format!("blk.{index}.attn_norm.weight"))?,
             qkv: Group::fuse([q, k, v])?,
@@ -129,12 +118,36 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
         })
     }
 
-    /// Reads one matmul weight, merging its LoRA delta (`permute_heads` for q/k) and
-    /// re-quantising as configured.
-    fn proj(&mut self, name: &str, hf: &str, permute_heads: Option<usize>) -> Result<Proj, EvalError> {
-        let tensor = self.merged(name, hf, permute_heads)?;
+    /// A merged matmul weight re-quantised as configured, ready to multiply.
+    fn proj(&self, tensor: QTensor) -> Result<Proj, EvalError> {
         let (tensor, pad) = self.requantized(tensor)?;
         Ok(Proj::padded(QMatMul::from_qtensor(tensor)?, pad))
+    }
+
+    /// The seven matmul weights of layer `index` in `LAYER_TENSORS` order, LoRA deltas merged,
+    /// in their stored type.
+    fn merged_layer(&mut self, index: usize, cfg: &LlamaConfig) -> Result<[QTensor; 7], EvalError> {
+        let mut weights = Vec::with_capacity(LAYER_TENSORS.len());
+        for (suffix, module) in LAYER_TENSORS {
+            let heads = match suffix {
+                "attn_q" => Some(cfg.n_heads),
+                "attn_k" => Some(cfg.n_kv_heads),
+                _ => None,
+            };
+            let hf = format!("model.layers.{index}.{module}.weight");
+            weights.push(self.merged(&format!("blk.{index}.{suffix}.weight"), &hf, heads)?);
+        }
+        Ok(weights.try_into().unwrap_or_else(|_| unreachable!("seven layer tensors")))
+    }
+
+    /// A tied output layer cannot take an adapter's `lm_head` delta: say so.
+    fn refuse_tied_lm_head_delta(&self) -> Result<(), EvalError> {
+        match &self.adapter {
+            Some(adapter) if adapter.deltas.contains_key("lm_head.weight") => {
+                Err(EvalError::LoraTiedOutput { path: adapter.path.clone(), module: "lm_head".into() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Reads one matmul weight with its LoRA delta merged (`permute_heads` for q/k), in its
@@ -170,13 +183,10 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
 
     fn output(&mut self, embed: &Arc<QTensor>, embed_pad: usize) -> Result<Proj, EvalError> {
         if self.content().tensor_infos.contains_key("output.weight") {
-            return self.proj("output.weight", "lm_head.weight", None);
+            let output = self.merged("output.weight", "lm_head.weight", None)?;
+            return self.proj(output);
         }
-        if let Some(adapter) = &self.adapter
-            && adapter.deltas.contains_key("lm_head.weight")
-        {
-            return Err(EvalError::LoraTiedOutput { path: adapter.path.clone(), module: "lm_head".into() });
-        }
+        self.refuse_tied_lm_head_delta()?;
         Ok(Proj::padded(QMatMul::from_arc(embed.clone())?, embed_pad))
     }
 }
@@ -221,18 +231,8 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for index in 0..cfg.n_layers {
-            let mut weights = Vec::with_capacity(LAYER_TENSORS.len());
-            for (suffix, module) in LAYER_TENSORS {
-                let heads = match suffix {
-                    "attn_q" => Some(cfg.n_heads),
-                    "attn_k" => Some(cfg.n_kv_heads),
-                    _ => None,
-                };
-                let hf = format!("model.layers.{index}.{module}.weight");
-                weights.push(self.merged(&format!("blk.{index}.{suffix}.weight"), &hf, heads)?);
-            }
+            let [q, k, v, o, gate, up, down] = &self.merged_layer(index, &cfg)?;
             let name = |suffix: &str| format!("blk.{index}.{suffix}.weight");
-            let [q, k, v, o, gate, up, down] = &weights[..] else { unreachable!("seven layer tensors") };
             layers.push(NativeLayer {
                 attn_norm: self.dense(&name("attn_norm"))?.to_vec1()?,
                 qkv: self.pack(&name("attn_q"), &[q, k, v], to_byte)?,
@@ -244,11 +244,7 @@ impl<R: Read + Seek> GgufLoader<'_, R> {
         }
         let norm = self.dense("output_norm.weight")?.to_vec1()?;
         let output = if tied {
-            if let Some(adapter) = &self.adapter
-                && adapter.deltas.contains_key("lm_head.weight")
-            {
-                return Err(EvalError::LoraTiedOutput { path: adapter.path.clone(), module: "lm_head".into() });
-            }
+            self.refuse_tied_lm_head_delta()?;
             None
         } else {
             let output = self.merged("output.weight", "lm_head.weight", None)?;

@@ -18,6 +18,7 @@ pub(crate) mod simd;
 mod tests;
 
 use crate::error::EvalError;
+use crate::generate::Decoder;
 use crate::model::llama::{Embedding, LlamaConfig};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -75,40 +76,12 @@ pub(crate) struct NativeCache {
     batch: usize,
     capacity: usize,
     kv_dim: usize,
-    pub(crate) len: usize,
+    len: usize,
 }
 
 impl NativeCache {
     pub(crate) fn prefix_len(&self) -> usize {
         self.prefix.as_ref().map_or(0, |p| p.len)
-    }
-
-    /// Keeps (and repeats) the rows named by `rows`.
-    pub(crate) fn select_rows(&mut self, rows: &[u32]) {
-        let row_len = self.capacity * self.kv_dim;
-        let used = self.len * self.kv_dim;
-        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
-            let mut kept = vec![f16::ZERO; rows.len() * row_len];
-            for (to, &from) in rows.iter().enumerate() {
-                let from = from as usize * row_len;
-                kept[to * row_len..to * row_len + used].copy_from_slice(&layer[from..from + used]);
-            }
-            *layer = kept;
-        }
-        self.batch = rows.len();
-    }
-
-    /// A filled single-row cache as a prefix to share.
-    pub(crate) fn into_prefix(self) -> NativePrefix {
-        let used = self.len * self.kv_dim;
-        let take = |layers: Vec<Vec<f16>>| {
-            layers.into_iter().map(|mut l| {
-                l.truncate(used);
-                l.shrink_to_fit();
-                l
-            })
-        };
-        NativePrefix { k: take(self.k).collect(), v: take(self.v).collect(), len: self.len }
     }
 }
 
@@ -129,20 +102,6 @@ impl NativeLlama {
     /// Intermediate width of the feed-forward layers.
     pub(crate) fn ffn(&self) -> usize {
         self.ffn
-    }
-
-    pub(crate) fn new_cache(&self, prefix: Option<Arc<NativePrefix>>, batch: usize, capacity: usize) -> NativeCache {
-        let kv_dim = self.cfg.n_kv_heads * self.cfg.head_dim();
-        let layer = || vec![f16::ZERO; batch * capacity * kv_dim];
-        NativeCache {
-            prefix,
-            k: (0..self.cfg.n_layers).map(|_| layer()).collect(),
-            v: (0..self.cfg.n_layers).map(|_| layer()).collect(),
-            batch,
-            capacity,
-            kv_dim,
-            len: 0,
-        }
     }
 
     fn output(&self) -> &Packed {
@@ -174,10 +133,8 @@ impl NativeLlama {
         }
     }
 
-    /// Runs `tokens` (batch rows of equal length) at `positions` through the model, appending
-    /// to `cache`. `mask` is additive, (batch, seq, prefix + cache.len + seq). Returns the
-    /// logits of each row's last position, (batch, vocab).
-    pub(crate) fn forward(
+    /// `Decoder::forward`, with the logits of all rows in one buffer, (batch, vocab).
+    fn logits(
         &self,
         tokens: &[u32],
         positions: &[u32],
@@ -317,6 +274,82 @@ impl NativeLlama {
 }
 
 /// `out = x · Wᵀ` for every quantised row of `x`: (rows of x, w.rows).
+impl Decoder for NativeLlama {
+    type Cache = NativeCache;
+    type Prefix = Arc<NativePrefix>;
+
+    fn new_cache(
+        &self,
+        prefix: Option<Arc<NativePrefix>>,
+        batch: usize,
+        capacity: usize,
+    ) -> Result<NativeCache, EvalError> {
+        let kv_dim = self.cfg.n_kv_heads * self.cfg.head_dim();
+        let layer = || vec![f16::ZERO; batch * capacity * kv_dim];
+        Ok(NativeCache {
+            prefix,
+            k: (0..self.cfg.n_layers).map(|_| layer()).collect(),
+            v: (0..self.cfg.n_layers).map(|_| layer()).collect(),
+            batch,
+            capacity,
+            kv_dim,
+            len: 0,
+        })
+    }
+
+    fn forward(
+        &self,
+        tokens: &[u32],
+        positions: &[u32],
+        mask: &[f32],
+        batch: usize,
+        cache: &mut NativeCache,
+    ) -> Result<Vec<Vec<f32>>, EvalError> {
+        let logits = self.logits(tokens, positions, mask, batch, cache)?;
+        Ok(logits.chunks_exact(self.cfg.vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// A filled single-row cache as a prefix to share.
+    fn prefix_of(&self, cache: NativeCache) -> Result<Arc<NativePrefix>, EvalError> {
+        let used = cache.len * cache.kv_dim;
+        let take = |layers: Vec<Vec<f16>>| -> Vec<Vec<f16>> {
+            layers
+                .into_iter()
+                .map(|mut l| {
+                    l.truncate(used);
+                    l.shrink_to_fit();
+                    l
+                })
+                .collect()
+        };
+        Ok(Arc::new(NativePrefix { k: take(cache.k), v: take(cache.v), len: cache.len }))
+    }
+
+    /// Keeps (and repeats) the rows named by `rows`.
+    fn select_rows(&self, cache: &mut NativeCache, rows: &[u32]) -> Result<(), EvalError> {
+        let row_len = cache.capacity * cache.kv_dim;
+        let used = cache.len * cache.kv_dim;
+        for layer in cache.k.iter_mut().chain(cache.v.iter_mut()) {
+            let mut kept = vec![f16::ZERO; rows.len() * row_len];
+            for (to, &from) in rows.iter().enumerate() {
+                let from = from as usize * row_len;
+                kept[to * row_len..to * row_len + used].copy_from_slice(&layer[from..from + used]);
+            }
+            *layer = kept;
+        }
+        cache.batch = rows.len();
+        Ok(())
+    }
+
+    fn prefix_len(&self, cache: &NativeCache) -> usize {
+        cache.prefix_len()
+    }
+
+    fn cache_len(&self, cache: &NativeCache) -> usize {
+        cache.len
+    }
+}
+
 pub(crate) fn matmul(w: &Packed, x: &QuantRows, out: &mut Vec<f32>) {
     let m = x.rows();
     let groups = w.groups();
