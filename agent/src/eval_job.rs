@@ -171,13 +171,13 @@ fn adapter_dir(dir: &Path, prefix: &str) -> Result<PathBuf, EvalJobError> {
     Err(EvalJobError::Adapter { prefix: prefix.to_owned(), inputs })
 }
 
-/// One prompt per question: the persona's system prompt and the question text.
+/// One prompt per question: the suite's system prompt (the persona's, where it has one) and the
+/// question text.
 pub(crate) fn prompts(suite: &Suite) -> Vec<Prompt> {
-    let system = suite.persona.system_prompt.trim().to_owned();
     suite
         .questions
         .iter()
-        .map(|q| Prompt { qid: q.id.clone(), system: Some(system.clone()), user: q.text.clone() })
+        .map(|q| Prompt { qid: q.id.clone(), system: suite.system_prompt.clone(), user: q.text.clone() })
         .collect()
 }
 

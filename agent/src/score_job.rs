@@ -214,7 +214,7 @@ pub(crate) fn judge_phase(
             }
         }
     };
-    Ok(JudgeReport { mode, judge: judge.clone(), outcome })
+    Ok(JudgeReport { mode, judge: judge.clone(), prompt_digest: phasegate_score::judge::prompt_digest(suite), outcome })
 }
 
 /// One line per question (the record's totals of its samples), one for the phase on the 0–10
@@ -227,7 +227,7 @@ fn score_lines(scored: &ScoredPhase, file: &Value, judged: Option<&JudgeReport>)
         .map(|q| {
             let totals: Vec<String> =
                 entries.iter().filter(|e| e["qid"] == q.qid.as_str()).map(|e| e["total"].to_string()).collect();
-            let max = q.samples.first().map_or(0, |s| s.max);
+            let max = q.samples.first().map_or(0.0, |s| s.max);
             format!("score: {} {} of {max} per sample", q.qid, totals.join(", "))
         })
         .collect();
@@ -268,7 +268,7 @@ pub(crate) fn scores_file(scored: &ScoredPhase, phase: &str, judged: Option<&Jud
             q.samples.iter().map(move |s| {
                 let mut entry = sample_entry(&q.question, s);
                 if let Some(j) = judged {
-                    j.annotate(&mut entry, s);
+                    j.annotate(&mut entry, s, &scored.rubric);
                 }
                 entry
             })
@@ -281,6 +281,8 @@ pub(crate) fn scores_file(scored: &ScoredPhase, phase: &str, judged: Option<&Jud
         "adapter": scored.adapter,
         "suite": scored.suite,
         "rubric_version": scored.rubric_version,
+        "rubric": scored.rubric,
+        "instrument": judged.and_then(JudgeReport::instrument).unwrap_or_else(|| scored.instrument.clone()),
         "generation_params": scored.generation_params,
         "mode": mode,
         "scorer": if mode == ScoreMode::Judge { "judge" } else { "rules" },

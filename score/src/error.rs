@@ -26,14 +26,12 @@ pub enum SuiteProblem {
     UnsupportedLanguage { value: String, supported: &'static str },
     #[error("field {field} must not be empty")]
     Empty { field: String },
-    #[error("unknown rubric dimension {id:?}; the scorer knows D1..D5")]
-    UnknownDimension { id: String },
-    #[error("rubric dimension {id} is defined twice")]
-    DuplicateDimension { id: String },
-    #[error("rubric dimension {id} is missing; the scorer needs D1..D5")]
-    MissingDimension { id: String },
-    #[error("rubric dimension {id} has min {min} not below max {max}")]
-    BadRange { id: String, min: u32, max: u32 },
+    #[error("rubric: {0}")]
+    Rubric(phasegate_rubric::RubricError),
+    #[error("rubric dimension {id} uses the {check} check, which needs a [persona] table")]
+    CheckNeedsPersona { id: String, check: &'static str },
+    #[error("the suite has both [persona].system_prompt and a top-level system_prompt; keep one")]
+    TwoSystemPrompts,
     #[error("rubric dimension {id} has an invalid auto-zero regex {pattern:?}: {source}")]
     BadRegex {
         id: String,
@@ -86,4 +84,9 @@ pub enum ScoreError {
          hint: the responses were generated from another suite version"
     )]
     QuestionMismatch { qid: String, suite: String, expected: String, found: String },
+    #[error(
+        "rubric dimension {id} of suite {suite} has no rules check\n\
+         hint: give it `check = \"facts\"` (or identity, voice, cleanliness, quality), or score the suite with a judge or by hand"
+    )]
+    NoRulesCheck { id: String, suite: String },
 }

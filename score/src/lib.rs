@@ -20,10 +20,11 @@ mod text;
 
 pub use error::{ResponsesError, ScoreError, SuiteError, SuiteProblem};
 pub use lang::Language;
+pub use phasegate_rubric::{Instrument, InstrumentKind};
 pub use responses::{GenerationParams, ResponseRecord, Responses, Timing};
-pub use scorer::{score_phase, score_sample};
-pub use scores::{DimScore, DimensionInfo, SampleScore, ScoredPhase, ScoredQuestion, Trigger, TriggerKind};
+pub use scorer::{RULES_VERSION, check_rules, instrument, score_phase, score_sample};
+pub use scores::{DimScore, SampleScore, ScoredPhase, ScoredQuestion, Trigger, TriggerKind};
 pub use suite::{
-    AnchorKind, AnchorText, AutoZeroScope, CleanlinessRules, DimId, Dimension, IdentityRules, Persona, QualityRules,
-    Question, Rubric, Suite, TriggerPattern, VoiceRules,
+    AnchorKind, AnchorText, AutoZeroScope, Check, CleanlinessRules, DimId, Dimension, DimensionRules, IdentityRules,
+    Persona, QualityRules, Question, Rubric, Rules, Suite, TriggerPattern, VoiceRules,
 };

@@ -2,7 +2,8 @@
 //! grouped by question. This is what the coordinator stores and `gate-rules` aggregates.
 
 use crate::responses::GenerationParams;
-use crate::suite::DimId;
+use crate::suite::{DimId, Rubric};
+use phasegate_rubric::Instrument;
 use serde::{Deserialize, Serialize};
 
 /// A dimension's score for one sample, with a one-line reason.
@@ -47,21 +48,24 @@ pub struct SampleScore {
     pub seed: Option<u64>,
     pub response: String,
     pub truncated: bool,
-    /// D1..D5 in order.
+    /// The rubric's dimensions in rubric order.
     pub dims: Vec<DimScore>,
     pub auto_zero: Vec<Trigger>,
-    pub total: u32,
-    pub max: u32,
+    /// Weighted sum of the dimension scores (see [`phasegate_rubric::Rubric::total`]).
+    pub total: f64,
+    /// Lowest and highest total an answer can score.
+    pub min: f64,
+    pub max: f64,
 }
 
 impl SampleScore {
     /// Total on the 0–10 scale, unrounded.
     pub fn normalized_10(&self) -> f64 {
-        ratio_10(self.total, self.max)
+        ratio_10(self.total - self.min, self.max - self.min)
     }
 
-    pub fn dim(&self, id: DimId) -> Option<&DimScore> {
-        self.dims.iter().find(|d| d.id == id)
+    pub fn dim(&self, id: &str) -> Option<&DimScore> {
+        self.dims.iter().find(|d| d.id.is(id))
     }
 }
 
@@ -79,18 +83,9 @@ impl ScoredQuestion {
         if self.samples.is_empty() {
             return None;
         }
-        let sum: u32 = self.samples.iter().map(|s| s.total).sum();
-        Some(f64::from(sum) / self.samples.len() as f64)
+        let sum: f64 = self.samples.iter().map(|s| s.total).sum();
+        Some(sum / self.samples.len() as f64)
     }
-}
-
-/// Rubric dimension as recorded with the scores, so readers need not load the suite.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DimensionInfo {
-    pub id: DimId,
-    pub name: String,
-    pub min: u32,
-    pub max: u32,
 }
 
 /// Every sample of one phase, scored. Questions follow the suite's order.
@@ -103,7 +98,10 @@ pub struct ScoredPhase {
     pub adapter: Option<String>,
     pub timestamp: Option<String>,
     pub generation_params: GenerationParams,
-    pub dimensions: Vec<DimensionInfo>,
+    /// The suite's rubric, recorded with the scores so readers need not load the suite.
+    pub rubric: Rubric,
+    /// The rules scorer on the suite (or the judge that replaced its scores).
+    pub instrument: Instrument,
     pub questions: Vec<ScoredQuestion>,
 }
 
@@ -112,7 +110,7 @@ impl ScoredPhase {
     /// With the same K for every question this equals the mean of per-question means.
     pub fn normalized_10(&self) -> f64 {
         let samples = || self.questions.iter().flat_map(|q| &q.samples);
-        ratio_10(samples().map(|s| s.total).sum(), samples().map(|s| s.max).sum())
+        ratio_10(samples().map(|s| s.total - s.min).sum(), samples().map(|s| s.max - s.min).sum())
     }
 
     /// Every trigger that fired, with the question it fired on.
@@ -124,9 +122,9 @@ impl ScoredPhase {
     }
 }
 
-fn ratio_10(total: u32, max: u32) -> f64 {
-    if max == 0 {
+fn ratio_10(total: f64, max: f64) -> f64 {
+    if max <= 0.0 {
         return 0.0;
     }
-    f64::from(total) * 10.0 / f64::from(max)
+    total * 10.0 / max
 }

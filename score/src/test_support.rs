@@ -2,7 +2,7 @@
 
 use crate::responses::ResponseRecord;
 use crate::scores::SampleScore;
-use crate::suite::{DimId, Suite};
+use crate::suite::Suite;
 use std::path::Path;
 
 /// The bundled suite, read at compile time so tests need no working directory.
@@ -31,7 +31,7 @@ pub(crate) fn score(suite: &Suite, qid: &str, response: &str) -> SampleScore {
 }
 
 /// Score and reason of one dimension.
-pub(crate) fn dim(score: &SampleScore, id: DimId) -> (u32, String) {
+pub(crate) fn dim(score: &SampleScore, id: &str) -> (u32, String) {
     let d = score.dim(id).expect("dimension scored");
     (d.score, d.reason.clone())
 }

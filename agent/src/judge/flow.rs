@@ -40,7 +40,7 @@ impl SampleJudgement {
     /// The agreed scores when every dimension was agreed on; None when a dimension was discarded or
     /// a reply was unreadable.
     pub(crate) fn complete(&self) -> Option<&Agreement> {
-        self.outcome.as_ref().ok().filter(|a| a.total().is_some())
+        self.outcome.as_ref().ok().filter(|a| a.discarded.is_empty())
     }
 }
 

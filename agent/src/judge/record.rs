@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use phasegate_proto::spec::{JudgeModel, ScoreMode};
 use phasegate_score::judge::{Agreement, JudgeRefused};
-use phasegate_score::{DimId, SampleScore, ScoredPhase};
+use phasegate_score::{DimId, Instrument, Rubric, SampleScore, ScoredPhase};
 
 use super::backend::{JUDGE_TEMPERATURE, JUDGE_TOP_P};
 use super::flow::SampleJudgement;
@@ -35,10 +35,23 @@ pub(crate) enum JudgeOutcome {
 pub(crate) struct JudgeReport {
     pub(crate) mode: ScoreMode,
     pub(crate) judge: JudgeModel,
+    /// [`phasegate_score::judge::prompt_digest`] of the suite judged.
+    pub(crate) prompt_digest: String,
     pub(crate) outcome: JudgeOutcome,
 }
 
 impl JudgeReport {
+    /// The judge as the instrument of the file's scores, where its scores are the record
+    /// (`mode = "judge"` and calibration passed).
+    pub(crate) fn instrument(&self) -> Option<Instrument> {
+        let judged = self.mode == ScoreMode::Judge && matches!(self.outcome, JudgeOutcome::Judged { .. });
+        judged.then(|| Instrument::Judge {
+            model: self.judge.model.clone(),
+            endpoint: None,
+            prompt_digest: self.prompt_digest.clone(),
+        })
+    }
+
     fn samples(&self) -> &[SampleJudgement] {
         match &self.outcome {
             JudgeOutcome::Judged { samples, .. } => samples,
@@ -57,9 +70,9 @@ impl JudgeReport {
 
     /// Adds the judge's view to a sample's entry and, where the judge's scores are the record,
     /// replaces `d1`…, `total` and `auto_zero` with them (the rule total stays as `rules_total`).
-    pub(crate) fn annotate(&self, entry: &mut Value, s: &SampleScore) {
+    pub(crate) fn annotate(&self, entry: &mut Value, s: &SampleScore, rubric: &Rubric) {
         let Some(j) = self.find(&s.qid, s.sample) else { return };
-        entry["judge"] = judge_view(j);
+        entry["judge"] = judge_view(j, rubric);
         let Some(agreed) = self.takes_over(j) else {
             entry["source"] = json!("rules");
             return;
@@ -68,7 +81,7 @@ impl JudgeReport {
             entry[d.id.as_str().to_lowercase()] = json!({ "score": d.score, "reason": d.reason });
         }
         entry["rules_total"] = entry["total"].take();
-        entry["total"] = json!(agreed.scores.iter().map(|d| d.score).sum::<u32>());
+        entry["total"] = json!(rubric.total(agreed.scores.iter().map(|d| (d.id.as_str(), d.score))));
         // The rule scorer's automatic zeros did not set this score.
         entry["auto_zero"] = json!([]);
         entry["source"] = json!("judge");
@@ -143,13 +156,13 @@ impl JudgeReport {
     /// Per dimension, the mean absolute difference between the judge's agreed score and the rule
     /// score, over the samples where the judge agreed on that dimension.
     fn agreement_with_rules(&self, scored: &ScoredPhase) -> Value {
-        let mut diffs: BTreeMap<DimId, (u32, u32)> = BTreeMap::new();
+        let mut diffs: BTreeMap<&DimId, (u32, u32)> = BTreeMap::new();
         let rule_samples = scored.questions.iter().flat_map(|q| &q.samples);
         for s in rule_samples {
             let Some(Ok(agreement)) = self.find(&s.qid, s.sample).map(|j| j.outcome.as_ref()) else { continue };
             for d in &agreement.scores {
-                let Some(rule) = s.dim(d.id) else { continue };
-                let entry = diffs.entry(d.id).or_default();
+                let Some(rule) = s.dim(d.id.as_str()) else { continue };
+                let entry = diffs.entry(&d.id).or_default();
                 entry.0 += d.score.abs_diff(rule.score);
                 entry.1 += 1;
             }
@@ -213,10 +226,10 @@ pub(crate) struct Counts {
 
 /// The per-sample `judge` field: agreed dimensions as `d1`… (not read by the gate: it sits under
 /// `judge`), their total when complete, the discarded dimensions; or the unreadable reply.
-fn judge_view(j: &SampleJudgement) -> Value {
+fn judge_view(j: &SampleJudgement, rubric: &Rubric) -> Value {
     match &j.outcome {
         Ok(a) => {
-            let mut view = json!({ "total": a.total() });
+            let mut view = json!({ "total": a.total(rubric) });
             for d in &a.scores {
                 view[d.id.as_str().to_lowercase()] = json!({ "score": d.score, "reason": d.reason });
             }

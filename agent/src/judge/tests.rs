@@ -68,12 +68,17 @@ fn agreement_within_one_is_kept_and_wider_gaps_are_discarded_and_listed() {
     let kept = samples[0].complete().unwrap();
     assert_eq!(kept.scores.iter().map(|d| d.score).collect::<Vec<_>>(), [2, 1, 2, 1, 2]);
     let discarded = samples[1].outcome.as_ref().unwrap();
-    assert_eq!(discarded.discarded, [Disagreement { id: DimId::D3, first: 2, second: 0 }]);
+    assert_eq!(discarded.discarded, [Disagreement { id: DimId::new("D3").unwrap(), first: 2, second: 0 }]);
     assert_eq!(samples[1].complete(), None);
 
     let judge =
         JudgeModel { model: "j".into(), template: None, cpu_requantize: None, max_new_tokens: 64, seeds: SEEDS };
-    let report = JudgeReport { mode: ScoreMode::Both, judge, outcome: JudgeOutcome::Judged { anchors: 3, samples } };
+    let report = JudgeReport {
+        mode: ScoreMode::Both,
+        judge,
+        prompt_digest: "sha256:test".into(),
+        outcome: JudgeOutcome::Judged { anchors: 3, samples },
+    };
     let header = report.header(&scored);
     assert_eq!(
         (header["samples"].clone(), header["agreed"].clone(), header["discarded"].clone()),
@@ -103,7 +108,12 @@ fn unreadable_reply_is_reported_with_its_sample_and_seed() {
 
     let judge =
         JudgeModel { model: "j".into(), template: None, cpu_requantize: None, max_new_tokens: 64, seeds: SEEDS };
-    let report = JudgeReport { mode: ScoreMode::Judge, judge, outcome: JudgeOutcome::Judged { anchors: 3, samples } };
+    let report = JudgeReport {
+        mode: ScoreMode::Judge,
+        judge,
+        prompt_digest: "sha256:test".into(),
+        outcome: JudgeOutcome::Judged { anchors: 3, samples },
+    };
     let header = report.header(&scored);
     assert_eq!(header["unreadable"], json!(1));
     assert_eq!(header["fallback_to_rules"], json!(1));

@@ -33,7 +33,7 @@ fn every_bundled_anchor_scores_inside_its_band() {
 fn ideal_anchors_score_at_least_nine() {
     for o in check_scorer(&bundled()) {
         if o.anchor.kind == AnchorKind::Ideal {
-            assert!(o.score.total >= 9, "{}", describe(&o));
+            assert!(o.score.total >= 9.0, "{}", describe(&o));
         }
     }
 }
@@ -42,7 +42,7 @@ fn ideal_anchors_score_at_least_nine() {
 fn generic_anchors_score_two_to_four() {
     for o in check_scorer(&bundled()) {
         if o.anchor.kind == AnchorKind::Generic {
-            assert!((2..=4).contains(&o.score.total), "{}", describe(&o));
+            assert!((2.0..=4.0).contains(&o.score.total), "{}", describe(&o));
         }
     }
 }
@@ -51,7 +51,7 @@ fn generic_anchors_score_two_to_four() {
 fn contaminated_anchors_score_zero_and_quote_their_trigger() {
     for o in check_scorer(&bundled()) {
         if o.anchor.kind == AnchorKind::Contaminated {
-            assert_eq!(o.score.total, 0, "{}", describe(&o));
+            assert_eq!(o.score.total, 0.0, "{}", describe(&o));
             assert!(!o.score.auto_zero.is_empty(), "{}", describe(&o));
         }
     }

@@ -26,9 +26,9 @@ pub struct Agreement {
 }
 
 impl Agreement {
-    /// Total over all dimensions, or None when a dimension was discarded.
-    pub fn total(&self) -> Option<u32> {
-        self.discarded.is_empty().then(|| self.scores.iter().map(|d| d.score).sum())
+    /// Weighted total over all dimensions, or None when a dimension was discarded.
+    pub fn total(&self, rubric: &Rubric) -> Option<f64> {
+        self.discarded.is_empty().then(|| rubric.total(self.scores.iter().map(|d| (d.id.as_str(), d.score))))
     }
 }
 
@@ -41,14 +41,17 @@ pub fn agree(first: &JudgeScores, second: &JudgeScores, rubric: &Rubric) -> Agre
             continue;
         };
         if a.score.abs_diff(b.score) > MAX_SPREAD {
-            out.discarded.push(Disagreement { id: a.id, first: a.score, second: b.score });
+            out.discarded.push(Disagreement { id: a.id.clone(), first: a.score, second: b.score });
             continue;
         }
         let lower = if b.score < a.score { b } else { a };
+        let Some(dimension) = rubric.dimension(a.id.as_str()) else {
+            continue;
+        };
         out.scores.push(DimScore {
-            id: a.id,
+            id: a.id.clone(),
             score: lower.score,
-            max: rubric.dimension(a.id).max,
+            max: dimension.max,
             reason: lower.reason.clone(),
         });
     }

@@ -38,7 +38,10 @@ impl fmt::Display for MisjudgedAnchor {
             Some(s) => {
                 write!(f, "{} {kind} anchor scored {s:.1}, band {}..={}", self.qid, self.band.min, self.band.max)
             }
-            None => write!(f, "{} {kind} anchor: judge disagreed with itself on {:?}", self.qid, self.discarded),
+            None => {
+                let ids: Vec<&str> = self.discarded.iter().map(DimId::as_str).collect();
+                write!(f, "{} {kind} anchor: judge disagreed with itself on [{}]", self.qid, ids.join(", "))
+            }
         }
     }
 }
@@ -78,11 +81,7 @@ pub fn check_calibration(rubric: &Rubric, judged: &[AnchorJudgement]) -> Result<
 fn misjudged(rubric: &Rubric, j: &AnchorJudgement) -> Option<MisjudgedAnchor> {
     let band = j.anchor.kind.band();
     let (score_10, discarded, unreadable) = match &j.agreement {
-        Ok(a) => (
-            a.total().map(|t| f64::from(t) * 10.0 / f64::from(rubric.max_total())),
-            a.discarded.iter().map(|d| d.id).collect(),
-            None,
-        ),
+        Ok(a) => (a.total(rubric).map(|t| rubric.to_10(t)), a.discarded.iter().map(|d| d.id.clone()).collect(), None),
         Err(e) => (None, Vec::new(), Some(e.clone())),
     };
     if score_10.is_some_and(|s| band.contains(s)) {

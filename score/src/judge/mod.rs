@@ -15,7 +15,7 @@ mod prompt;
 pub use agreement::{Agreement, Disagreement, MAX_SPREAD, agree};
 pub use calibrate::{AnchorJudgement, JudgeRefused, MisjudgedAnchor, check_calibration};
 pub use parse::{JudgeDim, JudgeReplyError, JudgeScores, parse_reply};
-pub use prompt::{JudgePrompt, build_prompt};
+pub use prompt::{JudgePrompt, build_prompt, prompt_digest};
 
 #[cfg(test)]
 mod tests;

@@ -36,7 +36,7 @@ pub enum JudgeReplyError {
 pub fn parse_reply(reply: &str, rubric: &Rubric) -> Result<JudgeScores, JudgeReplyError> {
     let object = first_object(reply).ok_or_else(|| JudgeReplyError::NoJson { excerpt: short(reply) })?;
     let entries = entries(&object);
-    let dims = rubric.dimensions.iter().map(|d| dim(d, &entries, reply)).collect::<Result<_, _>>()?;
+    let dims = rubric.dimensions().iter().map(|d| dim(d, &entries, reply)).collect::<Result<_, _>>()?;
     Ok(JudgeScores { dims })
 }
 
@@ -80,10 +80,11 @@ fn dim(d: &Dimension, entries: &Map<String, Value>, reply: &str) -> Result<Judge
     let entry = [d.id.as_str().to_lowercase(), d.name.to_lowercase()]
         .iter()
         .find_map(|k| entries.get(k))
-        .ok_or_else(|| JudgeReplyError::MissingDimension { id: d.id, excerpt: short(reply) })?;
+        .ok_or_else(|| JudgeReplyError::MissingDimension { id: d.id.clone(), excerpt: short(reply) })?;
     let (raw, reason) = match entry {
         Value::Object(map) => (
-            field(map, "score").ok_or_else(|| JudgeReplyError::MissingDimension { id: d.id, excerpt: short(reply) })?,
+            field(map, "score")
+                .ok_or_else(|| JudgeReplyError::MissingDimension { id: d.id.clone(), excerpt: short(reply) })?,
             ["reason", "justification", "motivo"]
                 .iter()
                 .find_map(|k| field(map, k).and_then(Value::as_str))
@@ -91,11 +92,11 @@ fn dim(d: &Dimension, entries: &Map<String, Value>, reply: &str) -> Result<Judge
         ),
         other => (other, ""),
     };
-    Ok(JudgeDim { id: d.id, score: score(d, raw)?, reason: reason.trim().to_owned() })
+    Ok(JudgeDim { id: d.id.clone(), score: score(d, raw)?, reason: reason.trim().to_owned() })
 }
 
 fn score(d: &Dimension, raw: &Value) -> Result<u32, JudgeReplyError> {
-    let bad = || JudgeReplyError::BadScore { id: d.id, value: raw.to_string() };
+    let bad = || JudgeReplyError::BadScore { id: d.id.clone(), value: raw.to_string() };
     let number = match raw {
         Value::Number(n) => n.as_f64(),
         // "2", "2/2", "2 pontos"
@@ -110,7 +111,7 @@ fn score(d: &Dimension, raw: &Value) -> Result<u32, JudgeReplyError> {
     }
     let int = number as i64;
     if int < i64::from(d.min) || int > i64::from(d.max) {
-        return Err(JudgeReplyError::OutOfRange { id: d.id, score: int, min: d.min, max: d.max });
+        return Err(JudgeReplyError::OutOfRange { id: d.id.clone(), score: int, min: d.min, max: d.max });
     }
     u32::try_from(int).map_err(|_| bad())
 }

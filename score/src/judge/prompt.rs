@@ -2,6 +2,7 @@
 //! question's expectations): never scores, anchor labels or other samples that could bias the judge.
 
 use crate::suite::{AutoZeroScope, Dimension, Question, Suite};
+use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 
 /// A two-message prompt: rendered with the judge model's own chat template by the engine.
@@ -15,6 +16,17 @@ pub fn build_prompt(suite: &Suite, question: &Question, answer: &str) -> JudgePr
     JudgePrompt { system: system_text(suite), user: user_text(suite, question, answer) }
 }
 
+/// `sha256:` of every prompt the judge is given for `suite` (the system text and each question's
+/// user text around an empty answer): the judge instrument is this model with these prompts.
+pub fn prompt_digest(suite: &Suite) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(system_text(suite).as_bytes());
+    for q in &suite.questions {
+        hasher.update(user_text(suite, q, "").as_bytes());
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
 fn system_text(suite: &Suite) -> String {
     let mut out = String::from(
         "You are a strict evaluator of answers given by a fine-tuned persona model. Score the \
@@ -23,10 +35,10 @@ fn system_text(suite: &Suite) -> String {
     );
     out.push_str(&reply_shape(suite));
     out.push_str("\n\nRubric:\n");
-    for d in &suite.rubric.dimensions {
+    for d in suite.rubric.dimensions() {
         out.push_str(&dimension_line(d));
     }
-    if suite.rubric.auto_zero_scope == AutoZeroScope::Answer {
+    if suite.rules.auto_zero_scope == AutoZeroScope::Answer {
         out.push_str(
             "An automatic-zero finding (template tokens, agent task planning, copied system \
              prompt, markdown headers) gives every dimension its minimum.\n",
@@ -38,7 +50,7 @@ fn system_text(suite: &Suite) -> String {
 fn reply_shape(suite: &Suite) -> String {
     let fields: Vec<String> = suite
         .rubric
-        .dimensions
+        .dimensions()
         .iter()
         .map(|d| format!("\"{}\": {{\"score\": <{}-{}>, \"reason\": \"...\"}}", d.id, d.min, d.max))
         .collect();
@@ -50,11 +62,16 @@ fn dimension_line(d: &Dimension) -> String {
 }
 
 fn user_text(suite: &Suite, q: &Question, answer: &str) -> String {
-    let p = &suite.persona;
-    let mut out = format!(
-        "Persona: {} (partner: {}), answering in {}.\nPersona system prompt:\n<<<\n{}\n>>>\n\n",
-        p.name, p.partner, suite.language, p.system_prompt
-    );
+    let mut out = match &suite.persona {
+        Some(p) => format!(
+            "Persona: {} (partner: {}), answering in {}.\nPersona system prompt:\n<<<\n{}\n>>>\n\n",
+            p.name, p.partner, suite.language, p.system_prompt
+        ),
+        None => format!("The assistant answers in {}.\n", suite.language),
+    };
+    if let (None, Some(prompt)) = (&suite.persona, &suite.system_prompt) {
+        let _ = write!(out, "Its system prompt:\n<<<\n{prompt}\n>>>\n\n");
+    }
     let _ = writeln!(out, "Question {}: {}", q.id, q.text);
     out.push_str(&expectations(suite, q));
     let _ = write!(out, "\nAnswer to score:\n<<<\n{answer}\n>>>\n\nReply with the JSON object only.");
@@ -63,11 +80,13 @@ fn user_text(suite: &Suite, q: &Question, answer: &str) -> String {
 
 fn expectations(suite: &Suite, q: &Question) -> String {
     let mut out = String::from("What this question checks:\n");
-    if q.name_self {
-        let _ = writeln!(out, "- D1: the answer says its own name ({})", suite.persona.name);
-    }
-    if q.name_partner {
-        let _ = writeln!(out, "- D1: the answer names the partner ({})", suite.persona.partner);
+    if let Some(p) = &suite.persona {
+        if q.name_self {
+            let _ = writeln!(out, "- D1: the answer says its own name ({})", p.name);
+        }
+        if q.name_partner {
+            let _ = writeln!(out, "- D1: the answer names the partner ({})", p.partner);
+        }
     }
     for group in &q.facts {
         let _ = writeln!(out, "- D2 required fact, any of: {}", group.join(" | "));

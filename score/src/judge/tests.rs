@@ -16,11 +16,11 @@ fn prompt_holds_persona_question_answer_and_rubric_only() {
     let suite = bundled();
     let q = suite.question("Q1").unwrap();
     let p = build_prompt(&suite, q, "O Tomás é meu parceiro.");
-    assert!(p.user.contains(&suite.persona.system_prompt));
+    assert!(p.user.contains(suite.system_prompt.as_deref().unwrap()));
     assert!(p.user.contains("Quem é o Tomás?"));
     assert!(p.user.contains("O Tomás é meu parceiro."));
     assert!(p.user.contains("desenvolvedor | programador"));
-    for d in &suite.rubric.dimensions {
+    for d in suite.rubric.dimensions() {
         assert!(p.system.contains(&format!("{} {}", d.id, d.name)), "{}", d.id);
     }
     // no anchor text may leak into the prompt
@@ -82,10 +82,10 @@ fn rejects_unusable_replies_clearly() {
 
 fn judged(scores: [u32; 5]) -> JudgeScores {
     JudgeScores {
-        dims: DimId::ALL
+        dims: ["D1", "D2", "D3", "D4", "D5"]
             .into_iter()
             .zip(scores)
-            .map(|(id, score)| JudgeDim { id, score, reason: format!("{id}={score}") })
+            .map(|(id, score)| JudgeDim { id: DimId::new(id).unwrap(), score, reason: format!("{id}={score}") })
             .collect(),
     }
 }
@@ -94,12 +94,12 @@ fn judged(scores: [u32; 5]) -> JudgeScores {
 fn agreement_keeps_the_lower_score_within_one_and_discards_wider_gaps() {
     let rubric = bundled().rubric;
     let a = agree(&judged([2, 2, 0, 1, 2]), &judged([1, 0, 0, 2, 2]), &rubric);
-    let kept: Vec<(DimId, u32)> = a.scores.iter().map(|d| (d.id, d.score)).collect();
-    assert_eq!(kept, [(DimId::D1, 1), (DimId::D3, 0), (DimId::D4, 1), (DimId::D5, 2)]);
+    let kept: Vec<(&str, u32)> = a.scores.iter().map(|d| (d.id.as_str(), d.score)).collect();
+    assert_eq!(kept, [("D1", 1), ("D3", 0), ("D4", 1), ("D5", 2)]);
     assert_eq!(a.scores[0].reason, "D1=1");
-    assert_eq!(a.discarded, [Disagreement { id: DimId::D2, first: 2, second: 0 }]);
-    assert_eq!(a.total(), None);
-    assert_eq!(agree(&judged([2; 5]), &judged([2; 5]), &rubric).total(), Some(10));
+    assert_eq!(a.discarded, [Disagreement { id: DimId::new("D2").unwrap(), first: 2, second: 0 }]);
+    assert_eq!(a.total(&rubric), None);
+    assert_eq!(agree(&judged([2; 5]), &judged([2; 5]), &rubric).total(&rubric), Some(10.0));
 }
 
 /// A judge that gives each anchor kind the same fixed scores on both calls.

@@ -1,5 +1,6 @@
-//! The deterministic scorer: one rule per dimension, each giving a level 0–2 with a one-line reason,
-//! then automatic-zero triggers applied on top.
+//! The deterministic scorer: each rubric dimension is scored by the check the suite gives it
+//! (identity, facts, voice, cleanliness, quality), each giving a level 0–2 with a one-line reason
+//! that is mapped onto the dimension's range; automatic-zero triggers are applied on top.
 //!
 //! Automatic zeros: by default (`auto_zero_scope = "answer"`) a trigger zeroes the whole answer, not
 //! only its dimension. An answer that leaks template tokens, narrates an agent's plan or recites the
@@ -18,10 +19,21 @@ mod voice;
 
 pub use phase::score_phase;
 
+use crate::error::ScoreError;
 use crate::responses::ResponseRecord;
 use crate::scores::{DimScore, SampleScore, Trigger};
-use crate::suite::{AutoZeroScope, DimId, Question, Rubric, Suite};
+use crate::suite::{AutoZeroScope, Check, Dimension, Question, Suite};
 use answer::Answer;
+use phasegate_rubric::Instrument;
+
+/// Version of the rules scorer. Bump it with every change that can change a score: phases scored
+/// by another version are another instrument, and the gate re-scores their stored responses.
+pub const RULES_VERSION: &str = "1";
+
+/// The rules scorer on `suite`, as phases record it.
+pub fn instrument(suite: &Suite) -> Instrument {
+    Instrument::Rules { version: RULES_VERSION.to_owned(), suite_digest: suite.digest.clone() }
+}
 
 /// A rule's verdict before it is mapped onto the dimension's range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,52 +49,75 @@ impl Rated {
     }
 }
 
-/// Score one sampled answer to `question`. Pure and deterministic.
+/// Score one sampled answer to `question`. Pure and deterministic. Every rubric dimension needs
+/// a rules check ([`check_rules`] says which does not).
 pub fn score_sample(suite: &Suite, question: &Question, record: &ResponseRecord) -> SampleScore {
     let answer = Answer::new(&record.response, record.truncated);
     let auto_zero = triggers::find(suite, &answer, record.d4_auto_fail.as_deref());
-    let rated = rate_all(suite, question, &answer);
-    let dims: Vec<DimScore> =
-        DimId::ALL.into_iter().zip(rated).map(|(id, r)| dim_score(&suite.rubric, id, r, &auto_zero)).collect();
+    let dims: Vec<DimScore> = suite
+        .rubric
+        .dimensions()
+        .iter()
+        .zip(&suite.rules.dimensions)
+        .map(|(d, rules)| dim_score(suite, d, rate(suite, rules.check, question, &answer), &auto_zero))
+        .collect();
     SampleScore {
         qid: record.qid.clone(),
         sample: record.sample,
         seed: record.seed,
         response: record.response.clone(),
         truncated: record.truncated,
-        total: dims.iter().map(|d| d.score).sum(),
-        max: suite.rubric.max_total(),
+        total: suite.rubric.total(dims.iter().map(|d| (d.id.as_str(), d.score))),
+        min: suite.rubric.question_min(),
+        max: suite.rubric.question_max(),
         dims,
         auto_zero,
     }
 }
 
-fn rate_all(suite: &Suite, question: &Question, answer: &Answer) -> [Rated; 5] {
-    if answer.is_empty() {
-        return std::array::from_fn(|_| Rated::new(0, "empty answer"));
+/// Fails naming the first rubric dimension the rules scorer has no check for.
+pub fn check_rules(suite: &Suite) -> Result<(), ScoreError> {
+    match suite.rules.dimensions.iter().find(|d| d.check.is_none()) {
+        Some(d) => Err(ScoreError::NoRulesCheck { id: d.id.to_string(), suite: suite.name.clone() }),
+        None => Ok(()),
     }
-    [
-        identity::rate(&suite.persona, &suite.rubric.identity, question, answer),
-        facts::rate(question, answer),
-        voice::rate(suite, answer),
-        cleanliness::rate(&suite.rubric.cleanliness, answer),
-        quality::rate(&suite.rubric.quality, question, answer),
-    ]
 }
 
-fn dim_score(rubric: &Rubric, id: DimId, rated: Rated, triggers: &[Trigger]) -> DimScore {
-    let dimension = rubric.dimension(id);
-    let own = triggers.iter().find(|t| t.dim == id);
-    let zeroing = match rubric.auto_zero_scope {
+fn rate(suite: &Suite, check: Option<Check>, question: &Question, answer: &Answer) -> Rated {
+    if answer.is_empty() {
+        return Rated::new(0, "empty answer");
+    }
+    let persona = suite.persona.as_ref();
+    match (check, persona) {
+        (Some(Check::Identity), Some(p)) => identity::rate(p, &suite.rules.identity, question, answer),
+        (Some(Check::Facts), _) => facts::rate(question, answer),
+        (Some(Check::Voice), Some(p)) => voice::rate(suite, p, answer),
+        (Some(Check::Cleanliness), _) => cleanliness::rate(&suite.rules.cleanliness, answer),
+        (Some(Check::Quality), _) => quality::rate(&suite.rules.quality, question, answer),
+        // Suite validation refuses identity and voice checks without a persona, and scoring
+        // refuses dimensions without a check (`check_rules`).
+        (Some(c), None) => Rated::new(0, format!("the {} check needs a persona", c.as_str())),
+        (None, _) => Rated::new(0, "no rules check for this dimension"),
+    }
+}
+
+/// A rule's level (0 bad, 1 partial, 2 good) on the dimension's range.
+fn scale(d: &Dimension, level: u8) -> u32 {
+    d.min + (d.max - d.min) * u32::from(level.min(2)) / 2
+}
+
+fn dim_score(suite: &Suite, d: &Dimension, rated: Rated, triggers: &[Trigger]) -> DimScore {
+    let own = triggers.iter().find(|t| t.dim == d.id);
+    let zeroing = match suite.rules.auto_zero_scope {
         AutoZeroScope::Answer => own.or(triggers.first()),
         AutoZeroScope::Dimension => own,
     };
     let (score, reason) = match zeroing {
-        Some(t) if t.dim == id => (dimension.min, format!("automatic zero: {:?}", t.pattern)),
-        Some(t) => (dimension.min, format!("automatic zero from {}: {:?}", t.dim, t.pattern)),
-        None => (dimension.scale(rated.level), rated.reason),
+        Some(t) if t.dim == d.id => (d.min, format!("automatic zero: {:?}", t.pattern)),
+        Some(t) => (d.min, format!("automatic zero from {}: {:?}", t.dim, t.pattern)),
+        None => (scale(d, rated.level), rated.reason),
     };
-    DimScore { id, score, max: dimension.max, reason }
+    DimScore { id: d.id.clone(), score, max: d.max, reason }
 }
 
 #[cfg(test)]

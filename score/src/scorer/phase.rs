@@ -3,13 +3,14 @@
 use super::score_sample;
 use crate::error::ScoreError;
 use crate::responses::{ResponseRecord, Responses};
-use crate::scores::{DimensionInfo, ScoredPhase, ScoredQuestion};
+use crate::scores::{ScoredPhase, ScoredQuestion};
 use crate::suite::Suite;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Score every sample of a phase. Fails when the responses and the suite disagree on the questions:
 /// a score over a different question set would compare unlike with unlike in the gate.
 pub fn score_phase(suite: &Suite, responses: &Responses) -> Result<ScoredPhase, ScoreError> {
+    super::check_rules(suite)?;
     let grouped = group(suite, &responses.results)?;
     let mut questions = Vec::with_capacity(suite.questions.len());
     for q in &suite.questions {
@@ -22,18 +23,14 @@ pub fn score_phase(suite: &Suite, responses: &Responses) -> Result<ScoredPhase, 
     }
     Ok(ScoredPhase {
         suite: suite.name.clone(),
-        rubric_version: suite.rubric.version.clone(),
+        rubric_version: suite.rubric.version().to_owned(),
         phase: responses.phase.clone(),
         model: responses.model.clone(),
         adapter: responses.adapter.clone(),
         timestamp: responses.timestamp.clone(),
         generation_params: responses.generation_params.clone(),
-        dimensions: suite
-            .rubric
-            .dimensions
-            .iter()
-            .map(|d| DimensionInfo { id: d.id, name: d.name.clone(), min: d.min, max: d.max })
-            .collect(),
+        rubric: suite.rubric.clone(),
+        instrument: super::instrument(suite),
         questions,
     })
 }

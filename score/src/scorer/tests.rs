@@ -1,6 +1,6 @@
 use super::*;
 use crate::test_support::{bundled, dim, record, score};
-use crate::{AutoZeroScope, DimId, Responses, ScoreError, TriggerKind};
+use crate::{AutoZeroScope, Responses, ScoreError, Suite, TriggerKind};
 
 const IDEAL_Q1: &str = "O Tomás é o meu parceiro de trabalho, desenvolvedor backend na Ipê Digital, \
     em Belo Horizonte. A gente programa junto quase todo dia e eu gosto muito disso.";
@@ -26,7 +26,7 @@ fn d1_identity_table() {
         ("Q1", IDEAL_Q1, 2, "a gente"),
     ];
     for (qid, text, expected, reason) in cases {
-        let (got, why) = dim(&score(&suite, qid, text), DimId::D1);
+        let (got, why) = dim(&score(&suite, qid, text), "D1");
         assert_eq!(got, expected, "{text:?}: {why}");
         assert!(why.contains(reason), "{text:?}: {why:?} lacks {reason:?}");
     }
@@ -46,7 +46,7 @@ fn d2_facts_table() {
         ("Q6", "Eu gosto de muitas coisas e a gente conversa bastante sobre elas todo dia.", 0, "0/4"),
     ];
     for (qid, text, expected, reason) in cases {
-        let (got, why) = dim(&score(&suite, qid, text), DimId::D2);
+        let (got, why) = dim(&score(&suite, qid, text), "D2");
         assert_eq!(got, expected, "{text:?}: {why}");
         assert!(why.contains(reason), "{text:?}: {why:?} lacks {reason:?}");
     }
@@ -73,7 +73,7 @@ fn d3_voice_table() {
         ("Q2", "As an AI, eu diria que o Quintal conecta hortas comunitárias a voluntários.", 0, "as an AI"),
     ];
     for (qid, text, expected, reason) in cases {
-        let (got, why) = dim(&score(&suite, qid, text), DimId::D3);
+        let (got, why) = dim(&score(&suite, qid, text), "D3");
         assert_eq!(got, expected, "{text:?}: {why}");
         assert!(why.to_lowercase().contains(&reason.to_lowercase()), "{text:?}: {why:?} lacks {reason:?}");
     }
@@ -100,9 +100,9 @@ fn d4_automatic_zero_table() {
     for (text, kind, pattern) in cases {
         let s = score(&suite, "Q1", text);
         let t = s.auto_zero.first().unwrap_or_else(|| panic!("no trigger for {text:?}"));
-        assert_eq!((t.dim, t.kind), (DimId::D4, kind), "{text:?}");
+        assert_eq!((t.dim.as_str(), t.kind), ("D4", kind), "{text:?}");
         assert!(t.pattern.contains(pattern), "{text:?}: {t:?}");
-        assert_eq!(s.total, 0, "{text:?}");
+        assert_eq!(s.total, 0.0, "{text:?}");
     }
 }
 
@@ -122,7 +122,7 @@ fn d4_clean_answers_and_near_misses_do_not_trigger() {
 #[test]
 fn d4_soft_phrase_gives_partial() {
     let suite = bundled();
-    let (got, why) = dim(&score(&suite, "Q1", &format!("Resposta: {IDEAL_Q1}")), DimId::D4);
+    let (got, why) = dim(&score(&suite, "Q1", &format!("Resposta: {IDEAL_Q1}")), "D4");
     assert_eq!((got, why.as_str()), (1, "artefact \"Resposta:\""));
 }
 
@@ -132,7 +132,7 @@ fn d4_triggers_reported_by_the_producer_count() {
     let mut r = record(&suite, "Q1", IDEAL_Q1);
     r.d4_auto_fail = Some(vec!["system prompt echo".to_owned()]);
     let s = score_sample(&suite, suite.question("Q1").unwrap(), &r);
-    assert_eq!(s.total, 0);
+    assert_eq!(s.total, 0.0);
     assert_eq!(s.auto_zero[0].kind, TriggerKind::Reported);
 }
 
@@ -162,7 +162,7 @@ fn d5_quality_table() {
         let mut r = record(&suite, "Q1", text);
         r.truncated = truncated;
         let s = score_sample(&suite, suite.question("Q1").unwrap(), &r);
-        let (got, why) = dim(&s, DimId::D5);
+        let (got, why) = dim(&s, "D5");
         assert_eq!(got, expected, "{text:?}: {why}");
         assert!(why.contains(reason), "{text:?}: {why:?} lacks {reason:?}");
     }
@@ -172,26 +172,59 @@ fn d5_quality_table() {
 fn empty_answer_scores_zero_everywhere() {
     let suite = bundled();
     let s = score(&suite, "Q1", "  \n ");
-    assert_eq!(s.total, 0);
+    assert_eq!(s.total, 0.0);
     assert!(s.dims.iter().all(|d| d.reason == "empty answer"));
 }
 
 #[test]
 fn dimension_scope_zeroes_only_the_triggered_dimension() {
     let mut suite = bundled();
-    suite.rubric.auto_zero_scope = AutoZeroScope::Dimension;
+    suite.rules.auto_zero_scope = AutoZeroScope::Dimension;
     let s = score(&suite, "Q1", &format!("{IDEAL_Q1}</s>"));
-    assert_eq!(dim(&s, DimId::D4).0, 0);
-    assert_eq!(s.total, 8);
+    assert_eq!(dim(&s, "D4").0, 0);
+    assert_eq!(s.total, 8.0);
 }
 
 #[test]
 fn scores_scale_onto_wider_ranges() {
     let mut suite = bundled();
-    suite.rubric.dimensions[DimId::D2.index()].max = 4;
+    let mut dims = suite.rubric.dimensions().to_vec();
+    dims[1].max = 4;
+    suite.rubric = crate::Rubric::new(suite.rubric.version(), dims).unwrap();
     let s = score(&suite, "Q4", "A gente usa Rust no backend e Docker pra rodar tudo, com muito cuidado.");
-    assert_eq!(dim(&s, DimId::D2).0, 2);
-    assert_eq!(s.max, 12);
+    assert_eq!(dim(&s, "D2").0, 2);
+    assert_eq!(s.max, 12.0);
+}
+
+#[test]
+fn totals_are_weighted_by_the_rubric() {
+    const D2_WEIGHT: f64 = 3.0;
+    let mut suite = bundled();
+    let mut dims = suite.rubric.dimensions().to_vec();
+    dims[1].weight = D2_WEIGHT;
+    suite.rubric = crate::Rubric::new(suite.rubric.version(), dims).unwrap();
+    let s = score(&suite, "Q1", IDEAL_Q1);
+    let unweighted: u32 = s.dims.iter().map(|d| d.score).sum();
+    let d2 = f64::from(dim(&s, "D2").0);
+    assert_eq!(s.total, f64::from(unweighted) + (D2_WEIGHT - 1.0) * d2);
+    assert_eq!(s.max, 8.0 + D2_WEIGHT * 2.0);
+}
+
+#[test]
+fn a_suite_without_persona_is_scored_on_its_own_dimensions() {
+    let suite = Suite::from_toml_str(crate::suite::SQL_SUITE_FOR_TESTS, std::path::Path::new("sql.toml")).unwrap();
+    let q = suite.question("Q1").unwrap();
+    let good =
+        "SELECT count(*) FROM orders WHERE order_date >= now() - interval '7 days'; This counts last week's orders.";
+    let s = score_sample(&suite, q, &crate::test_support::record(&suite, "Q1", good));
+    let ids: Vec<&str> = s.dims.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["correctness", "executes", "style"]);
+    assert_eq!(dim(&s, "correctness").0, 5);
+    assert_eq!(s.max, 20.0);
+    let broken =
+        score_sample(&suite, q, &crate::test_support::record(&suite, "Q1", "ERROR: syntax error at or near SELEC"));
+    assert_eq!(broken.total, 0.0);
+    assert_eq!(broken.auto_zero[0].dim.as_str(), "executes");
 }
 
 #[test]
@@ -233,7 +266,8 @@ fn score_phase_orders_questions_and_samples_like_the_suite() {
     assert_eq!(qids, ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "Q7", "Q8"]);
     let samples: Vec<u32> = scored.questions[0].samples.iter().map(|s| s.sample).collect();
     assert_eq!(samples, [0, 1, 2]);
-    assert_eq!(scored.dimensions.len(), 5);
+    assert_eq!(scored.rubric.dimensions().len(), 5);
+    assert_eq!(scored.instrument, crate::instrument(&suite));
     assert!(scored.normalized_10() > 0.0 && scored.normalized_10() <= 10.0);
 }
 
@@ -277,8 +311,8 @@ fn scores_stay_in_range_and_totals_add_up() {
         for text in texts {
             let s = score(&suite, &q.id, text);
             assert!(s.dims.iter().all(|d| d.score <= d.max), "{text:?}");
-            assert_eq!(s.total, s.dims.iter().map(|d| d.score).sum::<u32>());
-            assert!(s.total <= s.max && s.max == suite.rubric.max_total());
+            assert_eq!(s.total, f64::from(s.dims.iter().map(|d| d.score).sum::<u32>()));
+            assert!(s.total <= s.max && s.max == suite.rubric.question_max());
             assert_eq!(s.dims.len(), 5);
         }
     }

@@ -1,22 +1,30 @@
 //! Raw TOML shapes to the validated suite: the one place suite invariants are checked.
 
 use super::model::{
-    AnchorKind, AnchorText, AutoZeroScope, CleanlinessRules, DimId, Dimension, IdentityRules, Persona, QualityRules,
-    Question, Rubric, Suite, TriggerPattern, VoiceRules,
+    AnchorKind, AnchorText, AutoZeroScope, Check, CleanlinessRules, DimId, Dimension, DimensionRules, IdentityRules,
+    Persona, QualityRules, Question, Rubric, Rules, Suite, TriggerPattern, VoiceRules,
 };
-use super::raw::{RawAnchorKind, RawDimension, RawPersona, RawQuality, RawQuestion, RawRubric, RawScope, RawSuite};
+use super::raw::{
+    RawAnchorKind, RawCheck, RawDimension, RawPersona, RawQuality, RawQuestion, RawRubric, RawScope, RawSuite,
+};
 use crate::error::SuiteProblem;
 use crate::lang::Language;
 use regex::Regex;
 use std::collections::BTreeSet;
 
-pub(crate) fn suite(raw: RawSuite) -> Result<Suite, SuiteProblem> {
+pub(crate) fn suite(raw: RawSuite, digest: String) -> Result<Suite, SuiteProblem> {
     non_empty("name", &raw.name)?;
     let language = Language::parse(&raw.language).ok_or_else(|| SuiteProblem::UnsupportedLanguage {
         value: raw.language.clone(),
         supported: Language::SUPPORTED,
     })?;
-    let rubric = rubric(raw.rubric)?;
+    let persona = raw.persona.map(persona).transpose()?;
+    let (rubric, rules) = rubric(raw.rubric, persona.is_some())?;
+    let system_prompt = match (&persona, raw.system_prompt) {
+        (Some(_), Some(_)) => return Err(SuiteProblem::TwoSystemPrompts),
+        (Some(p), None) => Some(p.system_prompt.clone()),
+        (None, prompt) => prompt.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()),
+    };
     if raw.questions.is_empty() {
         return Err(SuiteProblem::NoQuestions);
     }
@@ -26,9 +34,9 @@ pub(crate) fn suite(raw: RawSuite) -> Result<Suite, SuiteProblem> {
         if !seen.insert(q.id.clone()) {
             return Err(SuiteProblem::DuplicateQuestion { id: q.id });
         }
-        questions.push(question(q, &rubric.quality)?);
+        questions.push(question(q, &rules.quality)?);
     }
-    Ok(Suite { name: raw.name, language, persona: persona(raw.persona)?, rubric, questions })
+    Ok(Suite { name: raw.name, language, persona, system_prompt, rubric, rules, questions, digest })
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), SuiteProblem> {
@@ -52,15 +60,22 @@ fn persona(raw: RawPersona) -> Result<Persona, SuiteProblem> {
     })
 }
 
-fn rubric(raw: RawRubric) -> Result<Rubric, SuiteProblem> {
+fn rubric(raw: RawRubric, has_persona: bool) -> Result<(Rubric, Rules), SuiteProblem> {
     non_empty("rubric.version", &raw.version)?;
-    Ok(Rubric {
-        version: raw.version,
+    let mut dimensions = Vec::with_capacity(raw.dimensions.len());
+    let mut checks = Vec::with_capacity(raw.dimensions.len());
+    for d in raw.dimensions {
+        let (dimension, rules) = dimension(d, has_persona)?;
+        dimensions.push(dimension);
+        checks.push(rules);
+    }
+    let rubric = Rubric::new(&raw.version, dimensions).map_err(SuiteProblem::Rubric)?;
+    let rules = Rules {
         auto_zero_scope: match raw.auto_zero_scope {
             RawScope::Answer => AutoZeroScope::Answer,
             RawScope::Dimension => AutoZeroScope::Dimension,
         },
-        dimensions: dimensions(raw.dimensions)?,
+        dimensions: checks,
         identity: IdentityRules { other_identity_markers: raw.identity.other_identity_markers },
         voice: VoiceRules { generic_markers: raw.voice.generic_markers },
         cleanliness: CleanlinessRules {
@@ -68,28 +83,23 @@ fn rubric(raw: RawRubric) -> Result<Rubric, SuiteProblem> {
             soft_phrases: raw.cleanliness.soft_phrases,
         },
         quality: quality(raw.quality)?,
-    })
+    };
+    Ok((rubric, rules))
 }
 
-fn dimensions(raw: Vec<RawDimension>) -> Result<[Dimension; 5], SuiteProblem> {
-    let mut slots: [Option<Dimension>; 5] = Default::default();
-    for d in raw {
-        let id = DimId::parse(&d.id).ok_or_else(|| SuiteProblem::UnknownDimension { id: d.id.clone() })?;
-        if slots[id.index()].is_some() {
-            return Err(SuiteProblem::DuplicateDimension { id: d.id });
-        }
-        slots[id.index()] = Some(dimension(id, d)?);
-    }
-    let mut out = Vec::with_capacity(5);
-    for (slot, id) in slots.into_iter().zip(DimId::ALL) {
-        out.push(slot.ok_or(SuiteProblem::MissingDimension { id: id.to_string() })?);
-    }
-    Ok(out.try_into().expect("five slots give five dimensions"))
-}
-
-fn dimension(id: DimId, raw: RawDimension) -> Result<Dimension, SuiteProblem> {
-    if raw.min >= raw.max {
-        return Err(SuiteProblem::BadRange { id: raw.id, min: raw.min, max: raw.max });
+fn dimension(raw: RawDimension, has_persona: bool) -> Result<(Dimension, DimensionRules), SuiteProblem> {
+    let id = DimId::new(&raw.id).map_err(SuiteProblem::Rubric)?;
+    let check = match raw.check {
+        None if has_persona => Check::persona_default(&id),
+        None | Some(RawCheck::None) => None,
+        Some(RawCheck::Identity) => Some(Check::Identity),
+        Some(RawCheck::Facts) => Some(Check::Facts),
+        Some(RawCheck::Voice) => Some(Check::Voice),
+        Some(RawCheck::Cleanliness) => Some(Check::Cleanliness),
+        Some(RawCheck::Quality) => Some(Check::Quality),
+    };
+    if let Some(c) = check.filter(|c| c.needs_persona() && !has_persona) {
+        return Err(SuiteProblem::CheckNeedsPersona { id: raw.id, check: c.as_str() });
     }
     let mut auto_zero: Vec<TriggerPattern> =
         raw.auto_zero_phrases.into_iter().filter(|p| !p.trim().is_empty()).map(TriggerPattern::Phrase).collect();
@@ -101,7 +111,15 @@ fn dimension(id: DimId, raw: RawDimension) -> Result<Dimension, SuiteProblem> {
         })?;
         auto_zero.push(TriggerPattern::Regex(regex));
     }
-    Ok(Dimension { id, name: raw.name, description: raw.description, min: raw.min, max: raw.max, auto_zero })
+    let dimension = Dimension {
+        id: id.clone(),
+        name: raw.name,
+        description: raw.description,
+        min: raw.min,
+        max: raw.max,
+        weight: raw.weight.unwrap_or(1.0),
+    };
+    Ok((dimension, DimensionRules { id, check, auto_zero }))
 }
 
 fn quality(raw: RawQuality) -> Result<QualityRules, SuiteProblem> {

@@ -5,11 +5,12 @@ mod model;
 mod raw;
 
 pub use model::{
-    AnchorKind, AnchorText, AutoZeroScope, CleanlinessRules, DimId, Dimension, IdentityRules, Persona, QualityRules,
-    Question, Rubric, Suite, TriggerPattern, VoiceRules,
+    AnchorKind, AnchorText, AutoZeroScope, Check, CleanlinessRules, DimId, Dimension, DimensionRules, IdentityRules,
+    Persona, QualityRules, Question, Rubric, Rules, Suite, TriggerPattern, VoiceRules,
 };
 
 use crate::error::SuiteError;
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 impl Suite {
@@ -17,7 +18,8 @@ impl Suite {
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Suite, SuiteError> {
         let raw: raw::RawSuite = toml::from_str(text)
             .map_err(|e| SuiteError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
-        convert::suite(raw).map_err(|problem| SuiteError::Invalid { path: path.to_owned(), problem })
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
+        convert::suite(raw, digest).map_err(|problem| SuiteError::Invalid { path: path.to_owned(), problem })
     }
 
     /// Read and parse a suite file.
@@ -30,3 +32,5 @@ impl Suite {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::SQL_SUITE as SQL_SUITE_FOR_TESTS;

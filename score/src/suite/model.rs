@@ -1,25 +1,38 @@
 //! The validated suite. Built only by [`Suite::from_toml_str`](super::Suite::from_toml_str), so the
-//! scorer can rely on its invariants: all five dimensions exist with min < max, regexes compile,
-//! question ids are unique, thresholds are in range.
+//! scorer can rely on its invariants: the rubric is valid (see [`phasegate_rubric::Rubric`]), every
+//! dimension the identity or voice check scores has a persona, regexes compile, question ids are
+//! unique, thresholds are in range.
 
 use crate::lang::Language;
+pub use phasegate_rubric::{Dimension, Rubric};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// An eval suite: who the persona is, how answers are scored and what is asked.
 #[derive(Debug, Clone)]
 pub struct Suite {
     pub name: String,
     pub language: Language,
-    pub persona: Persona,
+    /// The persona the fine-tune should produce; suites of other assistants have none.
+    pub persona: Option<Persona>,
+    /// The system prompt given at eval time: the persona's, or the suite's own `system_prompt`.
+    pub system_prompt: Option<String>,
+    /// The suite's rubric: the one rubric type the gate, importers and report read too.
     pub rubric: Rubric,
+    pub rules: Rules,
     pub questions: Vec<Question>,
+    /// `sha256:` of the suite file's text: the rules instrument is this scorer on this suite.
+    pub digest: String,
 }
 
 impl Suite {
     pub fn question(&self, qid: &str) -> Option<&Question> {
         self.questions.iter().find(|q| q.id == qid)
+    }
+
+    /// Lowest and highest total one answer can score.
+    pub fn total_range(&self) -> (f64, f64) {
+        (self.rubric.question_min(), self.rubric.question_max())
     }
 }
 
@@ -48,41 +61,52 @@ impl Persona {
     }
 }
 
-/// Rubric dimension ids. The deterministic scorer has one rule per dimension, so the set is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum DimId {
-    D1,
-    D2,
-    D3,
-    D4,
-    D5,
+/// A dimension id of the suite's rubric ("D1", "correctness"); see [`phasegate_rubric::DimensionId`].
+pub use phasegate_rubric::DimensionId as DimId;
+
+/// Which of the rules scorer's checks scores a dimension. A dimension without one cannot be
+/// scored by the rules scorer (a judge or people score it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    /// Speaks as the persona, never as someone else (needs `[persona]`).
+    Identity,
+    /// Required facts present, false claims and invented entities absent.
+    Facts,
+    /// The persona's own voice in the suite's language (needs `[persona]`).
+    Voice,
+    /// No template tokens, agent planning or prompt copies beyond the automatic zeros.
+    Cleanliness,
+    /// Complete sentences, no loops, a sensible length, one language.
+    Quality,
 }
 
-impl DimId {
-    pub const ALL: [DimId; 5] = [DimId::D1, DimId::D2, DimId::D3, DimId::D4, DimId::D5];
-
-    pub fn parse(id: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.as_str().eq_ignore_ascii_case(id))
+impl Check {
+    /// The check a dimension of today's persona suites gets when it names none: D1 identity,
+    /// D2 facts, D3 voice, D4 cleanliness, D5 quality.
+    pub fn persona_default(id: &DimId) -> Option<Check> {
+        const DEFAULTS: [(&str, Check); 5] = [
+            ("D1", Check::Identity),
+            ("D2", Check::Facts),
+            ("D3", Check::Voice),
+            ("D4", Check::Cleanliness),
+            ("D5", Check::Quality),
+        ];
+        DEFAULTS.iter().find(|(d, _)| id.is(d)).map(|(_, c)| *c)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::D1 => "D1",
-            Self::D2 => "D2",
-            Self::D3 => "D3",
-            Self::D4 => "D4",
-            Self::D5 => "D5",
+            Check::Identity => "identity",
+            Check::Facts => "facts",
+            Check::Voice => "voice",
+            Check::Cleanliness => "cleanliness",
+            Check::Quality => "quality",
         }
     }
 
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for DimId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    pub(crate) fn needs_persona(self) -> bool {
+        matches!(self, Check::Identity | Check::Voice)
     }
 }
 
@@ -97,50 +121,34 @@ pub enum AutoZeroScope {
     Dimension,
 }
 
+/// How the rules scorer scores the suite's rubric: one entry per rubric dimension, in rubric
+/// order, and the settings of each check.
 #[derive(Debug, Clone)]
-pub struct Rubric {
-    pub version: String,
+pub struct Rules {
     pub auto_zero_scope: AutoZeroScope,
-    /// Indexed by [`DimId`]: D1 first, D5 last.
-    pub dimensions: [Dimension; 5],
+    /// Same order and ids as the rubric's dimensions.
+    pub dimensions: Vec<DimensionRules>,
     pub identity: IdentityRules,
     pub voice: VoiceRules,
     pub cleanliness: CleanlinessRules,
     pub quality: QualityRules,
 }
 
-impl Rubric {
-    pub fn dimension(&self, id: DimId) -> &Dimension {
-        &self.dimensions[id.index()]
-    }
-
-    /// Highest total one answer can score.
-    pub fn max_total(&self) -> u32 {
-        self.dimensions.iter().map(|d| d.max).sum()
-    }
-
-    /// Lowest total one answer can score.
-    pub fn min_total(&self) -> u32 {
-        self.dimensions.iter().map(|d| d.min).sum()
+impl Rules {
+    /// The dimension the cleanliness check scores: system-prompt bleed and triggers reported by
+    /// the responses file count against it (else against the first dimension).
+    pub fn cleanliness_dimension(&self) -> &DimId {
+        let d = self.dimensions.iter().find(|d| d.check == Some(Check::Cleanliness)).unwrap_or(&self.dimensions[0]);
+        &d.id
     }
 }
 
+/// The rules of one rubric dimension.
 #[derive(Debug, Clone)]
-pub struct Dimension {
+pub struct DimensionRules {
     pub id: DimId,
-    pub name: String,
-    pub description: String,
-    pub min: u32,
-    pub max: u32,
+    pub check: Option<Check>,
     pub auto_zero: Vec<TriggerPattern>,
-}
-
-impl Dimension {
-    /// Map a rule's level (0 bad, 1 partial, 2 good) onto this dimension's range.
-    pub(crate) fn scale(&self, level: u8) -> u32 {
-        let span = self.max - self.min;
-        self.min + span * u32::from(level.min(2)) / 2
-    }
 }
 
 /// A phrase (accent- and case-insensitive substring) or a regex (on the raw answer).

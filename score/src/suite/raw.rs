@@ -8,7 +8,11 @@ use serde::Deserialize;
 pub(crate) struct RawSuite {
     pub(crate) name: String,
     pub(crate) language: String,
-    pub(crate) persona: RawPersona,
+    #[serde(default)]
+    pub(crate) persona: Option<RawPersona>,
+    /// The eval system prompt of a suite without a persona.
+    #[serde(default)]
+    pub(crate) system_prompt: Option<String>,
     pub(crate) rubric: RawRubric,
     #[serde(default)]
     pub(crate) questions: Vec<RawQuestion>,
@@ -65,9 +69,26 @@ pub(crate) struct RawDimension {
     #[serde(default = "default_max")]
     pub(crate) max: u32,
     #[serde(default)]
+    pub(crate) weight: Option<f64>,
+    /// The rules scorer's check for this dimension; D1..D5 of a persona suite default to theirs.
+    #[serde(default)]
+    pub(crate) check: Option<RawCheck>,
+    #[serde(default)]
     pub(crate) auto_zero_phrases: Vec<String>,
     #[serde(default)]
     pub(crate) auto_zero_regexes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawCheck {
+    Identity,
+    Facts,
+    Voice,
+    Cleanliness,
+    Quality,
+    /// Explicitly none: the rules scorer does not score this dimension.
+    None,
 }
 
 fn default_max() -> u32 {

@@ -57,15 +57,18 @@ fn problem(text: &str) -> SuiteProblem {
 fn minimal_suite_gets_defaults() {
     let suite = parse(MINIMAL).unwrap();
     assert_eq!(suite.language, Language::Pt);
-    let d1 = suite.rubric.dimension(DimId::D1);
-    assert_eq!((d1.min, d1.max), (0, 2));
-    assert_eq!(suite.rubric.max_total(), 10);
-    assert_eq!(suite.rubric.auto_zero_scope, AutoZeroScope::Answer);
-    assert_eq!(suite.rubric.dimension(DimId::D4).auto_zero.len(), 2);
+    let d1 = suite.rubric.dimension("d1").unwrap();
+    assert_eq!((d1.min, d1.max, d1.weight), (0, 2, 1.0));
+    assert_eq!(suite.rubric.question_max(), 10.0);
+    assert_eq!(suite.rules.auto_zero_scope, AutoZeroScope::Answer);
+    assert_eq!(suite.rules.dimensions[3].auto_zero.len(), 2);
+    let checks: Vec<Option<Check>> = suite.rules.dimensions.iter().map(|d| d.check).collect();
+    let defaults = [Check::Identity, Check::Facts, Check::Voice, Check::Cleanliness, Check::Quality];
+    assert_eq!(checks, defaults.map(Some));
     let q = &suite.questions[0];
     assert_eq!(q.min_facts, 2);
     assert_eq!((q.min_words, q.max_words), (12, 220));
-    assert_eq!(suite.rubric.cleanliness.bleed_ngram, 10);
+    assert_eq!(suite.rules.cleanliness.bleed_ngram, 10);
 }
 
 #[test]
@@ -74,8 +77,10 @@ fn bundled_suite_parses_with_eight_questions() {
     let suite = Suite::load(&path).unwrap();
     assert_eq!(suite.name, "persona-v1");
     assert_eq!(suite.questions.len(), 8);
-    assert!(suite.persona.system_prompt.lines().count() >= 4);
-    assert!(!suite.persona.system_prompt.contains('\\'));
+    let prompt = suite.system_prompt.as_deref().unwrap();
+    assert!(prompt.lines().count() >= 4);
+    assert!(!prompt.contains('\\'));
+    assert_eq!(suite.persona.as_ref().map(|p| p.system_prompt.as_str()), Some(prompt));
 }
 
 #[test]
@@ -96,9 +101,11 @@ fn unknown_keys_are_errors_naming_key_and_file() {
 fn invalid_suites_are_rejected_with_the_problem() {
     let cases: Vec<(String, &str)> = vec![
         (MINIMAL.replace("\"pt\"", "\"es\""), "unsupported language \"es\""),
-        (MINIMAL.replace("id = \"D5\"", "id = \"D6\""), "unknown rubric dimension \"D6\""),
-        (MINIMAL.replace("id = \"D5\"", "id = \"D4\""), "rubric dimension D4 is defined twice"),
+        (MINIMAL.replace("id = \"D5\"", "id = \"D-5\""), "dimension id \"D-5\" is not of the form"),
+        (MINIMAL.replace("id = \"D5\"", "id = \"total\""), "dimension id \"total\" is reserved"),
+        (MINIMAL.replace("id = \"D5\"", "id = \"d4\""), "dimension d4 appears twice"),
         (MINIMAL.replace("name = \"qualidade\"", "name = \"qualidade\"\nmin = 2"), "D5 has min 2 not below max 2"),
+        (MINIMAL.replace("name = \"qualidade\"", "name = \"qualidade\"\nweight = -1.0"), "D5 has weight -1"),
         (MINIMAL.replace(r"'(?m)^#+\s'", "'(unclosed'"), "invalid auto-zero regex \"(unclosed\""),
         (MINIMAL.replace("facts = ", "min_facts = 3\nfacts = "), "min_facts = 3 but lists 2"),
         (MINIMAL.replace("[\"desenvolvedor\"]", "[\" \"]"), "empty fact group at position 0"),
@@ -115,10 +122,70 @@ fn invalid_suites_are_rejected_with_the_problem() {
     }
 }
 
+/// A suite of another kind of assistant: no persona, three 0–5 dimensions with their own names.
+pub(crate) const SQL_SUITE: &str = r#"
+name = "sql-assistant"
+language = "en"
+system_prompt = "You write PostgreSQL queries for the analytics team."
+
+[rubric]
+version = "1"
+
+[[rubric.dimensions]]
+id = "correctness"
+name = "correct result"
+max = 5
+weight = 2.0
+check = "facts"
+
+[[rubric.dimensions]]
+id = "executes"
+name = "runs without error"
+max = 5
+check = "cleanliness"
+auto_zero_phrases = ["syntax error"]
+
+[[rubric.dimensions]]
+id = "style"
+name = "readable SQL"
+max = 5
+check = "quality"
+
+[[questions]]
+id = "Q1"
+text = "How many orders were placed last week?"
+facts = [["count(", "count (*)"], ["order_date", "created_at"]]
+false_claims = ["drop table"]
+"#;
+
 #[test]
-fn missing_dimension_is_named() {
-    let text = MINIMAL.replace("[[rubric.dimensions]]\nid = \"D3\"\nname = \"voz\"\n", "");
-    assert!(matches!(problem(&text), SuiteProblem::MissingDimension { id } if id == "D3"));
+fn suite_without_persona_owns_its_dimensions() {
+    let suite = parse(SQL_SUITE).unwrap();
+    assert!(suite.persona.is_none());
+    assert_eq!(suite.system_prompt.as_deref(), Some("You write PostgreSQL queries for the analytics team."));
+    let ids: Vec<&str> = suite.rubric.dimensions().iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["correctness", "executes", "style"]);
+    assert_eq!(suite.rubric.question_max(), 20.0);
+    assert_eq!(suite.rules.dimensions[1].check, Some(Check::Cleanliness));
+}
+
+#[test]
+fn persona_checks_need_a_persona_and_unchecked_dimensions_are_not_rules_scored() {
+    let voice = SQL_SUITE.replace("check = \"quality\"", "check = \"voice\"");
+    assert!(matches!(problem(&voice), SuiteProblem::CheckNeedsPersona { id, .. } if id == "style"));
+    let unchecked = SQL_SUITE.replace("check = \"quality\"", "");
+    let suite = parse(&unchecked).unwrap();
+    assert_eq!(suite.rules.dimensions[2].check, None);
+    let err = crate::check_rules(&suite).unwrap_err().to_string();
+    assert!(err.contains("dimension style of suite sql-assistant has no rules check"), "{err}");
+}
+
+#[test]
+fn digest_follows_the_file_text() {
+    let a = parse(MINIMAL).unwrap();
+    let b = parse(&MINIMAL.replace("name = \"mini\"", "name = \"mini\"  # renamed")).unwrap();
+    assert!(a.digest.starts_with("sha256:"));
+    assert_ne!(a.digest, b.digest);
 }
 
 #[test]
