@@ -374,7 +374,7 @@ mod tests {
         for (q, ours) in part.questions.iter().zip(&scored.questions) {
             assert_eq!(q.samples.len(), 2, "{}", q.id);
             for (sample, s) in q.samples.iter().zip(&ours.samples) {
-                assert_eq!(sample.points, f64::from(s.total));
+                assert_eq!(sample.points, s.total);
                 assert_eq!(sample.dimensions.len(), 5);
                 assert!(sample.dimensions.iter().all(|d| d.reason.as_deref().is_some_and(|r| !r.is_empty())));
                 assert_eq!(sample.response.as_deref(), Some(s.response.as_str()));

@@ -92,7 +92,7 @@ fn both_mode_refusal_keeps_the_rule_scores_and_records_why() {
     assert!(report.lines()[0].contains("the rule scores stay the record"));
     let part = import(&file);
     let totals: Vec<f64> = part.questions.iter().flat_map(|q| &q.samples).map(|s| s.points).collect();
-    let rules: Vec<f64> = scored.questions.iter().flat_map(|q| &q.samples).map(|s| f64::from(s.total)).collect();
+    let rules: Vec<f64> = scored.questions.iter().flat_map(|q| &q.samples).map(|s| s.total).collect();
     assert_eq!(totals, rules);
 }
 
