@@ -130,7 +130,43 @@ pub struct ImportArgs {
     #[arg(long)]
     pub accept: bool,
     #[command(flatten)]
+    pub scoring: ScoringArgs,
+    #[command(flatten)]
     pub data: DataDirArg,
+}
+
+/// What scored a phase's files, and the suite whose rubric reads them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoringArgs {
+    /// What scored the files, for files that do not record it [default: human for per-dimension
+    /// score files, imported for totals-only files]. The gate compares phases only on scores
+    /// from the same instrument.
+    #[arg(long, value_enum)]
+    pub scorer: Option<ScorerArg>,
+    /// The experiment's eval suite: its rubric reads per-dimension files [default: the rubric
+    /// stored with the accepted history, else persona v1 (D1..D5, 0–2)].
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
+}
+
+/// The instrument of `--scorer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScorerArg {
+    Human,
+    Rules,
+    Judge,
+    Imported,
+}
+
+impl ScorerArg {
+    pub fn kind(self) -> gate_rules::InstrumentKind {
+        match self {
+            ScorerArg::Human => gate_rules::InstrumentKind::Human,
+            ScorerArg::Rules => gate_rules::InstrumentKind::Rules,
+            ScorerArg::Judge => gate_rules::InstrumentKind::Judge,
+            ScorerArg::Imported => gate_rules::InstrumentKind::Imported,
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -166,6 +202,10 @@ pub struct GateArgs {
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "markdown")]
     pub format: ReportFormat,
+    /// With `--suite`, a rules-scored candidate is compared with baselines re-scored from their
+    /// stored responses by the same rules scorer.
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
     #[command(flatten)]
     pub data: DataDirArg,
 }

@@ -19,6 +19,7 @@ use phasegate_proto::pb;
 use phasegate_proto::spec::{GateStage, PhaseSpec};
 
 use crate::history::{accepted, decide};
+use crate::rescore::Rescorer;
 use crate::shell::{Shared, now_ms};
 use crate::store::{JobRecord, JobResult, RunRecord, Store, StoreError, VerdictRecord};
 
@@ -59,6 +60,9 @@ struct GateInput {
     results: Vec<(String, String)>,
     finetune: Option<pb::JobMetrics>,
     history: Vec<Phase>,
+    /// The rules scorer of the run's suite (when the run has a score stage), to re-score
+    /// baselines another instrument scored.
+    rescorer: Option<Rescorer>,
 }
 
 impl<S: Store> Shared<S> {
@@ -99,7 +103,11 @@ impl<S: Store> Shared<S> {
     async fn run_gate(&self, run: RunId) -> Result<(), GateStageError> {
         let input = self.read_gate_input(run).await?;
         let candidate = candidate(&input.spec, &input.results, input.finetune.as_ref())?;
-        let outcome = decide(&input.history, &candidate, &input.config, GITHUB_COMMENT_LIMIT);
+        let history = match &input.rescorer {
+            Some(r) => r.align(&input.history, &candidate),
+            None => input.history.clone(),
+        };
+        let outcome = decide(&history, &candidate, &input.config, GITHUB_COMMENT_LIMIT);
         tracing::info!(run = %run, verdict = %outcome.verdict(), "gate verdict");
         // A re-evaluation of an accepted phase (a nightly run) must not replace the accepted record
         // and so drop it from the history: its result lives on the run (verdict, evaluation).
@@ -123,11 +131,19 @@ impl<S: Store> Shared<S> {
         let finetune = record.jobs.iter().find(|j| j.stage == Stage::Finetune.as_str()).and_then(|j| j.metrics.clone());
         let bundle = (!record.bundle_sha256.is_empty()).then(|| self.artifacts.path_of(&record.bundle_sha256));
         let sources = result_sources(&gate, &record, |sha| self.artifacts.path_of(sha))?;
-        let (config, results) = tokio::task::spawn_blocking(move || read_files(&gate, bundle.as_deref(), &sources))
-            .await
-            .map_err(|e| GateStageError::Task(e.to_string()))??;
+        let suite = spec.score.as_ref().map(|s| s.suite.clone());
+        let (config, results, rescorer) = tokio::task::spawn_blocking(move || {
+            let (config, results) = read_files(&gate, bundle.as_deref(), &sources)?;
+            let rescorer = match (suite, bundle.as_deref()) {
+                (Some(suite), Some(bundle)) => rules_scorer(bundle, &suite),
+                _ => None,
+            };
+            Ok::<_, GateStageError>((config, results, rescorer))
+        })
+        .await
+        .map_err(|e| GateStageError::Task(e.to_string()))??;
         let history = accepted(self.store.phases(&spec.experiment).await?);
-        Ok(GateInput { spec, config, results, finetune, history })
+        Ok(GateInput { spec, config, results, finetune, history, rescorer })
     }
 }
 
@@ -182,6 +198,20 @@ fn read_files(
         results.push((name.clone(), text));
     }
     Ok((config, results))
+}
+
+/// The rules scorer on the run's suite, read from the source bundle. Without it the gate still
+/// runs: baselines from another instrument then keep the verdict at best inconclusive.
+fn rules_scorer(bundle: &Path, suite: &str) -> Option<Rescorer> {
+    let loaded = file_from_bundle(bundle, suite)
+        .and_then(|text| phasegate_score::Suite::from_toml_str(&text, Path::new(suite)).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(suite) => Some(Rescorer::new(suite)),
+        Err(e) => {
+            tracing::warn!(suite, error = %e, "cannot re-score baselines: the run's suite does not load");
+            None
+        }
+    }
 }
 
 fn read_limited(file: Result<impl std::io::Read, String>) -> Result<String, String> {

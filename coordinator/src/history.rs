@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use gate_rules::{Evaluation, GateConfig, Phase, Verdict};
 use phasegate_proto::domain::RunId;
 
+use crate::rescore::Rescorer;
 use crate::shell::now_ms;
 use crate::store::{SqliteStore, Store, StoreError};
 
@@ -119,15 +120,28 @@ impl History {
     }
 
     /// Judges `candidate` against the accepted history of its experiment (read → decide; nothing
-    /// is written). `budget_chars` bounds the markdown report.
+    /// is written). `budget_chars` bounds the markdown report. With a `rescorer` (the rules
+    /// scorer that scored the candidate), baselines another instrument scored are re-scored
+    /// from their stored responses first.
     pub async fn gate(
         &self,
         candidate: &Phase,
         config: &GateConfig,
         budget_chars: usize,
+        rescorer: Option<&Rescorer>,
     ) -> Result<GateOutcome, HistoryError> {
-        let history = accepted(self.store.phases(&candidate.experiment).await?);
+        let mut history = accepted(self.store.phases(&candidate.experiment).await?);
+        if let Some(r) = rescorer {
+            history = r.align(&history, candidate);
+        }
         Ok(decide(&history, candidate, config, budget_chars))
+    }
+
+    /// The rubric stored with the accepted history of `experiment`: the newest accepted phase's
+    /// that records one.
+    pub async fn rubric(&self, experiment: &str) -> Result<Option<gate_rules::Rubric>, HistoryError> {
+        let history = accepted(self.store.phases(experiment).await?);
+        Ok(history.into_iter().rev().find_map(|p| p.rubric))
     }
 }
 

@@ -12,6 +12,7 @@ mod grpc;
 pub mod history;
 mod http;
 mod metrics;
+pub mod rescore;
 mod scheduler;
 mod server;
 mod shell;

@@ -29,6 +29,7 @@ fn synthetic_phase(ordinal: u64, n_questions: usize, k: usize, rng: &mut SplitMi
             id: format!("Q{q}"),
             question: format!("question {q}"),
             max_points: 10.0,
+            min_points: 0.0,
             samples: (0..k)
                 .map(|s| Sample {
                     seed: Some(s as u64),

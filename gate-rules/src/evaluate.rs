@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::GateConfig;
 use crate::finding::{Finding, RuleId, Severity};
 use crate::phase::Phase;
-use crate::rubric::Rubric;
 use crate::rules::{self, Context};
 use crate::stats::{self, Comparison};
 use crate::verdict::Verdict;
@@ -27,8 +26,8 @@ pub struct Evaluation {
     pub candidate_score: Option<f64>,
     /// Best baseline first, then the previous one (one entry when they are the same phase).
     pub statistics: Vec<BaselineComparison>,
-    /// Missing inputs first, then differing question texts, then rule order; within each, baseline
-    /// order.
+    /// Missing inputs first, then instruments, then differing question texts, then rule order;
+    /// within each, baseline order.
     pub findings: Vec<Finding>,
 }
 
@@ -106,11 +105,10 @@ pub(crate) struct Baseline<'a> {
 pub fn evaluate(history: &[Phase], candidate: &Phase, config: &GateConfig) -> Evaluation {
     let timeline = Timeline::new(history, candidate);
     let baselines = baselines(&timeline, candidate, config);
-    let rubric = Rubric::persona_v1();
     let candidate_score = candidate.score();
-    let ctx =
-        Context { config, rubric: &rubric, candidate, candidate_score, timeline: &timeline, baselines: &baselines };
+    let ctx = Context { config, candidate, candidate_score, timeline: &timeline, baselines: &baselines };
     let mut findings = input_findings(&ctx);
+    findings.extend(rules::instrument::check(&ctx));
     findings.extend(rules::question_text::check(&ctx));
     findings.extend(rules::run_all(&ctx));
     let verdict = verdict(&findings, &baselines);
@@ -188,7 +186,7 @@ fn input_findings(ctx: &Context<'_>) -> Vec<Finding> {
 }
 
 /// Fail beats everything; then a missing baseline; then an inconclusive drop (reported by
-/// `overall_drop` as a warning); then warnings; else pass. Failures of candidate-only rules
+/// `overall_drop` as a warning) or a baseline from another instrument; then warnings; else pass. Failures of candidate-only rules
 /// (auto_fail, vram_budget, ...) still fail without a baseline: fail closed, with the reason.
 fn verdict(findings: &[Finding], baselines: &[Baseline<'_>]) -> Verdict {
     if findings.iter().any(|f| f.severity == Severity::Fail) {
@@ -197,7 +195,8 @@ fn verdict(findings: &[Finding], baselines: &[Baseline<'_>]) -> Verdict {
     if !baselines.iter().any(|b| matches!(b.comparison, Comparison::Compared(_))) {
         return Verdict::InsufficientBaseline;
     }
-    if findings.iter().any(|f| f.rule == RuleId::OverallDrop && f.severity == Severity::Warn) {
+    let inconclusive = [RuleId::OverallDrop, RuleId::Instrument];
+    if findings.iter().any(|f| inconclusive.contains(&f.rule) && f.severity == Severity::Warn) {
         return Verdict::Inconclusive;
     }
     if findings.iter().any(|f| f.severity == Severity::Warn) {

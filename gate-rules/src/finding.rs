@@ -38,6 +38,9 @@ pub enum RuleId {
     /// Not a configurable rule: a question id records a different text in the baseline and the
     /// candidate, so its comparison is not like for like.
     QuestionText,
+    /// Not a configurable rule: the candidate and a baseline were scored by different
+    /// instruments (or rubrics), or the baseline was re-scored to match the candidate.
+    Instrument,
 }
 
 impl RuleId {
@@ -55,6 +58,7 @@ impl RuleId {
             RuleId::Plateau => "plateau",
             RuleId::Baseline => "baseline",
             RuleId::QuestionText => "question_text",
+            RuleId::Instrument => "instrument",
         }
     }
 }

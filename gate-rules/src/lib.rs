@@ -32,6 +32,7 @@ pub use finding::{Evidence, Excerpt, Finding, KeyDifference, NamedValue, RuleId,
 pub use phase::{
     ConfigEntry, DatasetInfo, LossPoint, Phase, QuestionEval, Sample, TrainingMetrics, natural_cmp, ordinal_from_label,
 };
-pub use rubric::{AutoZeroHit, Dimension, DimensionScore, Rubric};
+pub use phasegate_rubric::{Dimension, DimensionId, Instrument, InstrumentKind, Rubric};
+pub use rubric::{AUTO_FAIL_PHRASES, AutoZeroHit, DimensionScore};
 pub use stats::{Change, Comparison, Interval, Method, PairedStats, SamplesNeeded};
 pub use verdict::Verdict;

@@ -6,6 +6,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use phasegate_rubric::{Instrument, Rubric};
 use serde::{Deserialize, Serialize};
 
 use crate::rubric::{AutoZeroHit, DimensionScore};
@@ -40,6 +41,18 @@ pub struct Phase {
     pub environment: BTreeMap<String, String>,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The rubric the scores follow; `None` for phases stored before rubrics were recorded (they
+    /// follow [`Rubric::persona_v1`]) and for totals-only imports.
+    #[serde(default)]
+    pub rubric: Option<Rubric>,
+    /// What produced the scores; `None` for phases stored before instruments were recorded
+    /// (see [`Phase::instrument`]).
+    #[serde(default)]
+    pub instrument: Option<Instrument>,
+    /// Set when the scores were re-derived from the stored responses by `instrument`: the
+    /// instrument that scored them first.
+    #[serde(default)]
+    pub rescored_from: Option<Instrument>,
 }
 
 /// One ordered configuration key with its value as written by the source.
@@ -78,6 +91,9 @@ pub struct QuestionEval {
     pub question: String,
     /// Most points one sample can earn (the rubric's question maximum, 10 by default).
     pub max_points: f64,
+    /// Fewest points one sample can earn (the rubric's question minimum, 0 by default).
+    #[serde(default)]
+    pub min_points: f64,
     pub samples: Vec<Sample>,
 }
 
@@ -114,18 +130,44 @@ impl Phase {
             generation: Vec::new(),
             environment: BTreeMap::new(),
             notes: Vec::new(),
+            rubric: None,
+            instrument: None,
+            rescored_from: None,
         }
     }
 
-    /// Phase score on the 0–10 scale: raw points over maximum points, times ten, using the mean over
-    /// the K samples of each question. `None` when no question has a sample.
+    /// The rubric the scores follow: the recorded one, else persona v1 (D1..D5, 0–2), the only
+    /// rubric there was before rubrics were recorded.
+    pub fn rubric(&self) -> Rubric {
+        self.rubric.clone().unwrap_or_else(Rubric::persona_v1)
+    }
+
+    /// What produced the scores: the recorded instrument, else what an import without
+    /// `--scorer` assumes: people when samples carry per-dimension scores, imported totals when
+    /// they carry totals only.
+    pub fn instrument(&self) -> Instrument {
+        if let Some(i) = &self.instrument {
+            return i.clone();
+        }
+        let per_dimension = self.eval.iter().flat_map(|q| &q.samples).any(|s| !s.dimensions.is_empty());
+        if per_dimension { Instrument::Human } else { Instrument::Imported }
+    }
+
+    /// Whether the phase keeps a response for every sample, so another instrument can score it.
+    pub fn has_responses(&self) -> bool {
+        let mut samples = self.eval.iter().flat_map(|q| &q.samples).peekable();
+        samples.peek().is_some() && samples.all(|s| s.response.is_some())
+    }
+
+    /// Phase score on the 0–10 scale: points above the minimum over the range, times ten, using
+    /// the mean over the K samples of each question. `None` when no question has a sample.
     pub fn score(&self) -> Option<f64> {
-        let (raw, max) = self
+        let (raw, range) = self
             .eval
             .iter()
-            .filter_map(|q| Some((q.mean_points()?, q.max_points)))
+            .filter_map(|q| Some((q.mean_points()? - q.min_points, q.range())))
             .fold((0.0, 0.0), |(r, m), (p, qm)| (r + p, m + qm));
-        (max > 0.0).then(|| raw / max * 10.0)
+        (range > 0.0).then(|| raw / range * 10.0)
     }
 
     pub fn question(&self, id: &str) -> Option<&QuestionEval> {
@@ -147,18 +189,23 @@ impl QuestionEval {
         mean(self.samples.iter().map(|s| s.points))
     }
 
-    /// Mean score on the 0–10 scale; `None` without samples or with a zero maximum.
-    pub fn normalized(&self) -> Option<f64> {
-        let mean = self.mean_points()?;
-        (self.max_points > 0.0).then(|| mean / self.max_points * 10.0)
+    /// Points between the fewest and the most one sample can earn.
+    pub fn range(&self) -> f64 {
+        self.max_points - self.min_points
     }
 
-    /// Every sample's score on the 0–10 scale (empty with a zero maximum).
+    /// Mean score on the 0–10 scale; `None` without samples or with an empty range.
+    pub fn normalized(&self) -> Option<f64> {
+        let mean = self.mean_points()?;
+        (self.range() > 0.0).then(|| (mean - self.min_points) / self.range() * 10.0)
+    }
+
+    /// Every sample's score on the 0–10 scale (empty with an empty range).
     pub(crate) fn normalized_samples(&self) -> Vec<f64> {
-        if self.max_points <= 0.0 {
+        if self.range() <= 0.0 {
             return Vec::new();
         }
-        self.samples.iter().map(|s| s.points / self.max_points * 10.0).collect()
+        self.samples.iter().map(|s| (s.points - self.min_points) / self.range() * 10.0).collect()
     }
 }
 
@@ -237,6 +284,7 @@ mod tests {
                 id: format!("Q{}", i + 1),
                 question: String::new(),
                 max_points: 10.0,
+                min_points: 0.0,
                 samples: vec![Sample {
                     seed: None,
                     points,

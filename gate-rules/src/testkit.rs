@@ -33,6 +33,7 @@ pub(crate) fn phase_k(label: &str, ordinal: u64, points: &[Vec<f64>]) -> Phase {
             id: format!("Q{}", i + 1),
             question: format!("pergunta {}", i + 1),
             max_points: 10.0,
+            min_points: 0.0,
             samples: samples.iter().map(|p| sample(*p)).collect(),
         })
         .collect();

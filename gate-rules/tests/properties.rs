@@ -18,6 +18,7 @@ fn phase(label: usize, samples: &[Vec<u8>], loss: u16) -> Phase {
             id: format!("Q{}", q + 1),
             question: String::new(),
             max_points: 10.0,
+            min_points: 0.0,
             samples: points
                 .iter()
                 .map(|p| Sample {

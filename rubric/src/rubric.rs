@@ -125,12 +125,18 @@ impl Rubric {
     /// Whether every dimension has weight 1 and range 0–2 under the ids D1..D5 (the persona v1
     /// shape older files were written in).
     pub fn is_persona_v1_shape(&self) -> bool {
-        let p = Rubric::persona_v1();
-        self.dimensions.len() == p.dimensions.len()
+        self.same_scale(&Rubric::persona_v1())
+    }
+
+    /// Whether scores on `other` are on the same scale: the same ids (case-insensitively), in the
+    /// same order, with the same ranges and weights. Names, descriptions and the version may
+    /// differ (a suite translated into another language keeps its scale).
+    pub fn same_scale(&self, other: &Rubric) -> bool {
+        self.dimensions.len() == other.dimensions.len()
             && self
                 .dimensions
                 .iter()
-                .zip(&p.dimensions)
+                .zip(&other.dimensions)
                 .all(|(a, b)| a.id.is(b.id.as_str()) && a.min == b.min && a.max == b.max && a.weight == b.weight)
     }
 
@@ -196,6 +202,15 @@ mod tests {
         assert_ne!(a.digest(), b.digest());
         let back: Rubric = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back.digest(), a.digest());
+    }
+
+    #[test]
+    fn same_scale_ignores_names_but_not_ranges() {
+        let a = Rubric::new("1", vec![dim("x", 0, 5, 1.0)]).unwrap();
+        let renamed = Rubric::new("2", vec![Dimension { name: "other".into(), ..dim("X", 0, 5, 1.0) }]).unwrap();
+        let wider = Rubric::new("1", vec![dim("x", 0, 6, 1.0)]).unwrap();
+        assert!(a.same_scale(&renamed));
+        assert!(!a.same_scale(&wider));
     }
 
     #[test]

@@ -11,19 +11,27 @@
 use std::path::Path;
 use std::time::Instant;
 
+use gate_rules::import::ImportOptions;
 use gate_rules::report::GITHUB_COMMENT_LIMIT;
 use gate_rules::{GateConfig, Phase, Verdict};
 use phasegate_coordinator::history::{History, HistoryEntry, HistoryError};
+use phasegate_coordinator::rescore::Rescorer;
 use phasegate_proto::pb;
 
-use crate::cli::{AcceptArgs, BenchGateArgs, GateArgs, HistoryArgs, ImportArgs, ReportFormat};
+use crate::cli::{AcceptArgs, BenchGateArgs, GateArgs, HistoryArgs, ImportArgs, ReportFormat, ScorerArg, ScoringArgs};
 use crate::connect::Endpoint;
 use crate::exit::{Code, Failure, Result};
 
 /// Imports one phase: through the coordinator when one is named (`--access-file`, `--coordinator`),
 /// else into the data dir directly. The files are parsed here either way, so errors name them.
 pub async fn import(args: ImportArgs, endpoint: &Endpoint) -> Result<Code> {
-    let phase = load_candidate(&args.files, &args.experiment, args.phase.as_deref())?;
+    let stored = if endpoint.is_given() || args.scoring.suite.is_some() {
+        None
+    } else {
+        stored_rubric(&args.data.data_dir, &args.experiment).await?
+    };
+    let options = import_options(&args.scoring, args.phase.as_deref(), stored)?;
+    let phase = load_candidate(&args.files, &args.experiment, &options)?;
     let (label, score) = (phase.label.clone(), phase.score());
     if endpoint.is_given() {
         let phase_json = serde_json::to_string(&phase)
@@ -64,11 +72,20 @@ pub async fn history(args: HistoryArgs) -> Result<Code> {
 pub async fn gate(args: GateArgs) -> Result<Code> {
     let config = load_config(args.config.as_deref())?;
     let history = open(&args.data.data_dir).await?;
+    let stored = history.rubric(&args.experiment).await.map_err(store_failure)?;
     let candidate = match args.run {
         Some(run) => run_candidate(&history, run, &args.experiment).await?,
-        None => load_candidate(&args.candidate, &args.experiment, args.phase.as_deref())?,
+        None => {
+            let options = import_options(&args.scoring, args.phase.as_deref(), stored)?;
+            load_candidate(&args.candidate, &args.experiment, &options)?
+        }
     };
-    let outcome = history.gate(&candidate, &config, GITHUB_COMMENT_LIMIT).await.map_err(store_failure)?;
+    let rescorer = match &args.scoring.suite {
+        Some(path) => Some(Rescorer::new(load_suite(path)?)),
+        None => None,
+    };
+    let outcome =
+        history.gate(&candidate, &config, GITHUB_COMMENT_LIMIT, rescorer.as_ref()).await.map_err(store_failure)?;
     match args.format {
         ReportFormat::Markdown => print!("{}", outcome.markdown),
         ReportFormat::Json => println!("{}", outcome.json),
@@ -143,8 +160,35 @@ pub fn verdict_code(verdict: Verdict) -> Code {
     }
 }
 
-pub(crate) fn load_candidate(files: &[std::path::PathBuf], experiment: &str, phase: Option<&str>) -> Result<Phase> {
-    gate_rules::import::load_files(files, experiment, phase).map_err(|e| {
+/// The import's options: `--phase`, `--scorer`, and the rubric of `--suite`, else `stored`.
+pub(crate) fn import_options(
+    scoring: &ScoringArgs,
+    phase: Option<&str>,
+    stored: Option<gate_rules::Rubric>,
+) -> Result<ImportOptions> {
+    let rubric = match &scoring.suite {
+        Some(path) => Some(load_suite(path)?.rubric),
+        None => stored,
+    };
+    Ok(ImportOptions { phase: phase.map(str::to_owned), rubric, scorer: scoring.scorer.map(ScorerArg::kind) })
+}
+
+/// An eval suite named on the command line; a bad one is a usage error naming the file.
+pub(crate) fn load_suite(path: &Path) -> Result<phasegate_score::Suite> {
+    phasegate_score::Suite::load(path)
+        .map_err(|e| Failure::usage(e.to_string()).with_hint("pass the experiment's eval suite TOML with --suite"))
+}
+
+/// The rubric stored with the accepted history, when the data dir has one.
+async fn stored_rubric(data_dir: &Path, experiment: &str) -> Result<Option<gate_rules::Rubric>> {
+    if !data_dir.join(phasegate_coordinator::history::DB_FILE).is_file() {
+        return Ok(None);
+    }
+    open(data_dir).await?.rubric(experiment).await.map_err(store_failure)
+}
+
+pub(crate) fn load_candidate(files: &[std::path::PathBuf], experiment: &str, options: &ImportOptions) -> Result<Phase> {
+    gate_rules::import::load_files_with(files, experiment, options).map_err(|e| {
         let failure = with_embedded_hint(&e.to_string());
         match failure.hint {
             Some(_) => failure,
@@ -259,6 +303,7 @@ mod tests {
             id: "Q1".into(),
             question: String::new(),
             max_points: 80.0,
+            min_points: 0.0,
             samples: vec![gate_rules::Sample {
                 seed: None,
                 points: 25.0,

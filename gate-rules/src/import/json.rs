@@ -97,6 +97,21 @@ impl Json {
     }
 }
 
+impl Json {
+    /// The value as serde_json sees it, for fields read with a serde type (rubric, instrument).
+    pub(crate) fn to_value(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => Value::Number(n.clone()),
+            Json::String(s) => Value::String(s.clone()),
+            Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
+            Json::Object(entries) => Value::Object(entries.iter().map(|(k, v)| (k.clone(), v.to_value())).collect()),
+        }
+    }
+}
+
 pub(crate) fn parse(file: &str, text: &str) -> Result<Json, ImportError> {
     serde_json::from_str(text).map_err(|e| ImportError::Json {
         file: file.to_owned(),
@@ -204,6 +219,11 @@ impl<'a> At<'a> {
             return Err(self.wrong("an object"));
         };
         Ok(entries.iter().map(|(k, v)| (k.as_str(), At { file: self.file, path: self.child(k), value: v })).collect())
+    }
+
+    /// The value read as a serde type; a mismatch is an error naming the field.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, ImportError> {
+        serde_json::from_value(self.value.to_value()).map_err(|e| self.invalid(e.to_string()))
     }
 
     pub(crate) fn opt_str(&self, key: &str) -> Result<Option<&'a str>, ImportError> {

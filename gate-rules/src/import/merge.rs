@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use phasegate_rubric::{Instrument, Rubric};
+
 use super::{ImportError, ImportedPart, Shape};
 use crate::phase::{ConfigEntry, Phase, QuestionEval, TrainingMetrics, natural_cmp, ordinal_from_label};
-use crate::rubric::Rubric;
+use crate::rubric::aggregate;
 
 /// Merges parts into one phase of `experiment`; all or nothing.
 pub fn merge(parts: Vec<ImportedPart>, experiment: &str) -> Result<Phase, ImportError> {
@@ -16,7 +18,10 @@ pub fn merge(parts: Vec<ImportedPart>, experiment: &str) -> Result<Phase, Import
     let mut ranked: Vec<&ImportedPart> = parts.iter().collect();
     ranked.sort_by_key(|p| rank(p.shape));
     phase.eval = questions(&ranked)?;
-    attach_responses(&mut phase.eval, &parts)?;
+    phase.rubric = agreed(&ranked, |p| p.rubric.as_ref(), |a, b| a.same_scale(b), "rubric")?;
+    phase.instrument = agreed(&ranked, |p| p.instrument.as_ref(), Instrument::same_as, "instrument")?;
+    let rubric = phase.rubric();
+    attach_responses(&mut phase.eval, &parts, &rubric)?;
     phase.training = training(&ranked);
     phase.config = entries(&parts, |p| &p.config, "")?;
     phase.generation = entries(&parts, |p| &p.generation, "generation_params.")?;
@@ -78,6 +83,33 @@ fn questions(ranked: &[&ImportedPart]) -> Result<Vec<QuestionEval>, ImportError>
     Ok(eval)
 }
 
+/// The one value (rubric, instrument) the score files give; two that disagree are an error.
+fn agreed<T: Clone + std::fmt::Debug>(
+    ranked: &[&ImportedPart],
+    pick: impl Fn(&ImportedPart) -> Option<&T>,
+    same: impl Fn(&T, &T) -> bool,
+    field: &str,
+) -> Result<Option<T>, ImportError> {
+    let mut found: Option<(&T, &str)> = None;
+    for part in ranked {
+        let Some(value) = pick(part) else { continue };
+        match found {
+            Some((have, other)) if !same(have, value) => {
+                return Err(ImportError::Conflict {
+                    file: part.file.clone(),
+                    field: field.to_owned(),
+                    found: format!("{value:?}"),
+                    other_file: other.to_owned(),
+                    expected: format!("{have:?}"),
+                });
+            }
+            Some(_) => {}
+            None => found = Some((value, &part.file)),
+        }
+    }
+    Ok(found.map(|(v, _)| v.clone()))
+}
+
 /// Two score files scoring the same question must agree on its points.
 fn check_same(have: &QuestionEval, q: &QuestionEval, part: &ImportedPart, other: &str) -> Result<(), ImportError> {
     let points = |q: &QuestionEval| q.samples.iter().map(|s| s.points).collect::<Vec<_>>();
@@ -96,8 +128,7 @@ fn check_same(have: &QuestionEval, q: &QuestionEval, part: &ImportedPart, other:
 
 /// Responses fill the samples of their question in order; the rubric then re-aggregates any
 /// sample whose response hit an automatic-zero trigger.
-fn attach_responses(eval: &mut [QuestionEval], parts: &[ImportedPart]) -> Result<(), ImportError> {
-    let rubric = Rubric::persona_v1();
+fn attach_responses(eval: &mut [QuestionEval], parts: &[ImportedPart], rubric: &Rubric) -> Result<(), ImportError> {
     let mut used: BTreeMap<String, usize> = BTreeMap::new();
     for part in parts {
         for r in &part.responses {
@@ -115,7 +146,7 @@ fn attach_responses(eval: &mut [QuestionEval], parts: &[ImportedPart]) -> Result
             sample.seed = r.seed.or(sample.seed);
             sample.auto_zero.extend(r.auto_zero.iter().cloned());
             if !sample.dimensions.is_empty() && !sample.auto_zero.is_empty() {
-                sample.points = f64::from(rubric.aggregate(&sample.dimensions, &sample.auto_zero));
+                sample.points = aggregate(rubric, &sample.dimensions, &sample.auto_zero);
             }
         }
     }

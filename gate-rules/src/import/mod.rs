@@ -3,9 +3,16 @@
 //! phase into one [`Phase`]. An import is all or nothing: any error and no phase is returned.
 //!
 //! Shapes are detected from their keys: `log_history` → HF `trainer_state.json`; `results` → eval
-//! responses; `scores` whose entries carry `score` → rubric score file; `scores` whose entries carry
-//! `d1`… (as a list with `qid` or an object keyed by question id) → per-dimension score file;
-//! training summary keys (`final_loss`, `epochs`, ...) → `training_metrics.json`.
+//! responses; `scores` whose entries carry `score` → rubric score file (totals only); `scores`
+//! whose entries carry the rubric's dimension ids (`d1`…, `correctness`, … as a list with `qid` or
+//! an object keyed by question id) → per-dimension score file; training summary keys
+//! (`final_loss`, `epochs`, ...) → `training_metrics.json`.
+//!
+//! A per-dimension file is read with the rubric it carries (`rubric`, as the score stage writes
+//! it), else the experiment's rubric ([`ImportOptions::rubric`]: from `--suite` or the accepted
+//! history), else persona v1 (D1..D5, 0–2). Each file's instrument is the one it records
+//! (`instrument`), else `--scorer`, else people for per-dimension files and imported totals for
+//! totals-only files.
 //! Any shape may also carry an `environment` object (GPU, driver, CUDA, libraries, dtype), which
 //! becomes the phase's environment fingerprint.
 
@@ -19,6 +26,7 @@ mod training;
 
 use std::path::PathBuf;
 
+use phasegate_rubric::{Instrument, InstrumentKind, Rubric};
 use serde::{Deserialize, Serialize};
 
 pub use error::ImportError;
@@ -38,6 +46,24 @@ pub enum Shape {
     TrainerState,
 }
 
+/// What an import knows besides the files.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Supplies the phase label when a file has none; must agree when it has one (`--phase`).
+    pub phase: Option<String>,
+    /// The experiment's rubric, for per-dimension files that do not carry their own.
+    pub rubric: Option<Rubric>,
+    /// What scored the files (`--scorer`), for files that do not record it.
+    pub scorer: Option<InstrumentKind>,
+}
+
+impl ImportOptions {
+    /// Options with only a phase label.
+    pub fn phase(label: Option<&str>) -> ImportOptions {
+        ImportOptions { phase: label.map(str::to_owned), ..ImportOptions::default() }
+    }
+}
+
 /// What one file contributes to a phase.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportedPart {
@@ -53,6 +79,10 @@ pub struct ImportedPart {
     pub dataset: Option<DatasetInfo>,
     pub environment: Vec<ConfigEntry>,
     pub notes: Vec<String>,
+    /// The rubric a score file's scores follow (per-dimension files only).
+    pub rubric: Option<Rubric>,
+    /// What scored a score file's scores.
+    pub instrument: Option<Instrument>,
 }
 
 /// One generated response from an eval responses file.
@@ -82,6 +112,8 @@ impl ImportedPart {
             dataset: None,
             environment: Vec::new(),
             notes: Vec::new(),
+            rubric: None,
+            instrument: None,
         }
     }
 }
@@ -89,18 +121,28 @@ impl ImportedPart {
 /// Parses one file's text; `name` names the file in errors. `phase_override` supplies the label
 /// when the file has none, and must agree with the file's label when it has one.
 pub fn parse_file(name: &str, text: &str, phase_override: Option<&str>) -> Result<ImportedPart, ImportError> {
+    parse_file_with(name, text, &ImportOptions::phase(phase_override))
+}
+
+/// [`parse_file`] with the experiment's rubric and the instrument the user named.
+pub fn parse_file_with(name: &str, text: &str, options: &ImportOptions) -> Result<ImportedPart, ImportError> {
     let root = json::parse(name, text)?;
-    shape::parse(name, &root, phase_override)
+    shape::parse(name, &root, options)
 }
 
 /// Reads and parses `paths`, then merges them into one phase of `experiment` (not yet accepted:
 /// accepting is the caller's decision).
 pub fn load_files(paths: &[PathBuf], experiment: &str, phase_override: Option<&str>) -> Result<Phase, ImportError> {
+    load_files_with(paths, experiment, &ImportOptions::phase(phase_override))
+}
+
+/// [`load_files`] with the experiment's rubric and the instrument the user named.
+pub fn load_files_with(paths: &[PathBuf], experiment: &str, options: &ImportOptions) -> Result<Phase, ImportError> {
     let mut parts = Vec::with_capacity(paths.len());
     for path in paths {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read { file: name.clone(), source })?;
-        parts.push(parse_file(&name, &text, phase_override)?);
+        parts.push(parse_file_with(&name, &text, options)?);
     }
     merge(parts, experiment)
 }

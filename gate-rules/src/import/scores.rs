@@ -1,11 +1,14 @@
-//! Score files: the rubric score file (one total per question) and the manual per-dimension file
-//! (`d1`…`d5` with score and reason), whose `scores` is a list with `qid` or an object keyed by
-//! question id. Totals written in the file must match the sum the rubric computes.
+//! Score files: the rubric score file (one total per question) and the per-dimension file (each of
+//! the rubric's dimensions with score and reason: `d1`…`d5` for persona v1), whose `scores` is a
+//! list with `qid` or an object keyed by question id. Totals written in the file must match the
+//! weighted sum the rubric computes.
+
+use phasegate_rubric::Rubric;
 
 use super::json::{At, Json};
 use super::{ImportError, ImportedPart};
 use crate::phase::{ConfigEntry, QuestionEval, Sample};
-use crate::rubric::{DimensionScore, Rubric};
+use crate::rubric::{DimensionScore, aggregate};
 
 pub(crate) fn rubric_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(), ImportError> {
     for (qid, q) in at.field("scores")?.entries()? {
@@ -20,15 +23,14 @@ pub(crate) fn rubric_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(), Im
         }
         let mut sample = blank_sample(points);
         sample.response = q.opt_str("response_preview")?.map(str::to_owned);
-        push_sample(part, qid, q.opt_str("question")?, max_points, sample);
+        push_sample(part, qid, q.opt_str("question")?, (0.0, max_points), sample);
     }
     check_overall(at, part)?;
     part.training.final_loss = at.opt_f64("training_loss_final")?;
     common(at, part)
 }
 
-pub(crate) fn dimension_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(), ImportError> {
-    let rubric = Rubric::persona_v1();
+pub(crate) fn dimension_file(at: &At<'_>, part: &mut ImportedPart, rubric: &Rubric) -> Result<(), ImportError> {
     let scores = at.field("scores")?;
     let entries: Vec<(String, At<'_>)> = match scores.value {
         Json::Array(_) => scores
@@ -39,21 +41,22 @@ pub(crate) fn dimension_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(),
         _ => scores.entries()?.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
     };
     for (qid, q) in entries {
-        let dims = dimensions(&q, &rubric)?;
-        let points = rubric.aggregate(&dims, &[]);
+        let dims = dimensions(&q, rubric)?;
+        let points = aggregate(rubric, &dims, &[]);
         if let Some(total) = q.get("total") {
             let written = total.f64()?;
-            if (written - f64::from(points)).abs() > 1e-9 {
+            if (written - points).abs() > 1e-9 {
                 return Err(total.invalid(format!("total {written} does not equal the sum of dimensions {points}")));
             }
         }
-        let mut sample = blank_sample(f64::from(points));
+        let mut sample = blank_sample(points);
         sample.dimensions = dims;
         sample.response = match q.opt_str("response")? {
             Some(r) => Some(r.to_owned()),
             None => q.opt_str("response_preview")?.map(str::to_owned),
         };
-        push_sample(part, &qid, q.opt_str("question")?, f64::from(rubric.question_max()), sample);
+        let range = (rubric.question_min(), rubric.question_max());
+        push_sample(part, &qid, q.opt_str("question")?, range, sample);
     }
     part.training.final_loss = at.opt_f64("training_loss")?;
     if let Some(version) = at.opt_str("rubric_version")? {
@@ -62,38 +65,39 @@ pub(crate) fn dimension_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(),
     common(at, part)
 }
 
-/// Keys `d1`, `d2`, ... (any case) of one score entry, in file order.
-pub(crate) fn dimension_keys<'a>(q: &At<'a>) -> impl Iterator<Item = (&'a str, At<'a>)> {
-    q.entries()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k.len() >= 2 && k[..1].eq_ignore_ascii_case("d") && k[1..].chars().all(|c| c.is_ascii_digit()))
+/// Keys of one score entry that are the rubric's dimension ids (any case), or look like the
+/// persona ids `d1`, `d2`, ..., in file order.
+pub(crate) fn dimension_keys<'a>(q: &At<'a>, rubric: &Rubric) -> impl Iterator<Item = (&'a str, At<'a>)> {
+    let persona_like =
+        |k: &str| k.len() >= 2 && k[..1].eq_ignore_ascii_case("d") && k[1..].chars().all(|c| c.is_ascii_digit());
+    q.entries().unwrap_or_default().into_iter().filter(move |(k, _)| rubric.dimension(k).is_some() || persona_like(k))
 }
 
 fn dimensions(q: &At<'_>, rubric: &Rubric) -> Result<Vec<DimensionScore>, ImportError> {
+    let ids = || rubric.dimensions().iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ");
     let mut out = Vec::new();
-    for (key, d) in dimension_keys(q) {
+    for (key, d) in dimension_keys(q, rubric) {
         let Some(dim) = rubric.dimension(key) else {
-            return Err(
-                d.invalid(format!("unknown dimension {key}: the rubric has D1 to D{}", rubric.dimensions.len()))
-            );
+            return Err(d.invalid(format!("unknown dimension {key}: the rubric has {}", ids())));
         };
         let score_at = match d.value {
             Json::Object(_) => d.field("score")?,
             _ => d.clone(),
         };
         let score = score_at.u64()?;
-        if score > u64::from(dim.max) {
-            return Err(score_at.invalid(format!("score {score} is above the maximum {} of {}", dim.max, dim.id)));
+        if !dim.contains(score) {
+            return Err(
+                score_at.invalid(format!("score {score} of {} is outside its range {}–{}", dim.id, dim.min, dim.max))
+            );
         }
         out.push(DimensionScore {
-            dimension: dim.id.clone(),
+            dimension: dim.id.to_string(),
             score: u32::try_from(score).unwrap_or(u32::MAX),
             reason: d.opt_str("reason").unwrap_or(None).map(str::to_owned),
         });
     }
     if out.is_empty() {
-        return Err(q.invalid("no per-dimension scores (`d1`…)".to_owned()));
+        return Err(q.invalid(format!("no per-dimension scores (the rubric has {})", ids())));
     }
     Ok(out)
 }
@@ -117,13 +121,15 @@ fn blank_sample(points: f64) -> Sample {
 }
 
 /// Adds a sample to its question; a question id seen again is another of its K samples.
-fn push_sample(part: &mut ImportedPart, qid: &str, question: Option<&str>, max_points: f64, sample: Sample) {
+/// `(min, max)` are the fewest and most points a sample can earn.
+fn push_sample(part: &mut ImportedPart, qid: &str, question: Option<&str>, (min, max): (f64, f64), sample: Sample) {
     match part.questions.iter_mut().find(|q| q.id == qid) {
         Some(q) => q.samples.push(sample),
         None => part.questions.push(QuestionEval {
             id: qid.to_owned(),
             question: question.unwrap_or_default().to_owned(),
-            max_points,
+            max_points: max,
+            min_points: min,
             samples: vec![sample],
         }),
     }

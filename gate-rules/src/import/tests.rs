@@ -1,4 +1,5 @@
 use super::*;
+use phasegate_rubric::{Instrument, InstrumentKind, Rubric};
 
 const RUBRIC: &str = r#"{"phase": 6, "model": "m", "generation_params": {"max_new_tokens": 200, "temperature": 0.7},
   "scores": {"Q1": {"question": "Quem?", "score": 3, "max_score": 10, "notes": ""},
@@ -162,7 +163,11 @@ fn malformed_files_name_file_and_field() {
             "does not equal",
         ),
         (r#"{"phase": 1, "scores": [{"qid": "Q1", "d6": {"score": 1}}]}"#, "scores[0].d6", "unknown dimension"),
-        (r#"{"phase": 1, "scores": [{"qid": "Q1", "d1": {"score": 3}}]}"#, "scores[0].d1.score", "above the maximum"),
+        (
+            r#"{"phase": 1, "scores": [{"qid": "Q1", "d1": {"score": 3}}]}"#,
+            "scores[0].d1.score",
+            "outside its range 0–2",
+        ),
         (r#"{"phase": 1, "results": [{"qid": "Q1"}]}"#, "results[0].response", "missing field"),
     ];
     for (text, field, words) in table {
@@ -213,4 +218,86 @@ fn unreadable_files_are_named() {
     let err = load_files(&[PathBuf::from("no/such/file.json")], "e", None).unwrap_err();
     assert!(err.to_string().contains("no/such/file.json"), "{err}");
     assert!(matches!(load_files(&[], "e", None), Err(ImportError::NoFiles)));
+}
+
+/// A SQL assistant's rubric: three 0–5 dimensions, `correctness` counting double.
+fn sql_rubric() -> Rubric {
+    use phasegate_rubric::{Dimension, DimensionId};
+    let dim = |id: &str, weight: f64| Dimension { weight, ..Dimension::new(DimensionId::new(id).unwrap(), id, 0, 5) };
+    Rubric::new("1", vec![dim("correctness", 2.0), dim("executes", 1.0), dim("style", 1.0)]).unwrap()
+}
+
+const SQL_SCORES: &str = r#"{"phase": "3", "scores": [
+  {"qid": "Q1", "question": "Top customers?", "Correctness": {"score": 4, "reason": "misses ties"},
+   "EXECUTES": {"score": 5}, "style": 3, "total": 16},
+  {"qid": "Q2", "question": "Monthly revenue?", "correctness": 5, "executes": 5, "style": 5}]}"#;
+
+#[test]
+fn per_dimension_files_follow_the_experiments_rubric() {
+    let options = ImportOptions { rubric: Some(sql_rubric()), ..ImportOptions::default() };
+    let part = parse_file_with("sql.json", SQL_SCORES, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(part.shape, Shape::DimensionScores);
+    let q1 = &part.questions[0];
+    assert_eq!((q1.min_points, q1.max_points), (0.0, 20.0));
+    assert_eq!(q1.samples[0].points, 16.0, "weighted: 2×4 + 5 + 3");
+    assert_eq!(q1.samples[0].dimensions[0].dimension, "correctness", "the rubric's spelling is kept");
+    assert_eq!(part.instrument, Some(Instrument::Human));
+    let phase = merge(vec![part], "sql").unwrap();
+    assert_eq!(phase.score(), Some((16.0 + 20.0) / 40.0 * 10.0));
+    assert!(phase.rubric().same_scale(&sql_rubric()));
+}
+
+#[test]
+fn per_dimension_errors_name_file_field_and_range() {
+    let options = ImportOptions { rubric: Some(sql_rubric()), ..ImportOptions::default() };
+    let table = [
+        (
+            r#"{"phase": 1, "scores": [{"qid": "Q1", "correctness": 6, "executes": 1}]}"#,
+            "scores[0].correctness",
+            "outside its range 0–5",
+        ),
+        (
+            r#"{"phase": 1, "scores": [{"qid": "Q1", "correctness": 1, "d2": 1}]}"#,
+            "scores[0].d2",
+            "the rubric has correctness, executes, style",
+        ),
+        (
+            r#"{"phase": 1, "scores": [{"qid": "Q1", "correctness": 1, "total": 3}]}"#,
+            "scores[0].total",
+            "does not equal",
+        ),
+        (r#"{"phase": 1, "scores": [{"qid": "Q1", "quality": 1}]}"#, "scores[0]", "correctness, executes, style"),
+    ];
+    for (text, field, words) in table {
+        let message = parse_file_with("sql.json", text, &options).unwrap_err().to_string();
+        assert!(
+            message.contains("sql.json") && message.contains(field) && message.contains(words),
+            "{field}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_file_carries_its_own_rubric_and_instrument() {
+    let rubric = serde_json::to_string(&sql_rubric()).unwrap();
+    let text = format!(
+        r#"{{"phase": "3", "rubric": {rubric}, "instrument": {{"kind": "rules", "version": "2", "suite_digest": "sha256:ab"}},
+            "scores": [{{"qid": "Q1", "correctness": 1, "executes": 2, "style": 3}}]}}"#
+    );
+    let part = parse_file("scores.json", &text, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(part.questions[0].max_points, 20.0);
+    assert_eq!(part.instrument, Some(Instrument::Rules { version: "2".into(), suite_digest: "sha256:ab".into() }));
+    let other = ImportOptions { scorer: Some(InstrumentKind::Human), ..ImportOptions::default() };
+    let message = parse_file_with("scores.json", &text, &other).unwrap_err().to_string();
+    assert!(message.contains("`instrument`") && message.contains("--scorer says human"), "{message}");
+}
+
+#[test]
+fn scorer_sets_the_instrument_of_files_that_do_not_record_it() {
+    assert_eq!(parse("r.json", RUBRIC).instrument, Some(Instrument::Imported));
+    assert_eq!(parse("l.json", DIMS_LIST).instrument, Some(Instrument::Human));
+    let human = ImportOptions { scorer: Some(InstrumentKind::Human), ..ImportOptions::default() };
+    let part = parse_file_with("r.json", RUBRIC, &human).unwrap();
+    assert_eq!(part.instrument, Some(Instrument::Human));
+    assert_eq!(parse("t.json", TRAINER).instrument, None);
 }

@@ -100,6 +100,7 @@ fn render(input: &Input<'_>, detail: Detail) -> String {
     out.push_str(&marker(&input.evaluation.experiment));
     out.push('\n');
     sections::title(&mut out, input, detail);
+    sections::scoring(&mut out, input);
     sections::changes(&mut out, input);
     sections::training(&mut out, input);
     tables::questions(&mut out, input, detail);

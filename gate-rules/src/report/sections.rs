@@ -39,6 +39,41 @@ pub(crate) fn title(out: &mut String, input: &Input<'_>, detail: Detail) {
     );
 }
 
+/// What scored each compared phase and on which rubric: scores from different instruments are
+/// not comparable, so the reader sees it before any number.
+pub(crate) fn scoring(out: &mut String, input: &Input<'_>) {
+    let candidate = input.candidate;
+    let rubric = candidate.rubric();
+    let dims: Vec<String> = rubric
+        .dimensions()
+        .iter()
+        .map(|d| {
+            let weight = if d.weight == 1.0 { String::new() } else { format!(" ×{}", num(d.weight)) };
+            format!("{} {} {}–{}{weight}", d.id, d.name, d.min, d.max)
+        })
+        .collect();
+    let recorded = if candidate.rubric.is_some() { "" } else { ", assumed: none recorded" };
+    let digest = rubric.digest();
+    let short = digest.strip_prefix("sha256:").unwrap_or(&digest);
+    let _ = writeln!(
+        out,
+        "**Rubric** {} (`{}`{recorded}): {}\n",
+        rubric.version(),
+        &short[..short.len().min(12)],
+        dims.join(", ")
+    );
+    let mut scored = vec![format!("phase {} (candidate): {}", candidate.label, candidate.instrument())];
+    for s in &input.evaluation.statistics {
+        let Some(phase) = input.timeline.phases.iter().find(|p| p.label == s.baseline) else { continue };
+        let again = match &phase.rescored_from {
+            Some(first) => format!(", re-scored from its stored responses (first scored by {first})"),
+            None => String::new(),
+        };
+        scored.push(format!("phase {}: {}{again}", phase.label, phase.instrument()));
+    }
+    let _ = writeln!(out, "**Scored by:** {}\n", scored.join(" · "));
+}
+
 pub(crate) fn changes(out: &mut String, input: &Input<'_>) {
     let Some(previous) = input.baseline(BaselineRole::Previous) else {
         out.push_str("## Changes\n\nNo previous phase to compare with.\n\n");

@@ -8,7 +8,6 @@ use crate::evaluate::BaselineRole;
 use crate::finding::excerpt;
 use crate::numfmt::{num, trend};
 use crate::phase::{Phase, mean, natural_cmp};
-use crate::rubric::Rubric;
 
 const QUESTION_TEXT_CHARS: usize = 40;
 
@@ -46,7 +45,7 @@ pub(crate) fn dimensions(out: &mut String, input: &Input<'_>, detail: Detail) {
     dims.sort_by(|a, b| natural_cmp(a, b));
     out.push_str("## Per-dimension averages\n\n");
     header(out, "Dimension", &phases);
-    let rubric = Rubric::persona_v1();
+    let rubric = input.candidate.rubric();
     for dim in &dims {
         let values: Vec<Option<f64>> = phases.iter().map(|p| dimension_mean(p, dim)).collect();
         let name = rubric.dimension(dim).map_or_else(|| dim.clone(), |d| format!("{} {}", d.id, d.name));

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::Context;
 use crate::finding::{Finding, RuleId, Severity};
 use crate::numfmt::num;
-use crate::rubric::AutoZeroHit;
+use crate::rubric::{AutoZeroHit, scan};
 use crate::stats::EPSILON;
 
 /// Any response that hit an automatic-zero trigger, recorded by the scorer or found in the text.
@@ -19,7 +19,7 @@ pub(crate) fn auto_fail(ctx: &Context<'_>) -> Vec<Finding> {
         for s in &q.samples {
             let mut found = s.auto_zero.clone();
             if let Some(text) = &s.response {
-                found.extend(ctx.rubric.scan(text, extra));
+                found.extend(scan(text, extra));
             }
             if !found.is_empty() && quoted.is_none() {
                 quoted = s.response.as_deref();
@@ -29,7 +29,18 @@ pub(crate) fn auto_fail(ctx: &Context<'_>) -> Vec<Finding> {
         if hits.is_empty() {
             continue;
         }
-        let triggers: Vec<String> = hits.iter().map(|h| format!("`{}` ({})", h.trigger, h.dimension)).collect();
+        let mut triggers: Vec<String> = Vec::new();
+        // Hits the scorer charged to a dimension first, so the dimension is the one shown.
+        for h in hits.iter().filter(|h| !h.dimension.is_empty()).chain(hits.iter().filter(|h| h.dimension.is_empty())) {
+            let shown = match h.dimension.as_str() {
+                "" => format!("`{}`", h.trigger),
+                dim => format!("`{}` ({dim})", h.trigger),
+            };
+            // The scorer's hit and the gate's own scan of the same phrase are one trigger.
+            if !triggers.iter().any(|t| t.starts_with(&format!("`{}`", h.trigger))) {
+                triggers.push(shown);
+            }
+        }
         let mut f = Finding::new(
             RuleId::AutoFail,
             Severity::Fail,

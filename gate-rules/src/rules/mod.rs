@@ -16,6 +16,7 @@
 mod candidate;
 mod divergence;
 mod environment;
+pub(crate) mod instrument;
 mod overall_drop;
 mod question_drop;
 pub(crate) mod question_text;
@@ -25,13 +26,11 @@ use crate::config::GateConfig;
 use crate::evaluate::{Baseline, Timeline};
 use crate::finding::Finding;
 use crate::phase::Phase;
-use crate::rubric::Rubric;
 
 /// Everything a rule may look at; built once per evaluation.
 #[derive(Debug)]
 pub(crate) struct Context<'a> {
     pub(crate) config: &'a GateConfig,
-    pub(crate) rubric: &'a Rubric,
     pub(crate) candidate: &'a Phase,
     pub(crate) candidate_score: Option<f64>,
     pub(crate) timeline: &'a Timeline<'a>,

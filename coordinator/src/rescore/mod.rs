@@ -1,0 +1,161 @@
+//! The same instrument on both sides: before the gate compares a rules-scored candidate with its
+//! history, every accepted phase scored by another instrument (people, an older rules version, a
+//! judge) whose responses are stored is re-scored with the candidate's rules scorer. The
+//! re-scored phase records the instrument it was first scored by, and the report says so.
+//!
+//! Pure: the suite is loaded by the caller (from the run's source bundle, or `--suite`). A phase
+//! that cannot be re-scored (no responses, other questions) is left as it is, and the gate's
+//! `instrument` check then keeps the verdict at best inconclusive.
+
+use gate_rules::{AutoZeroHit, DimensionScore, Instrument, Phase, QuestionEval, Sample};
+use phasegate_score::{ResponseRecord, Responses, ScoredPhase, Suite, score_phase};
+
+/// The candidate's rules scorer, able to re-score stored responses.
+#[derive(Debug, Clone)]
+pub struct Rescorer {
+    suite: Suite,
+    instrument: Instrument,
+}
+
+/// Why one phase could not be re-scored.
+#[derive(Debug, thiserror::Error)]
+pub enum RescoreError {
+    #[error("phase {label} keeps no response for question {qid}")]
+    NoResponses { label: String, qid: String },
+    #[error("phase {label} has no scored questions")]
+    Empty { label: String },
+    #[error("phase {label}: {source}")]
+    Score {
+        label: String,
+        #[source]
+        source: phasegate_score::ScoreError,
+    },
+}
+
+impl Rescorer {
+    /// The rules scorer on `suite`.
+    pub fn new(suite: Suite) -> Rescorer {
+        let instrument = phasegate_score::instrument(&suite);
+        Rescorer { suite, instrument }
+    }
+
+    pub fn instrument(&self) -> &Instrument {
+        &self.instrument
+    }
+
+    /// `phase` scored again from its stored responses; its first instrument is kept in
+    /// `rescored_from`, everything but the scores is unchanged.
+    pub fn rescore(&self, phase: &Phase) -> Result<Phase, RescoreError> {
+        let responses = responses_of(phase)?;
+        let scored = score_phase(&self.suite, &responses)
+            .map_err(|source| RescoreError::Score { label: phase.label.clone(), source })?;
+        let mut out = phase.clone();
+        out.eval = eval_of(&scored);
+        out.rubric = Some(scored.rubric.clone());
+        out.instrument = Some(self.instrument.clone());
+        out.rescored_from = Some(phase.rescored_from.clone().unwrap_or_else(|| phase.instrument()));
+        Ok(out)
+    }
+
+    /// The history with every phase another instrument scored re-scored where it can be. When the
+    /// candidate is not scored by this scorer, the history is returned unchanged: re-scoring
+    /// aligns baselines with the candidate, never the other way.
+    pub fn align(&self, history: &[Phase], candidate: &Phase) -> Vec<Phase> {
+        if !candidate.instrument().same_as(&self.instrument) {
+            return history.to_vec();
+        }
+        history
+            .iter()
+            .map(|p| {
+                if p.instrument().same_as(&self.instrument) || p.experiment != candidate.experiment {
+                    return p.clone();
+                }
+                match self.rescore(p) {
+                    Ok(rescored) => rescored,
+                    Err(e) => {
+                        tracing::info!(phase = %p.label, error = %e, "baseline kept as scored: cannot re-score it");
+                        p.clone()
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The stored responses of a phase as the scorer reads them.
+fn responses_of(phase: &Phase) -> Result<Responses, RescoreError> {
+    if phase.eval.is_empty() {
+        return Err(RescoreError::Empty { label: phase.label.clone() });
+    }
+    let mut results = Vec::new();
+    for q in &phase.eval {
+        for (i, s) in q.samples.iter().enumerate() {
+            let response = s
+                .response
+                .clone()
+                .ok_or_else(|| RescoreError::NoResponses { label: phase.label.clone(), qid: q.id.clone() })?;
+            results.push(ResponseRecord {
+                qid: q.id.clone(),
+                question: q.question.clone(),
+                response,
+                sample: u32::try_from(i).unwrap_or(u32::MAX),
+                seed: s.seed,
+                truncated: s.truncated,
+                tokens: None,
+                d4_auto_fail: None,
+                d4_auto_score: None,
+            });
+        }
+    }
+    Ok(Responses {
+        phase: phase.label.clone(),
+        model: phase.config_value("model").unwrap_or_default().to_owned(),
+        adapter: None,
+        timestamp: None,
+        generation_params: Default::default(),
+        results,
+        timing: None,
+        peak_rss_mib: None,
+    })
+}
+
+/// A scored phase as the gate's questions.
+pub fn eval_of(scored: &ScoredPhase) -> Vec<QuestionEval> {
+    scored
+        .questions
+        .iter()
+        .map(|q| QuestionEval {
+            id: q.qid.clone(),
+            question: q.question.clone(),
+            max_points: scored.rubric.question_max(),
+            min_points: scored.rubric.question_min(),
+            samples: q
+                .samples
+                .iter()
+                .map(|s| Sample {
+                    seed: s.seed,
+                    points: s.total,
+                    dimensions: s
+                        .dims
+                        .iter()
+                        .map(|d| DimensionScore {
+                            dimension: d.id.to_string(),
+                            score: d.score,
+                            reason: Some(d.reason.clone()),
+                        })
+                        .collect(),
+                    response: Some(s.response.clone()),
+                    truncated: s.truncated,
+                    auto_zero: s
+                        .auto_zero
+                        .iter()
+                        .map(|t| AutoZeroHit { dimension: t.dim.to_string(), trigger: t.pattern.clone() })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

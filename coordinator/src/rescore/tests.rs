@@ -1,0 +1,77 @@
+use std::path::{Path, PathBuf};
+
+use gate_rules::import::{ImportOptions, load_files_with};
+use gate_rules::{GateConfig, InstrumentKind, RuleId, Severity, evaluate};
+
+use super::*;
+
+fn dataset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/persona-v1")
+}
+
+fn suite() -> Suite {
+    Suite::load(&dataset().join("suite.toml")).unwrap()
+}
+
+/// A bundled history phase, imported as the team scored it: by hand.
+fn hand_scored(n: u32) -> Phase {
+    let dir = dataset().join(format!("history/phase{n}"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    let options = ImportOptions { scorer: Some(InstrumentKind::Human), ..ImportOptions::default() };
+    let mut phase = load_files_with(&files, "persona-v1", &options).unwrap();
+    phase.accepted = true;
+    phase
+}
+
+#[test]
+fn a_hand_scored_phase_is_rescored_from_its_responses() {
+    let rescorer = Rescorer::new(suite());
+    let before = hand_scored(8);
+    let after = rescorer.rescore(&before).unwrap();
+    assert_eq!(after.instrument.as_ref(), Some(rescorer.instrument()));
+    assert_eq!(after.rescored_from, Some(Instrument::Human));
+    let ids = |p: &Phase| p.eval.iter().map(|q| (q.id.clone(), q.samples.len())).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&before));
+    for (a, b) in after.eval.iter().zip(&before.eval) {
+        assert_eq!(a.samples[0].response, b.samples[0].response, "{}", a.id);
+        assert!(a.samples[0].dimensions.iter().all(|d| d.reason.as_deref().is_some_and(|r| !r.is_empty())));
+    }
+    assert_eq!((after.label.as_str(), after.training.final_loss), (before.label.as_str(), before.training.final_loss));
+}
+
+#[test]
+fn a_phase_without_responses_cannot_be_rescored() {
+    let rescorer = Rescorer::new(suite());
+    let err = rescorer.rescore(&hand_scored(6)).unwrap_err();
+    assert!(matches!(err, RescoreError::NoResponses { .. }), "{err}");
+}
+
+#[test]
+fn aligned_history_compares_one_instrument_and_says_so() {
+    let rescorer = Rescorer::new(suite());
+    let history: Vec<Phase> = (6..=8).map(hand_scored).collect();
+    let mut candidate = rescorer.rescore(&hand_scored(9)).unwrap();
+    candidate.rescored_from = None;
+    candidate.accepted = false;
+
+    let mixed = evaluate(&history, &candidate, &GateConfig::default());
+    assert!(mixed.findings.iter().any(|f| f.rule == RuleId::Instrument && f.severity == Severity::Warn));
+
+    let aligned = rescorer.align(&history, &candidate);
+    assert_eq!(aligned[0].instrument(), Instrument::Human, "phase 6 keeps no responses");
+    assert!(aligned[1..].iter().all(|p| p.instrument().same_as(rescorer.instrument())));
+    let eval = evaluate(&aligned, &candidate, &GateConfig::default());
+    let notes: Vec<_> = eval.findings.iter().filter(|f| f.rule == RuleId::Instrument).collect();
+    assert!(notes.iter().all(|f| f.severity == Severity::Info), "{notes:?}");
+    assert!(notes.iter().any(|f| f.message.contains("re-scored")), "{notes:?}");
+}
+
+#[test]
+fn a_candidate_of_another_instrument_leaves_history_alone() {
+    let rescorer = Rescorer::new(suite());
+    let history: Vec<Phase> = (7..=8).map(hand_scored).collect();
+    let aligned = rescorer.align(&history, &hand_scored(9));
+    assert_eq!(aligned, history);
+}
