@@ -23,6 +23,7 @@ pub mod runner;
 mod score_job;
 
 pub use client::{AgentConfig, AgentError, run};
+pub use score_job::rules_scores_file;
 
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

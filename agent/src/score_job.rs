@@ -260,6 +260,12 @@ fn summary(scored: &ScoredPhase, file: &Value, judged: Option<&JudgeReport>) -> 
 }
 
 /// The per-dimension score file `gate_rules::import` reads (list form, one entry per sample).
+/// The score stage's `score/scores.json` for rules scores alone: what `phasegate score` writes, so
+/// files scored offline import exactly like the stage's.
+pub fn rules_scores_file(scored: &ScoredPhase, phase: &str) -> Value {
+    scores_file(scored, phase, None)
+}
+
 pub(crate) fn scores_file(scored: &ScoredPhase, phase: &str, judged: Option<&JudgeReport>) -> Value {
     let entries: Vec<Value> = scored
         .questions
@@ -401,3 +407,7 @@ mod tests {
 #[cfg(test)]
 #[path = "score_job_judge_tests.rs"]
 mod judge_tests;
+
+#[cfg(test)]
+#[path = "score_job_sql_tests.rs"]
+mod sql_tests;

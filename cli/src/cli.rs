@@ -59,6 +59,9 @@ pub enum Command {
     Gate(GateArgs),
     /// Add a phase to the accepted history.
     Accept(AcceptArgs),
+    /// Score eval responses files offline with a suite's rules scorer (the score stage's
+    /// scores.json shape).
+    Score(ScoreArgs),
     /// Deliver a run's stored verdict again (operators): `--github` re-posts the check run, PR
     /// comment or nightly issue.
     Report(ReportArgs),
@@ -133,6 +136,22 @@ pub struct ImportArgs {
     pub scoring: ScoringArgs,
     #[command(flatten)]
     pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoreArgs {
+    /// Eval responses files: the eval stage's eval/responses.json, or any file with `results[]`
+    /// of `qid`, `question`, `response` (optional `sample`, `seed`, `truncated`).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The eval suite whose rubric and rules score the answers.
+    #[arg(long)]
+    pub suite: PathBuf,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ReportFormat,
+    /// Write the output here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// What scored a phase's files, and the suite whose rubric reads them.

@@ -7,6 +7,7 @@ mod gate;
 mod models;
 mod query;
 mod report;
+mod score;
 mod serve;
 mod submit;
 
@@ -31,6 +32,7 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Gate(args) => gate::gate(args).await,
         Command::Accept(args) => gate::accept(args, &endpoint).await,
         Command::Report(args) => report::report(args).await,
+        Command::Score(args) => score::score(&args),
         Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,
         Command::Bench(BenchCommand::Gate(args)) => Ok(gate::bench(&args)),
         Command::Bench(BenchCommand::Eval(args)) => models::bench_eval(args).await,
