@@ -125,7 +125,8 @@ fn a_suite_with_its_own_dimensions_scores_imports_gates_and_reports() {
     assert!(eval.candidate_score.unwrap() < eval.statistics[0].baseline_score.unwrap() - 3.0, "{eval:?}");
     assert_eq!(eval.verdict, Verdict::Fail);
     let report = render_markdown(&eval, &history, &candidate, &config, 65_536);
-    for name in ["correctness correct result 0–5 ×2", "executes runs without error 0–5", "style readable SQL 0–5"] {
+    for name in ["correctness correct result 0–5 ×2", "executes runs without error 0–5", "style readable SQL 0–5"]
+    {
         assert!(report.contains(name), "{name} missing from the report:\n{report}");
     }
     assert!(report.contains("| correctness correct result |"), "per-dimension table:\n{report}");

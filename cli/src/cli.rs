@@ -62,6 +62,9 @@ pub enum Command {
     /// Score eval responses files offline with a suite's rules scorer (the score stage's
     /// scores.json shape).
     Score(ScoreArgs),
+    /// Re-score every stored phase of an experiment that keeps its responses with the suite's
+    /// rules scorer, keeping the old scores beside the new.
+    Rescore(RescoreArgs),
     /// Deliver a run's stored verdict again (operators): `--github` re-posts the check run, PR
     /// comment or nightly issue.
     Report(ReportArgs),
@@ -152,6 +155,17 @@ pub struct ScoreArgs {
     /// Write the output here instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RescoreArgs {
+    #[arg(long)]
+    pub experiment: String,
+    /// The experiment's current eval suite.
+    #[arg(long)]
+    pub suite: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 /// What scored a phase's files, and the suite whose rubric reads them.

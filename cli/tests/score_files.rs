@@ -44,14 +44,7 @@ fn files_without_phase_model_or_sample_numbers_are_scored() {
     let file = dir.path().join("old_eval_phase12.json");
     std::fs::write(&file, serde_json::json!({ "results": results }).to_string()).unwrap();
     let out_file = dir.path().join("scores.json");
-    let out = phasegate(&[
-        "score",
-        file.to_str().unwrap(),
-        "--suite",
-        SUITE,
-        "--out",
-        out_file.to_str().unwrap(),
-    ]);
+    let out = phasegate(&["score", file.to_str().unwrap(), "--suite", SUITE, "--out", out_file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     assert_eq!(json["phase"], "12", "the label comes from the file name");

@@ -42,6 +42,27 @@ pub struct HistoryEntry {
     pub verdict: String,
 }
 
+/// What `rescore` did to one phase.
+#[derive(Debug, Clone)]
+pub struct RescoreLine {
+    pub label: String,
+    /// The instrument the phase was scored by before.
+    pub from: gate_rules::Instrument,
+    /// Its 0–10 score before.
+    pub before: Option<f64>,
+    pub outcome: RescoreOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum RescoreOutcome {
+    /// Re-scored and stored, with its score after.
+    Rescored { after: Option<f64> },
+    /// Already scored by this instrument.
+    Current,
+    /// Not re-scored, and why (no responses, other questions).
+    Skipped(String),
+}
+
 /// The gate's answer for an offline candidate, with the history it was judged against.
 #[derive(Debug, Clone)]
 pub struct GateOutcome {
@@ -135,6 +156,32 @@ impl History {
             history = r.align(&history, candidate);
         }
         Ok(decide(&history, candidate, config, budget_chars))
+    }
+
+    /// Re-scores every stored phase of `experiment` that keeps its responses with `rescorer`,
+    /// storing each as it was (accepted or not, its run) with the new scores and the old ones in
+    /// `earlier_scores`. Phases already scored by `rescorer` are skipped. One line per phase.
+    pub async fn rescore(&self, experiment: &str, rescorer: &Rescorer) -> Result<Vec<RescoreLine>, HistoryError> {
+        let mut lines = Vec::new();
+        for record in self.store.phases(experiment).await? {
+            let phase = record.phase;
+            let before = phase.score();
+            let outcome = if phase.instrument().same_as(rescorer.instrument()) {
+                RescoreOutcome::Current
+            } else {
+                match rescorer.rescore(&phase) {
+                    Ok(new) => {
+                        let after = new.score();
+                        let run = record.run_id.map(|id| RunId(id as u64));
+                        self.store.upsert_phase(&new, run, now_ms() as i64).await?;
+                        RescoreOutcome::Rescored { after }
+                    }
+                    Err(e) => RescoreOutcome::Skipped(e.to_string()),
+                }
+            };
+            lines.push(RescoreLine { label: phase.label.clone(), from: phase.instrument(), before, outcome });
+        }
+        Ok(lines)
     }
 
     /// The rubric stored with the accepted history of `experiment`: the newest accepted phase's

@@ -30,7 +30,8 @@ pub use config::{
 pub use evaluate::{BaselineComparison, BaselineRole, Evaluation, evaluate};
 pub use finding::{Evidence, Excerpt, Finding, KeyDifference, NamedValue, RuleId, Severity};
 pub use phase::{
-    ConfigEntry, DatasetInfo, LossPoint, Phase, QuestionEval, Sample, TrainingMetrics, natural_cmp, ordinal_from_label,
+    ConfigEntry, DatasetInfo, EarlierScores, LossPoint, Phase, QuestionEval, Sample, TrainingMetrics, natural_cmp,
+    ordinal_from_label,
 };
 pub use phasegate_rubric::{Dimension, DimensionId, Instrument, InstrumentKind, Rubric};
 pub use rubric::{AUTO_FAIL_PHRASES, AutoZeroHit, DimensionScore};

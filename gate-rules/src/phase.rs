@@ -53,6 +53,19 @@ pub struct Phase {
     /// instrument that scored them first.
     #[serde(default)]
     pub rescored_from: Option<Instrument>,
+    /// Scores the phase had before it was re-scored, oldest first: nothing re-scoring replaces
+    /// is lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_scores: Vec<EarlierScores>,
+}
+
+/// One earlier scoring of a phase's samples, kept when `phasegate rescore` re-scores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlierScores {
+    pub instrument: Instrument,
+    #[serde(default)]
+    pub rubric: Option<Rubric>,
+    pub eval: Vec<QuestionEval>,
 }
 
 /// One ordered configuration key with its value as written by the source.
@@ -133,6 +146,7 @@ impl Phase {
             rubric: None,
             instrument: None,
             rescored_from: None,
+            earlier_scores: Vec::new(),
         }
     }
 

@@ -14,11 +14,13 @@ use std::time::Instant;
 use gate_rules::import::ImportOptions;
 use gate_rules::report::GITHUB_COMMENT_LIMIT;
 use gate_rules::{GateConfig, Phase, Verdict};
-use phasegate_coordinator::history::{History, HistoryEntry, HistoryError};
+use phasegate_coordinator::history::{History, HistoryEntry, HistoryError, RescoreOutcome};
 use phasegate_coordinator::rescore::Rescorer;
 use phasegate_proto::pb;
 
-use crate::cli::{AcceptArgs, BenchGateArgs, GateArgs, HistoryArgs, ImportArgs, ReportFormat, ScorerArg, ScoringArgs};
+use crate::cli::{
+    AcceptArgs, BenchGateArgs, GateArgs, HistoryArgs, ImportArgs, ReportFormat, RescoreArgs, ScorerArg, ScoringArgs,
+};
 use crate::connect::Endpoint;
 use crate::exit::{Code, Failure, Result};
 
@@ -91,6 +93,34 @@ pub async fn gate(args: GateArgs) -> Result<Code> {
         ReportFormat::Json => println!("{}", outcome.json),
     }
     Ok(verdict_code(outcome.verdict()))
+}
+
+/// Re-scores an experiment's stored phases with the suite's rules scorer (see
+/// [`History::rescore`]) and prints one line per phase.
+pub async fn rescore(args: RescoreArgs) -> Result<Code> {
+    let rescorer = Rescorer::new(load_suite(&args.suite)?);
+    let history = open(&args.data.data_dir).await?;
+    let lines = history.rescore(&args.experiment, &rescorer).await.map_err(store_failure)?;
+    if lines.is_empty() {
+        return Err(Failure::usage(format!("no phases in experiment {}", args.experiment))
+            .with_hint("list the experiment's phases with `phasegate history EXPERIMENT`"));
+    }
+    let score = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+    for l in &lines {
+        match &l.outcome {
+            RescoreOutcome::Rescored { after } => println!(
+                "phase {}: {} → {} ({} → {})",
+                l.label,
+                score(l.before),
+                score(*after),
+                l.from,
+                rescorer.instrument()
+            ),
+            RescoreOutcome::Current => println!("phase {}: already scored by {}", l.label, rescorer.instrument()),
+            RescoreOutcome::Skipped(why) => println!("phase {}: kept as scored by {}: {why}", l.label, l.from),
+        }
+    }
+    Ok(Code::Success)
 }
 
 pub async fn accept(args: AcceptArgs, endpoint: &Endpoint) -> Result<Code> {

@@ -33,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Accept(args) => gate::accept(args, &endpoint).await,
         Command::Report(args) => report::report(args).await,
         Command::Score(args) => score::score(&args),
+        Command::Rescore(args) => gate::rescore(args).await,
         Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,
         Command::Bench(BenchCommand::Gate(args)) => Ok(gate::bench(&args)),
         Command::Bench(BenchCommand::Eval(args)) => models::bench_eval(args).await,

@@ -37,8 +37,9 @@ pub fn score(args: &ScoreArgs) -> Result<Code> {
         ReportFormat::Markdown => scored.iter().map(|(p, s)| markdown(p, &suite, s)).collect(),
     };
     match &args.out {
-        Some(out) => std::fs::write(out, text)
-            .map_err(|e| Failure::infra(format!("failed to write {}: {e}", out.display())))?,
+        Some(out) => {
+            std::fs::write(out, text).map_err(|e| Failure::infra(format!("failed to write {}: {e}", out.display())))?
+        }
         None => print!("{text}"),
     }
     Ok(Code::Success)

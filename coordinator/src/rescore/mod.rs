@@ -7,7 +7,7 @@
 //! that cannot be re-scored (no responses, other questions) is left as it is, and the gate's
 //! `instrument` check then keeps the verdict at best inconclusive.
 
-use gate_rules::{AutoZeroHit, DimensionScore, Instrument, Phase, QuestionEval, Sample};
+use gate_rules::{AutoZeroHit, DimensionScore, EarlierScores, Instrument, Phase, QuestionEval, Sample};
 use phasegate_score::{ResponseRecord, Responses, ScoredPhase, Suite, score_phase};
 
 /// The candidate's rules scorer, able to re-score stored responses.
@@ -50,6 +50,11 @@ impl Rescorer {
         let scored = score_phase(&self.suite, &responses)
             .map_err(|source| RescoreError::Score { label: phase.label.clone(), source })?;
         let mut out = phase.clone();
+        out.earlier_scores.push(EarlierScores {
+            instrument: phase.instrument(),
+            rubric: phase.rubric.clone(),
+            eval: phase.eval.clone(),
+        });
         out.eval = eval_of(&scored);
         out.rubric = Some(scored.rubric.clone());
         out.instrument = Some(self.instrument.clone());

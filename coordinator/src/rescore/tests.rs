@@ -32,6 +32,8 @@ fn a_hand_scored_phase_is_rescored_from_its_responses() {
     let after = rescorer.rescore(&before).unwrap();
     assert_eq!(after.instrument.as_ref(), Some(rescorer.instrument()));
     assert_eq!(after.rescored_from, Some(Instrument::Human));
+    assert_eq!(after.earlier_scores.len(), 1);
+    assert_eq!(after.earlier_scores[0].eval, before.eval, "the hand scores are kept");
     let ids = |p: &Phase| p.eval.iter().map(|q| (q.id.clone(), q.samples.len())).collect::<Vec<_>>();
     assert_eq!(ids(&after), ids(&before));
     for (a, b) in after.eval.iter().zip(&before.eval) {
@@ -74,4 +76,24 @@ fn a_candidate_of_another_instrument_leaves_history_alone() {
     let history: Vec<Phase> = (7..=8).map(hand_scored).collect();
     let aligned = rescorer.align(&history, &hand_scored(9));
     assert_eq!(aligned, history);
+}
+
+#[tokio::test]
+async fn rescore_stores_new_scores_and_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = crate::history::History::create(dir.path()).await.unwrap();
+    for n in [6, 8] {
+        history.import_phase(hand_scored(n), n == 8).await.unwrap();
+    }
+    let rescorer = Rescorer::new(suite());
+    let lines = history.rescore("persona-v1", &rescorer).await.unwrap();
+    assert!(matches!(lines[0].outcome, crate::history::RescoreOutcome::Skipped(_)), "phase 6 has no responses");
+    assert!(matches!(lines[1].outcome, crate::history::RescoreOutcome::Rescored { .. }));
+    let stored = history.history("persona-v1").await.unwrap();
+    let eight = &stored[1].phase;
+    assert!(eight.accepted, "acceptance is kept");
+    assert!(eight.instrument().same_as(rescorer.instrument()));
+    assert_eq!(eight.earlier_scores[0].eval, hand_scored(8).eval);
+    let again = history.rescore("persona-v1", &rescorer).await.unwrap();
+    assert!(matches!(again[1].outcome, crate::history::RescoreOutcome::Current));
 }
