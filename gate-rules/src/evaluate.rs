@@ -62,6 +62,8 @@ impl BaselineRole {
 pub(crate) struct Timeline<'a> {
     pub(crate) phases: Vec<&'a Phase>,
     pub(crate) scores: Vec<Option<f64>>,
+    /// Whether each phase's scores come from the candidate's instrument and rubric scale.
+    comparable: Vec<bool>,
 }
 
 impl<'a> Timeline<'a> {
@@ -72,13 +74,22 @@ impl<'a> Timeline<'a> {
             .collect();
         phases.sort_by(|a, b| Phase::history_order(a, b));
         let scores = phases.iter().map(|p| p.score()).collect();
-        Timeline { phases, scores }
+        let comparable = phases.iter().map(|p| rules::instrument::comparable(candidate, p)).collect();
+        Timeline { phases, scores, comparable }
+    }
+
+    /// Baselines come from phases scored like the candidate when there is one with scores; from
+    /// any phase otherwise (and the `instrument` check says so).
+    pub(crate) fn eligible(&self, i: usize) -> bool {
+        let any = (0..self.phases.len()).any(|j| self.comparable[j] && self.scores[j].is_some());
+        !any || self.comparable[i]
     }
 
     pub(crate) fn best(&self) -> Option<usize> {
         let mut best: Option<(usize, f64)> = None;
         for (i, score) in self.scores.iter().enumerate() {
             if let Some(s) = *score
+                && self.eligible(i)
                 && best.is_none_or(|(_, b)| s >= b)
             {
                 best = Some((i, s));
@@ -88,7 +99,7 @@ impl<'a> Timeline<'a> {
     }
 
     pub(crate) fn previous(&self) -> Option<usize> {
-        self.scores.iter().rposition(Option::is_some)
+        (0..self.scores.len()).rev().find(|&i| self.scores[i].is_some() && self.eligible(i))
     }
 }
 

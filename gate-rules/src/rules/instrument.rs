@@ -136,6 +136,21 @@ mod tests {
     }
 
     #[test]
+    fn baselines_come_from_the_candidates_instrument_when_there_is_one() {
+        let history = [
+            accepted("1", 1, &[9.0; 8], Instrument::Human),
+            accepted("2", 2, &[6.0; 8], rules_v2()),
+            accepted("3", 3, &[8.0; 8], Instrument::Human),
+        ];
+        let cand = accepted("4", 4, &[6.0; 8], rules_v2());
+        let eval = evaluate(&history, &cand, &GateConfig::default());
+        let labels: Vec<&str> = eval.statistics.iter().map(|s| s.baseline.as_str()).collect();
+        assert_eq!(labels, ["2"], "best and previous among the rules-scored phases");
+        assert!(eval.findings.iter().all(|f| f.rule != RuleId::Instrument), "{:?}", eval.findings);
+        assert_eq!(eval.verdict, Verdict::Pass);
+    }
+
+    #[test]
     fn a_rescored_baseline_is_reported_and_compared() {
         let mut base = accepted("1", 1, &[7.0; 8], rules_v2());
         base.rescored_from = Some(Instrument::Human);

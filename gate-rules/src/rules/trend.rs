@@ -9,7 +9,9 @@ use crate::finding::{Finding, RuleId, Severity};
 use crate::numfmt::num;
 use crate::stats::EPSILON;
 
-/// The sequence history + candidate, with the best score strictly before each position.
+/// The sequence history + candidate, with the best score strictly before each position. Only
+/// phases scored like the candidate count, when there are any: a trend across instruments is
+/// the instruments' difference.
 struct Series<'a> {
     labels: Vec<&'a str>,
     scores: Vec<Option<f64>>,
@@ -19,9 +21,11 @@ struct Series<'a> {
 
 impl<'a> Series<'a> {
     fn new(ctx: &Context<'a>) -> Series<'a> {
-        let mut labels: Vec<&str> = ctx.timeline.phases.iter().map(|p| p.label.as_str()).collect();
+        let t = ctx.timeline;
+        let kept: Vec<usize> = (0..t.phases.len()).filter(|&i| t.eligible(i)).collect();
+        let mut labels: Vec<&str> = kept.iter().map(|&i| t.phases[i].label.as_str()).collect();
         labels.push(&ctx.candidate.label);
-        let mut scores = ctx.timeline.scores.clone();
+        let mut scores: Vec<Option<f64>> = kept.iter().map(|&i| t.scores[i]).collect();
         scores.push(ctx.candidate_score);
         let mut best_before = Vec::with_capacity(scores.len());
         let mut best: Option<(f64, usize)> = None;
