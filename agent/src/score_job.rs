@@ -22,7 +22,7 @@ use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
 use phasegate_proto::spec::{EVAL_RESPONSES, JudgeModel, SCORES, ScoreMode, ScoreStage, StageJob};
 use phasegate_score::judge::JudgeRefused;
-use phasegate_score::{Responses, SampleScore, ScoredPhase, Suite, score_phase};
+use phasegate_score::{Lexicon, Responses, SampleScore, ScoredPhase, Suite, score_phase};
 
 use crate::events::Event;
 use crate::job::{JobContext, Report};
@@ -43,6 +43,8 @@ pub(crate) enum ScoreJobError {
     Responses(#[from] phasegate_score::ResponsesError),
     #[error(transparent)]
     Suite(#[from] phasegate_score::SuiteError),
+    #[error(transparent)]
+    Lexicon(#[from] phasegate_score::LexiconError),
     #[error("failed to score {file} against suite `score.suite` = {suite}: {source}")]
     Score { file: String, suite: String, source: phasegate_score::ScoreError },
     #[error("failed to resolve `score.judge_model` = {model:?}: {source}")]
@@ -119,7 +121,8 @@ async fn score(
     }
     let suite = Suite::load(&dir.join(&stage.suite))?;
     let responses = Responses::load(&dir.join("inputs").join(EVAL_RESPONSES))?;
-    let scored = score_phase(&suite, &responses).map_err(|source| ScoreJobError::Score {
+    let lexicon = Lexicon::load(&ctx.model_cache, &suite)?;
+    let scored = score_phase(&suite, &lexicon, &responses).map_err(|source| ScoreJobError::Score {
         file: EVAL_RESPONSES.to_owned(),
         suite: stage.suite.clone(),
         source,
@@ -372,7 +375,7 @@ mod tests {
     #[test]
     fn scores_file_imports_with_k_samples_and_reasons() {
         let suite = Suite::from_toml_str(SUITE, Path::new("suite.toml")).unwrap();
-        let scored = score_phase(&suite, &responses(&suite)).unwrap();
+        let scored = score_phase(&suite, &crate::judge::fake::lexicon(&suite), &responses(&suite)).unwrap();
         let text = scores_file(&scored, "10", None).to_string();
         let part = gate_rules::import::parse_file(SCORES, &text, Some("10")).unwrap();
         assert_eq!(part.shape, gate_rules::import::Shape::DimensionScores);
@@ -396,7 +399,7 @@ mod tests {
     #[test]
     fn score_lines_name_each_question_and_the_phase() {
         let suite = Suite::from_toml_str(SUITE, Path::new("suite.toml")).unwrap();
-        let scored = score_phase(&suite, &responses(&suite)).unwrap();
+        let scored = score_phase(&suite, &crate::judge::fake::lexicon(&suite), &responses(&suite)).unwrap();
         let lines = score_lines(&scored, &scores_file(&scored, "10", None), None);
         assert_eq!(lines.len(), suite.questions.len() + 1);
         assert!(lines[0].starts_with("score: Q1 "), "{}", lines[0]);

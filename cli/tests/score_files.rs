@@ -8,8 +8,21 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Runs phasegate with a model cache holding a tiny Portuguese dictionary: these tests look at
+/// file shapes and errors, not at scores, so they need no downloaded dictionary.
 fn phasegate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_phasegate")).args(args).current_dir(root()).output().unwrap()
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("dictionaries/pt");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.aff"), "SET UTF-8\n").unwrap();
+    std::fs::write(dir.join("index.dic"), "3\nsou\na\niara\n").unwrap();
+    Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(args)
+        .arg("--model-cache")
+        .arg(cache.path())
+        .current_dir(root())
+        .output()
+        .unwrap()
 }
 
 const SUITE: &str = "datasets/persona-v1/suite.toml";

@@ -132,10 +132,11 @@ impl<S: Store> Shared<S> {
         let bundle = (!record.bundle_sha256.is_empty()).then(|| self.artifacts.path_of(&record.bundle_sha256));
         let sources = result_sources(&gate, &record, |sha| self.artifacts.path_of(sha))?;
         let suite = spec.score.as_ref().map(|s| s.suite.clone());
+        let cache = self.config.model_cache.clone().unwrap_or_else(phasegate_eval::models::default_cache_dir);
         let (config, results, rescorer) = tokio::task::spawn_blocking(move || {
             let (config, results) = read_files(&gate, bundle.as_deref(), &sources)?;
             let rescorer = match (suite, bundle.as_deref()) {
-                (Some(suite), Some(bundle)) => rules_scorer(bundle, &suite),
+                (Some(suite), Some(bundle)) => rules_scorer(bundle, &suite, &cache),
                 _ => None,
             };
             Ok::<_, GateStageError>((config, results, rescorer))
@@ -202,11 +203,14 @@ fn read_files(
 
 /// The rules scorer on the run's suite, read from the source bundle. Without it the gate still
 /// runs: baselines from another instrument then keep the verdict at best inconclusive.
-fn rules_scorer(bundle: &Path, suite: &str) -> Option<Rescorer> {
-    let loaded = file_from_bundle(bundle, suite)
-        .and_then(|text| phasegate_score::Suite::from_toml_str(&text, Path::new(suite)).map_err(|e| e.to_string()));
+fn rules_scorer(bundle: &Path, suite: &str, model_cache: &Path) -> Option<Rescorer> {
+    let loaded = file_from_bundle(bundle, suite).and_then(|text| {
+        let suite = phasegate_score::Suite::from_toml_str(&text, Path::new(suite)).map_err(|e| e.to_string())?;
+        let lexicon = phasegate_score::Lexicon::load(model_cache, &suite).map_err(|e| e.to_string())?;
+        Ok((suite, lexicon))
+    });
     match loaded {
-        Ok(suite) => Some(Rescorer::new(suite)),
+        Ok((suite, lexicon)) => Some(Rescorer::new(suite, lexicon)),
         Err(e) => {
             tracing::warn!(suite, error = %e, "cannot re-score baselines: the run's suite does not load");
             None

@@ -48,6 +48,10 @@ pub struct ShellConfig {
     pub bundle_limit_bytes: u64,
     /// `[github]` reporting and the webhook; `None`: nothing GitHub-related runs.
     pub github: Option<crate::github::GithubSetup>,
+    /// The model cache the gate stage reads the suite language's dictionary from, to re-score
+    /// baselines with the candidate's rules scorer; `None`: the default cache
+    /// (`$PHASEGATE_MODEL_CACHE`, else `~/.cache/phasegate/models`).
+    pub model_cache: Option<std::path::PathBuf>,
 }
 
 /// The scheduling limits users can set.
@@ -65,6 +69,7 @@ impl Default for ShellConfig {
             artifact_limit_bytes: 8 << 30,
             bundle_limit_bytes: 512 << 20,
             github: None,
+            model_cache: None,
         }
     }
 }

@@ -90,3 +90,21 @@ pub enum ScoreError {
     )]
     NoRulesCheck { id: String, suite: String },
 }
+
+/// Loading the dictionary of a suite's language failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LexiconError {
+    #[error(
+        "failed to find the {language} dictionary in {dir}\n\
+         hint: phasegate models pull {package}"
+    )]
+    Missing { language: crate::Language, dir: PathBuf, package: &'static str },
+    #[error("failed to read the dictionary {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to parse the dictionary {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}

@@ -14,6 +14,7 @@ pub enum Language {
 
 impl Language {
     pub(crate) const SUPPORTED: &str = "pt, en";
+    pub(crate) const ALL: [Language; 2] = [Language::Pt, Language::En];
 
     pub(crate) fn parse(code: &str) -> Option<Self> {
         match code {
@@ -48,6 +49,16 @@ const EN: &[&str] = &[
     "about", "they", "an", "your", "our", "there", "their", "just", "also", "more", "very", "i'm", "it's", "don't",
     "am", "been", "were", "if", "so",
 ];
+
+/// Whether `word` (any case) is a stopword of `language`: a foreign word, not a made-up one, in an
+/// answer of another language.
+pub(crate) fn is_stopword(language: Language, word: &str) -> bool {
+    let lower = word.to_lowercase();
+    match language {
+        Language::Pt => PT.contains(&lower.as_str()),
+        Language::En => EN.contains(&lower.as_str()),
+    }
+}
 
 /// Fewer stopword hits than this and the text is too short to call a language.
 const MIN_HITS: usize = 3;

@@ -91,7 +91,10 @@ pub(crate) fn faithful(kind: AnchorKind) -> [u32; 5] {
     match kind {
         AnchorKind::Ideal => [2, 2, 2, 2, 1],
         AnchorKind::Generic => [0, 0, 1, 2, 0],
-        AnchorKind::Contaminated => [0; 5],
+        AnchorKind::Contaminated | AnchorKind::WordSalad => [0; 5],
+        AnchorKind::WordSaladPersona | AnchorKind::WrongIdentity => [0, 0, 0, 2, 0],
+        AnchorKind::FluentHallucination => [2, 0, 2, 2, 0],
+        AnchorKind::Truncated => [2, 2, 2, 2, 1],
     }
 }
 
@@ -124,5 +127,12 @@ pub(crate) fn two_samples_per_question(suite: &Suite, answer: impl Fn(u32) -> St
         timing: None,
         peak_rss_mib: None,
     };
-    phasegate_score::score_phase(suite, &responses).unwrap()
+    phasegate_score::score_phase(suite, &lexicon(suite), &responses).unwrap()
+}
+
+/// A tiny in-memory dictionary for tests: the agent's tests need no downloaded one.
+pub(crate) fn lexicon(suite: &Suite) -> phasegate_score::Lexicon {
+    const AFF: &str = "SET UTF-8\n";
+    const DIC: &str = "6\neu\nsou\na\ne\ntrabalho\ncom\n";
+    phasegate_score::Lexicon::from_hunspell(AFF, DIC, suite).expect("tiny dictionary")
 }

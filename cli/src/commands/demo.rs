@@ -1,6 +1,7 @@
 //! `phasegate demo`: the whole product on one box, in one command.
 //!
-//! Pulls SmolLM2-135M-Instruct into the model cache unless it is there, starts a coordinator and a
+//! Pulls SmolLM2-135M-Instruct and the suite language's dictionary into the model cache unless they
+//! are there, starts a coordinator and a
 //! local agent on a fresh data dir, imports the bundled accepted history, submits the candidate
 //! phase (SmolLM2 with the persona prompt, eval → score → gate), follows it live (job states and
 //! the agent's eval/score lines), prints the report and the verdict, and says how to look again.
@@ -38,6 +39,7 @@ pub async fn demo(args: DemoArgs) -> Result<Code> {
     let dataset = find_dataset(args.dataset.as_deref())?;
     let model_cache = args.models.dir();
     super::models::pull_into(MODEL, &model_cache).await?;
+    super::dictionary::pull_into(suite_language(&dataset)?, &model_cache).await?;
     let data_dir = args.data_dir.clone();
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)
@@ -136,6 +138,12 @@ async fn print_agent_lines(mut client: phasegate_proto::client::ControlClient, r
             println!("  [{}] {}", chunk.stage, line.text);
         }
     }
+}
+
+/// The language of the bundled suite: the score stage reads answers with its dictionary.
+fn suite_language(dataset: &Path) -> Result<phasegate_score::Language> {
+    let suite = phasegate_score::Suite::load(&dataset.join("suite.toml")).map_err(|e| Failure::usage(e.to_string()))?;
+    Ok(suite.language)
 }
 
 fn find_dataset(given: Option<&Path>) -> Result<PathBuf> {

@@ -83,7 +83,7 @@ pub async fn gate(args: GateArgs) -> Result<Code> {
         }
     };
     let rescorer = match &args.scoring.suite {
-        Some(path) => Some(Rescorer::new(load_suite(path)?)),
+        Some(path) => Some(rules_scorer(path, &args.models.dir())?),
         None => None,
     };
     let outcome =
@@ -98,7 +98,7 @@ pub async fn gate(args: GateArgs) -> Result<Code> {
 /// Re-scores an experiment's stored phases with the suite's rules scorer (see
 /// [`History::rescore`]) and prints one line per phase.
 pub async fn rescore(args: RescoreArgs) -> Result<Code> {
-    let rescorer = Rescorer::new(load_suite(&args.suite)?);
+    let rescorer = rules_scorer(&args.suite, &args.models.dir())?;
     let history = open(&args.data.data_dir).await?;
     let lines = history.rescore(&args.experiment, &rescorer).await.map_err(store_failure)?;
     if lines.is_empty() {
@@ -207,6 +207,13 @@ pub(crate) fn import_options(
 pub(crate) fn load_suite(path: &Path) -> Result<phasegate_score::Suite> {
     phasegate_score::Suite::load(path)
         .map_err(|e| Failure::usage(e.to_string()).with_hint("pass the experiment's eval suite TOML with --suite"))
+}
+
+/// The rules scorer on a suite named on the command line, with its language's dictionary.
+pub(crate) fn rules_scorer(suite: &Path, model_cache: &Path) -> Result<Rescorer> {
+    let suite = load_suite(suite)?;
+    let lexicon = phasegate_score::Lexicon::load(model_cache, &suite).map_err(super::calibrate::lexicon_failure)?;
+    Ok(Rescorer::new(suite, lexicon))
 }
 
 /// The rubric stored with the accepted history, when the data dir has one.

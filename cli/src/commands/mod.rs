@@ -2,7 +2,9 @@
 
 mod agent;
 mod bench;
+mod calibrate;
 mod demo;
+mod dictionary;
 mod gate;
 mod models;
 mod query;
@@ -34,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Report(args) => report::report(args).await,
         Command::Score(args) => score::score(&args),
         Command::Rescore(args) => gate::rescore(args).await,
+        Command::Calibrate(args) => calibrate::calibrate(&args),
         Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,
         Command::Bench(BenchCommand::Gate(args)) => Ok(gate::bench(&args)),
         Command::Bench(BenchCommand::Eval(args)) => models::bench_eval(args).await,

@@ -1,4 +1,5 @@
-//! `phasegate models pull|list` and `phasegate bench eval`: thin wrappers over `phasegate-eval`.
+//! `phasegate models pull|list` and `phasegate bench eval`: thin wrappers over `phasegate-eval`. The
+//! rules scorer's dictionaries (`dictionary-pt`, `dictionary-en`) are pulled by [`super::dictionary`].
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,10 @@ pub fn eval_failure(code: Code, e: &EvalError) -> Failure {
 
 pub async fn pull(args: ModelsPullArgs) -> Result<Code> {
     let cache = cache_dir(args.cache.as_ref());
-    let path = pull_into(&args.name, &cache).await?;
+    let path = match super::dictionary::language_of(&args.name) {
+        Some(language) => super::dictionary::pull_into(language, &cache).await?,
+        None => pull_into(&args.name, &cache).await?,
+    };
     println!("{}", path.display());
     Ok(Code::Success)
 }

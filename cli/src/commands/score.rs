@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use phasegate_score::{Responses, ScoredPhase, Suite, score_phase};
+use phasegate_score::{Lexicon, Responses, ScoredPhase, Suite, score_phase};
 use serde_json::Value;
 
 use super::gate::load_suite;
@@ -19,10 +19,11 @@ use crate::exit::{Code, Failure, Result};
 
 pub fn score(args: &ScoreArgs) -> Result<Code> {
     let suite = load_suite(&args.suite)?;
+    let lexicon = Lexicon::load(&args.models.dir(), &suite).map_err(super::calibrate::lexicon_failure)?;
     let mut scored = Vec::with_capacity(args.files.len());
     for path in &args.files {
         let responses = read_responses(path)?;
-        let phase = score_phase(&suite, &responses).map_err(|e| {
+        let phase = score_phase(&suite, &lexicon, &responses).map_err(|e| {
             Failure::usage(format!("failed to score {} with suite {}: {e}", path.display(), args.suite.display()))
         })?;
         scored.push((path.as_path(), phase));

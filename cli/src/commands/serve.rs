@@ -77,6 +77,9 @@ pub async fn start_local(
     model_cache: std::path::PathBuf,
 ) -> Result<LocalCluster> {
     let data_dir = config.data_dir.clone();
+    let mut config = config;
+    // The gate re-scores baselines with the dictionary the local agent scores with.
+    config.shell.model_cache.get_or_insert_with(|| model_cache.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(phasegate_coordinator::run(config, grpc, http, async move {

@@ -7,13 +7,16 @@
 //! that cannot be re-scored (no responses, other questions) is left as it is, and the gate's
 //! `instrument` check then keeps the verdict at best inconclusive.
 
+use std::sync::Arc;
+
 use gate_rules::{AutoZeroHit, DimensionScore, EarlierScores, Instrument, Phase, QuestionEval, Sample};
-use phasegate_score::{ResponseRecord, Responses, ScoredPhase, Suite, score_phase};
+use phasegate_score::{Lexicon, ResponseRecord, Responses, ScoredPhase, Suite, score_phase};
 
 /// The candidate's rules scorer, able to re-score stored responses.
 #[derive(Debug, Clone)]
 pub struct Rescorer {
     suite: Suite,
+    lexicon: Arc<Lexicon>,
     instrument: Instrument,
 }
 
@@ -33,10 +36,11 @@ pub enum RescoreError {
 }
 
 impl Rescorer {
-    /// The rules scorer on `suite`.
-    pub fn new(suite: Suite) -> Rescorer {
+    /// The rules scorer on `suite`, reading answers with `lexicon` (the suite language's
+    /// dictionary, see [`Lexicon::load`]).
+    pub fn new(suite: Suite, lexicon: Lexicon) -> Rescorer {
         let instrument = phasegate_score::instrument(&suite);
-        Rescorer { suite, instrument }
+        Rescorer { suite, lexicon: Arc::new(lexicon), instrument }
     }
 
     pub fn instrument(&self) -> &Instrument {
@@ -47,7 +51,7 @@ impl Rescorer {
     /// `rescored_from`, everything but the scores is unchanged.
     pub fn rescore(&self, phase: &Phase) -> Result<Phase, RescoreError> {
         let responses = responses_of(phase)?;
-        let scored = score_phase(&self.suite, &responses)
+        let scored = score_phase(&self.suite, &self.lexicon, &responses)
             .map_err(|source| RescoreError::Score { label: phase.label.clone(), source })?;
         let mut out = phase.clone();
         out.earlier_scores.push(EarlierScores {

@@ -13,6 +13,14 @@ fn suite() -> Suite {
     Suite::load(&dataset().join("suite.toml")).unwrap()
 }
 
+/// The rules scorer on the bundled suite with a tiny dictionary: these tests look at what
+/// re-scoring keeps and records, not at the scores.
+fn rescorer() -> Rescorer {
+    let suite = suite();
+    let lexicon = Lexicon::from_hunspell("SET UTF-8\n", "3\nsou\na\niara\n", &suite).unwrap();
+    Rescorer::new(suite, lexicon)
+}
+
 /// A bundled history phase, imported as the team scored it: by hand.
 fn hand_scored(n: u32) -> Phase {
     let dir = dataset().join(format!("history/phase{n}"));
@@ -27,7 +35,7 @@ fn hand_scored(n: u32) -> Phase {
 
 #[test]
 fn a_hand_scored_phase_is_rescored_from_its_responses() {
-    let rescorer = Rescorer::new(suite());
+    let rescorer = rescorer();
     let before = hand_scored(8);
     let after = rescorer.rescore(&before).unwrap();
     assert_eq!(after.instrument.as_ref(), Some(rescorer.instrument()));
@@ -45,14 +53,14 @@ fn a_hand_scored_phase_is_rescored_from_its_responses() {
 
 #[test]
 fn a_phase_without_responses_cannot_be_rescored() {
-    let rescorer = Rescorer::new(suite());
+    let rescorer = rescorer();
     let err = rescorer.rescore(&hand_scored(6)).unwrap_err();
     assert!(matches!(err, RescoreError::NoResponses { .. }), "{err}");
 }
 
 #[test]
 fn aligned_history_compares_one_instrument_and_says_so() {
-    let rescorer = Rescorer::new(suite());
+    let rescorer = rescorer();
     let history: Vec<Phase> = (6..=8).map(hand_scored).collect();
     let mut candidate = rescorer.rescore(&hand_scored(9)).unwrap();
     candidate.rescored_from = None;
@@ -72,7 +80,7 @@ fn aligned_history_compares_one_instrument_and_says_so() {
 
 #[test]
 fn a_candidate_of_another_instrument_leaves_history_alone() {
-    let rescorer = Rescorer::new(suite());
+    let rescorer = rescorer();
     let history: Vec<Phase> = (7..=8).map(hand_scored).collect();
     let aligned = rescorer.align(&history, &hand_scored(9));
     assert_eq!(aligned, history);
@@ -85,7 +93,7 @@ async fn rescore_stores_new_scores_and_keeps_the_old() {
     for n in [6, 8] {
         history.import_phase(hand_scored(n), n == 8).await.unwrap();
     }
-    let rescorer = Rescorer::new(suite());
+    let rescorer = rescorer();
     let lines = history.rescore("persona-v1", &rescorer).await.unwrap();
     assert!(matches!(lines[0].outcome, crate::history::RescoreOutcome::Skipped(_)), "phase 6 has no responses");
     assert!(matches!(lines[1].outcome, crate::history::RescoreOutcome::Rescored { .. }));

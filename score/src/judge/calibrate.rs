@@ -30,7 +30,7 @@ pub struct MisjudgedAnchor {
 
 impl fmt::Display for MisjudgedAnchor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = format!("{:?}", self.kind).to_lowercase();
+        let kind = self.kind.as_str();
         if let Some(e) = &self.unreadable {
             return write!(f, "{} {kind} anchor: {e}", self.qid);
         }

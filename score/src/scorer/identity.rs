@@ -3,7 +3,8 @@
 
 use super::Rated;
 use super::answer::Answer;
-use crate::suite::{IdentityRules, Persona, Question};
+use super::evidence::{Evidence, FULL_MARKS};
+use crate::suite::{Persona, Question, Suite};
 use crate::text::fold;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -18,26 +19,53 @@ static SELF_CLAIM: LazyLock<Regex> = LazyLock::new(|| {
     .expect("self-claim regex compiles")
 });
 
-pub(crate) fn rate(persona: &Persona, rules: &IdentityRules, q: &Question, a: &Answer) -> Rated {
+pub(crate) fn rate(suite: &Suite, persona: &Persona, q: &Question, a: &Answer) -> Rated {
+    let rules = &suite.rules.identity;
     if let Some(name) = foreign_self_claim(persona, a.raw) {
         return Rated::new(0, format!("claims to be {name:?}, not {}", persona.name));
     }
     if let Some(marker) = a.text.first_of(&rules.other_identity_markers) {
         return Rated::new(0, format!("identifies as something else: {marker:?}"));
     }
-    let names_self = a.text.first_of(&persona.self_names()).is_some();
-    let names_partner = a.text.first_of(&persona.partner_names()).is_some();
-    if q.name_self && !names_self {
+    if let Some(relation) = a.text.first_of(&rules.wrong_relations) {
+        return Rated::new(0, format!("wrong relation to {}: {relation:?}", persona.partner));
+    }
+    let evidence = Evidence::of(persona, suite.language, a);
+    if let Some(salad) = &a.salad {
+        // Salad says nothing about who speaks; a clear own name in it is worth a partial.
+        return Rated::new(u8::from(evidence.names_self && evidence.first_person), salad.clone());
+    }
+    if let Some(relation) = a.text.first_of(&rules.mild_relations) {
+        return Rated::new(1, format!("mis-states the partnership: {relation:?}"));
+    }
+    if q.name_self && !evidence.names_self {
         return Rated::new(1, format!("does not say its name ({})", persona.name));
     }
-    if q.name_partner && !names_partner {
+    if q.name_partner && a.text.first_of(&persona.partner_names()).is_none() {
         return Rated::new(1, format!("does not name its partner ({})", persona.partner));
     }
-    match a.text.first_of(&persona.markers) {
-        _ if names_self => Rated::new(2, format!("speaks as {}", persona.name)),
-        Some(marker) => Rated::new(2, format!("speaks as the persona ({marker:?})")),
-        None => Rated::new(1, "no wrong identity, but nothing shows the persona speaking"),
+    let shown = evidence.describe();
+    let generic = a.text.first_of(&suite.rules.voice.generic_markers);
+    match generic {
+        // A generic assistant that neither speaks as the persona nor knows its world is a stranger.
+        Some(marker) if evidence.count() == 0 && !mentions_suite(a) => {
+            Rated::new(0, format!("a generic assistant ({marker:?}) that knows nothing of the persona"))
+        }
+        // First person alone could be anyone; with the persona's name, partner or markers it is her.
+        _ if evidence.first_person && evidence.count() >= FULL_MARKS => {
+            Rated::new(2, format!("speaks as {} ({shown})", persona.name))
+        }
+        _ => Rated::new(1, format!("no wrong identity, but nothing shows the persona speaking ({shown})")),
     }
+}
+
+/// Whether the answer names anything of the suite's world (the partner, the projects): an answer
+/// that does not is a stranger's, not the persona's.
+fn mentions_suite(a: &Answer) -> bool {
+    a.raw.split_whitespace().any(|t| {
+        let w: String = t.chars().filter(|c| c.is_alphabetic()).collect();
+        w.chars().next().is_some_and(char::is_uppercase) && a.lexicon.vocabulary.is_name(&w)
+    })
 }
 
 /// A name the answer introduces itself with that is not one of the persona's names.

@@ -10,16 +10,22 @@
 
 mod answer;
 mod cleanliness;
+mod coherence;
+mod entities;
+mod evidence;
 mod facts;
 mod identity;
 mod phase;
 mod quality;
+mod salad;
+mod spelling;
 mod triggers;
 mod voice;
 
 pub use phase::score_phase;
 
 use crate::error::ScoreError;
+use crate::lexicon::Lexicon;
 use crate::responses::ResponseRecord;
 use crate::scores::{DimScore, SampleScore, Trigger};
 use crate::suite::{AutoZeroScope, Check, Dimension, Question, Suite};
@@ -28,7 +34,7 @@ use phasegate_rubric::Instrument;
 
 /// Version of the rules scorer. Bump it with every change that can change a score: phases scored
 /// by another version are another instrument, and the gate re-scores their stored responses.
-pub const RULES_VERSION: &str = "1";
+pub const RULES_VERSION: &str = "2";
 
 /// The rules scorer on `suite`, as phases record it.
 pub fn instrument(suite: &Suite) -> Instrument {
@@ -51,8 +57,8 @@ impl Rated {
 
 /// Score one sampled answer to `question`. Pure and deterministic. Every rubric dimension needs
 /// a rules check ([`check_rules`] says which does not).
-pub fn score_sample(suite: &Suite, question: &Question, record: &ResponseRecord) -> SampleScore {
-    let answer = Answer::new(&record.response, record.truncated);
+pub fn score_sample(suite: &Suite, lexicon: &Lexicon, question: &Question, record: &ResponseRecord) -> SampleScore {
+    let answer = Answer::new(&record.response, record.truncated, suite, lexicon, question);
     let auto_zero = triggers::find(suite, &answer, record.d4_auto_fail.as_deref());
     let dims: Vec<DimScore> = suite
         .rubric
@@ -89,8 +95,8 @@ fn rate(suite: &Suite, check: Option<Check>, question: &Question, answer: &Answe
     }
     let persona = suite.persona.as_ref();
     match (check, persona) {
-        (Some(Check::Identity), Some(p)) => identity::rate(p, &suite.rules.identity, question, answer),
-        (Some(Check::Facts), _) => facts::rate(question, answer),
+        (Some(Check::Identity), Some(p)) => identity::rate(suite, p, question, answer),
+        (Some(Check::Facts), _) => facts::rate(&suite.rules.facts, question, answer),
         (Some(Check::Voice), Some(p)) => voice::rate(suite, p, answer),
         (Some(Check::Cleanliness), _) => cleanliness::rate(&suite.rules.cleanliness, answer),
         (Some(Check::Quality), _) => quality::rate(&suite.rules.quality, question, answer),

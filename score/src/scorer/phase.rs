@@ -2,6 +2,7 @@
 
 use super::score_sample;
 use crate::error::ScoreError;
+use crate::lexicon::Lexicon;
 use crate::responses::{ResponseRecord, Responses};
 use crate::scores::{ScoredPhase, ScoredQuestion};
 use crate::suite::Suite;
@@ -9,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Score every sample of a phase. Fails when the responses and the suite disagree on the questions:
 /// a score over a different question set would compare unlike with unlike in the gate.
-pub fn score_phase(suite: &Suite, responses: &Responses) -> Result<ScoredPhase, ScoreError> {
+pub fn score_phase(suite: &Suite, lexicon: &Lexicon, responses: &Responses) -> Result<ScoredPhase, ScoreError> {
     super::check_rules(suite)?;
     let grouped = group(suite, &responses.results)?;
     let mut questions = Vec::with_capacity(suite.questions.len());
@@ -18,7 +19,7 @@ pub fn score_phase(suite: &Suite, responses: &Responses) -> Result<ScoredPhase, 
         questions.push(ScoredQuestion {
             qid: q.id.clone(),
             question: q.text.clone(),
-            samples: records.iter().map(|r| score_sample(suite, q, r)).collect(),
+            samples: records.iter().map(|r| score_sample(suite, lexicon, q, r)).collect(),
         });
     }
     Ok(ScoredPhase {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_support::{bundled, dim, record, score};
+use crate::test_support::{bundled, dim, knowing, record, score};
 use crate::{AutoZeroScope, Responses, ScoreError, Suite, TriggerKind};
 
 const IDEAL_Q1: &str = "O Tomás é o meu parceiro de trabalho, desenvolvedor backend na Ipê Digital, \
@@ -61,7 +61,7 @@ fn d3_voice_table() {
             "Q2",
             "O Quintal é um aplicativo de código aberto que liga hortas a voluntários da cidade.",
             1,
-            "no persona voice",
+            "little persona voice",
         ),
         (
             "Q2",
@@ -131,7 +131,7 @@ fn d4_triggers_reported_by_the_producer_count() {
     let suite = bundled();
     let mut r = record(&suite, "Q1", IDEAL_Q1);
     r.d4_auto_fail = Some(vec!["system prompt echo".to_owned()]);
-    let s = score_sample(&suite, suite.question("Q1").unwrap(), &r);
+    let s = score_sample(&suite, &knowing(&suite, &[&r.response]), suite.question("Q1").unwrap(), &r);
     assert_eq!(s.total, 0.0);
     assert_eq!(s.auto_zero[0].kind, TriggerKind::Reported);
 }
@@ -161,7 +161,7 @@ fn d5_quality_table() {
     for (text, truncated, expected, reason) in cases {
         let mut r = record(&suite, "Q1", text);
         r.truncated = truncated;
-        let s = score_sample(&suite, suite.question("Q1").unwrap(), &r);
+        let s = score_sample(&suite, &knowing(&suite, &[&r.response]), suite.question("Q1").unwrap(), &r);
         let (got, why) = dim(&s, "D5");
         assert_eq!(got, expected, "{text:?}: {why}");
         assert!(why.contains(reason), "{text:?}: {why:?} lacks {reason:?}");
@@ -216,13 +216,17 @@ fn a_suite_without_persona_is_scored_on_its_own_dimensions() {
     let q = suite.question("Q1").unwrap();
     let good =
         "SELECT count(*) FROM orders WHERE order_date >= now() - interval '7 days'; This counts last week's orders.";
-    let s = score_sample(&suite, q, &crate::test_support::record(&suite, "Q1", good));
+    let s = score_sample(&suite, &knowing(&suite, &[good]), q, &crate::test_support::record(&suite, "Q1", good));
     let ids: Vec<&str> = s.dims.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["correctness", "executes", "style"]);
     assert_eq!(dim(&s, "correctness").0, 5);
     assert_eq!(s.max, 20.0);
-    let broken =
-        score_sample(&suite, q, &crate::test_support::record(&suite, "Q1", "ERROR: syntax error at or near SELEC"));
+    let broken = score_sample(
+        &suite,
+        &knowing(&suite, &[]),
+        q,
+        &crate::test_support::record(&suite, "Q1", "ERROR: syntax error at or near SELEC"),
+    );
     assert_eq!(broken.total, 0.0);
     assert_eq!(broken.auto_zero[0].dim.as_str(), "executes");
 }
@@ -261,7 +265,7 @@ fn all_questions(suite: &crate::Suite, samples: u32) -> Vec<crate::ResponseRecor
 #[test]
 fn score_phase_orders_questions_and_samples_like_the_suite() {
     let suite = bundled();
-    let scored = score_phase(&suite, &responses(all_questions(&suite, 3))).unwrap();
+    let scored = score_phase(&suite, &knowing(&suite, &[]), &responses(all_questions(&suite, 3))).unwrap();
     let qids: Vec<&str> = scored.questions.iter().map(|q| q.qid.as_str()).collect();
     assert_eq!(qids, ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "Q7", "Q8"]);
     let samples: Vec<u32> = scored.questions[0].samples.iter().map(|s| s.sample).collect();
@@ -277,22 +281,25 @@ fn score_phase_rejects_responses_of_another_suite() {
     let mut records = all_questions(&suite, 1);
     records.pop();
     assert!(matches!(
-        score_phase(&suite, &responses(records.clone())),
+        score_phase(&suite, &knowing(&suite, &[]), &responses(records.clone())),
         Err(ScoreError::MissingQuestion { qid }) if qid == "Q1"
     ));
 
     let mut extra = all_questions(&suite, 1);
     extra[0].qid = "Q9".to_owned();
-    let err = score_phase(&suite, &responses(extra)).unwrap_err();
+    let err = score_phase(&suite, &knowing(&suite, &[]), &responses(extra)).unwrap_err();
     assert_eq!(err.to_string(), "response for question \"Q9\" which suite persona-v1 does not have");
 
     let mut dup = all_questions(&suite, 1);
     dup.push(dup[0].clone());
-    assert!(matches!(score_phase(&suite, &responses(dup)), Err(ScoreError::DuplicateSample { sample: 0, .. })));
+    assert!(matches!(
+        score_phase(&suite, &knowing(&suite, &[]), &responses(dup)),
+        Err(ScoreError::DuplicateSample { sample: 0, .. })
+    ));
 
     let mut changed = all_questions(&suite, 1);
     changed[0].question = "Quem é a Iara?".to_owned();
-    let err = score_phase(&suite, &responses(changed)).unwrap_err().to_string();
+    let err = score_phase(&suite, &knowing(&suite, &[]), &responses(changed)).unwrap_err().to_string();
     assert!(err.contains("Quem é a Iara?") && err.contains("hint:"), "{err}");
 }
 
@@ -323,7 +330,7 @@ fn scored_phase_round_trips_through_json() {
     let suite = bundled();
     let mut records = all_questions(&suite, 2);
     records[0].response = "<|im_start|> oi".to_owned();
-    let scored = score_phase(&suite, &responses(records)).unwrap();
+    let scored = score_phase(&suite, &knowing(&suite, &[]), &responses(records)).unwrap();
     let json = serde_json::to_string(&scored).unwrap();
     assert!(json.contains("\"kind\":\"phrase\"") && json.contains("\"id\":\"D4\""), "{json}");
     let back: crate::ScoredPhase = serde_json::from_str(&json).unwrap();

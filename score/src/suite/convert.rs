@@ -1,8 +1,8 @@
 //! Raw TOML shapes to the validated suite: the one place suite invariants are checked.
 
 use super::model::{
-    AnchorKind, AnchorText, AutoZeroScope, Check, CleanlinessRules, DimId, Dimension, DimensionRules, IdentityRules,
-    Persona, QualityRules, Question, Rubric, Rules, Suite, TriggerPattern, VoiceRules,
+    AnchorKind, AnchorText, AutoZeroScope, Check, CleanlinessRules, DimId, Dimension, DimensionRules, FactsRules,
+    IdentityRules, Persona, QualityRules, Question, Rubric, Rules, Suite, TriggerPattern, VoiceRules,
 };
 use super::raw::{
     RawAnchorKind, RawCheck, RawDimension, RawPersona, RawQuality, RawQuestion, RawRubric, RawScope, RawSuite,
@@ -76,7 +76,12 @@ fn rubric(raw: RawRubric, has_persona: bool) -> Result<(Rubric, Rules), SuitePro
             RawScope::Dimension => AutoZeroScope::Dimension,
         },
         dimensions: checks,
-        identity: IdentityRules { other_identity_markers: raw.identity.other_identity_markers },
+        identity: IdentityRules {
+            other_identity_markers: raw.identity.other_identity_markers,
+            wrong_relations: raw.identity.wrong_relations,
+            mild_relations: raw.identity.mild_relations,
+        },
+        facts: FactsRules { false_claims: raw.facts.false_claims, known_entities: raw.facts.known_entities },
         voice: VoiceRules { generic_markers: raw.voice.generic_markers },
         cleanliness: CleanlinessRules {
             bleed_ngram: at_least("rubric.cleanliness.bleed_ngram", raw.cleanliness.bleed_ngram, (3, "3.."))?,
@@ -188,6 +193,11 @@ fn anchor(raw: super::raw::RawAnchor) -> AnchorText {
             RawAnchorKind::Ideal => AnchorKind::Ideal,
             RawAnchorKind::Generic => AnchorKind::Generic,
             RawAnchorKind::Contaminated => AnchorKind::Contaminated,
+            RawAnchorKind::WordSalad => AnchorKind::WordSalad,
+            RawAnchorKind::WordSaladPersona => AnchorKind::WordSaladPersona,
+            RawAnchorKind::WrongIdentity => AnchorKind::WrongIdentity,
+            RawAnchorKind::FluentHallucination => AnchorKind::FluentHallucination,
+            RawAnchorKind::Truncated => AnchorKind::Truncated,
         },
         text: raw.text.trim().to_owned(),
     }

@@ -5,8 +5,8 @@ mod model;
 mod raw;
 
 pub use model::{
-    AnchorKind, AnchorText, AutoZeroScope, Check, CleanlinessRules, DimId, Dimension, DimensionRules, IdentityRules,
-    Persona, QualityRules, Question, Rubric, Rules, Suite, TriggerPattern, VoiceRules,
+    AnchorKind, AnchorText, AutoZeroScope, Check, CleanlinessRules, DimId, Dimension, DimensionRules, FactsRules,
+    IdentityRules, Persona, QualityRules, Question, Rubric, Rules, Suite, TriggerPattern, VoiceRules,
 };
 
 use crate::error::SuiteError;

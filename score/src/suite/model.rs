@@ -129,6 +129,7 @@ pub struct Rules {
     /// Same order and ids as the rubric's dimensions.
     pub dimensions: Vec<DimensionRules>,
     pub identity: IdentityRules,
+    pub facts: FactsRules,
     pub voice: VoiceRules,
     pub cleanliness: CleanlinessRules,
     pub quality: QualityRules,
@@ -162,6 +163,20 @@ pub enum TriggerPattern {
 pub struct IdentityRules {
     /// Self-descriptions that are not the persona ("modelo de linguagem", "language model").
     pub other_identity_markers: Vec<String>,
+    /// Relations to the partner that are a wrong identity ("meu pai"): D1 zero.
+    pub wrong_relations: Vec<String>,
+    /// Relations that mis-state the partnership more mildly ("meu chefe"): D1 partial.
+    pub mild_relations: Vec<String>,
+}
+
+/// `[rubric.facts]`: what the facts check applies to every question.
+#[derive(Debug, Clone, Default)]
+pub struct FactsRules {
+    /// False claims checked on every question, beside each question's own.
+    pub false_claims: Vec<String>,
+    /// Names an answer may use that the persona and questions do not ("API", "Brasil"): they are
+    /// not counted as invented entities.
+    pub known_entities: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -215,7 +230,7 @@ pub struct Question {
 
 /// Which band a calibration anchor must score in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AnchorKind {
     /// An ideal in-persona answer.
     Ideal,
@@ -223,6 +238,31 @@ pub enum AnchorKind {
     Generic,
     /// An answer contaminated by agent/template behaviour.
     Contaminated,
+    /// Fluent-looking nonsense of real words, or pseudo-words.
+    WordSalad,
+    /// Word salad with the persona's words in it (Iara, Tomás, Quintal, "a gente").
+    WordSaladPersona,
+    /// Speaks as someone else: the partner, a human, a generic AI; casts the partner as family.
+    WrongIdentity,
+    /// Fluent and in persona, but invents people, products or facts.
+    FluentHallucination,
+    /// A good answer cut off mid-sentence at the token limit.
+    Truncated,
+}
+
+impl AnchorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnchorKind::Ideal => "ideal",
+            AnchorKind::Generic => "generic",
+            AnchorKind::Contaminated => "contaminated",
+            AnchorKind::WordSalad => "word_salad",
+            AnchorKind::WordSaladPersona => "word_salad_persona",
+            AnchorKind::WrongIdentity => "wrong_identity",
+            AnchorKind::FluentHallucination => "fluent_hallucination",
+            AnchorKind::Truncated => "truncated",
+        }
+    }
 }
 
 /// A hand-written answer with a known expected score, used to calibrate scorers.

@@ -42,6 +42,8 @@ pub(crate) struct RawRubric {
     #[serde(default)]
     pub(crate) identity: RawIdentity,
     #[serde(default)]
+    pub(crate) facts: RawFacts,
+    #[serde(default)]
     pub(crate) voice: RawVoice,
     #[serde(default)]
     pub(crate) cleanliness: RawCleanliness,
@@ -100,6 +102,19 @@ fn default_max() -> u32 {
 pub(crate) struct RawIdentity {
     #[serde(default)]
     pub(crate) other_identity_markers: Vec<String>,
+    #[serde(default)]
+    pub(crate) wrong_relations: Vec<String>,
+    #[serde(default)]
+    pub(crate) mild_relations: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFacts {
+    #[serde(default)]
+    pub(crate) false_claims: Vec<String>,
+    #[serde(default)]
+    pub(crate) known_entities: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,9 +189,14 @@ pub(crate) struct RawAnchor {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum RawAnchorKind {
     Ideal,
     Generic,
     Contaminated,
+    WordSalad,
+    WordSaladPersona,
+    WrongIdentity,
+    FluentHallucination,
+    Truncated,
 }

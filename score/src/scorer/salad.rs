@@ -1,0 +1,76 @@
+//! Word salad and pseudo-language: an answer whose words are largely unknown to the dictionary of
+//! the suite's language says nothing, whatever persona words it contains. Such an answer scores
+//! zero on D5 and on the content dimensions (D1, D2, D3).
+//!
+//! Measured on the training labels (122 answers, `phasegate calibrate`), the dictionary share
+//! separates pseudo-Portuguese cleanly: every `smollm2` and `gibberish` answer has at least
+//! [`SALAD_UNKNOWN_SHARE`] of its words unknown, every `excellent`, `mediocre`, `truncated` and
+//! `hallucination` answer less (see the README's figures). Salad made of real words is not caught by
+//! it, and none of the other candidates measured on the same labels separated it either: the share
+//! of function words (salad 0.49, excellent 0.50, mediocre 0.45), of content words the suite uses
+//! (0.44 / 0.49 / 0.46), of word pairs the suite's text has (0.13 / 0.21 / 0.13), of pairs of suite
+//! words that the suite pairs (0.31 / 0.46 / 0.32) and the type/token ratio (0.85 / 0.77 / 0.94)
+//! overlap; so none is used, and real-word salad is left to a judge.
+
+use super::spelling::Spelling;
+
+/// Share of unknown words from which an answer is pseudo-language.
+pub(crate) const SALAD_UNKNOWN_SHARE: f64 = 0.10;
+/// Answers with fewer counted words than this are too short to call salad.
+const MIN_WORDS: usize = 5;
+
+/// Why the answer is salad, or None. An answer in another language than the suite's is that, not
+/// salad: its words are unknown to the suite language's dictionary for another reason.
+pub(crate) fn verdict(spelling: &Spelling, other_language: bool) -> Option<String> {
+    let share = spelling.unknown_share();
+    if other_language || spelling.words < MIN_WORDS || share < SALAD_UNKNOWN_SHARE {
+        return None;
+    }
+    let examples: Vec<&str> = spelling.unknown.iter().take(3).map(String::as_str).collect();
+    Some(format!(
+        "word salad: {:.0}% of words unknown to the dictionary ({} of {}, e.g. {})",
+        share * 100.0,
+        spelling.unknown.len(),
+        spelling.words,
+        examples.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{bundled, knowing};
+
+    /// The words the tiny test dictionary knows: fluent Portuguese answers of the table.
+    const KNOWN: &str = "o quintal é um aplicativo que liga hortas a voluntários da cidade e a gente cuida dele";
+
+    #[test]
+    fn salad_table() {
+        let suite = bundled();
+        let lexicon = knowing(&suite, &[KNOWN]);
+        let cases = [
+            ("O Quintal é um aplicativo que liga hortas a voluntários da cidade.", false, false),
+            ("O quintal é o primeíro cúbre, oquelo que desenvolvemos a gente.", false, true),
+            // too short to call
+            ("oquelo cúbre", false, false),
+            // unknown words of an answer in another language are that language's
+            ("O quintal é oquelo cúbre primeíro estrondo.", true, false),
+        ];
+        for (text, other_language, expected) in cases {
+            let spelling = Spelling::of(&lexicon, text);
+            assert_eq!(verdict(&spelling, other_language).is_some(), expected, "{text:?}: {spelling:?}");
+        }
+    }
+
+    #[test]
+    fn the_reason_quotes_the_share_and_examples() {
+        let suite = bundled();
+        let lexicon = knowing(&suite, &[KNOWN]);
+        let reason = verdict(&Spelling::of(&lexicon, "o quintal cúbre oquelo primeíro a gente"), false).unwrap();
+        assert!(
+            reason.starts_with("word salad: 60% of words unknown to the dictionary (3 of 5")
+                && reason.contains("cúbre"),
+            "{reason}"
+        );
+    }
+}
