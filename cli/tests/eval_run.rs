@@ -75,7 +75,12 @@ async fn import_history(data_dir: &Path) {
         let dir = Path::new(DATASET).join(format!("history/phase{phase}"));
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
-        let parsed = gate_rules::import::load_files(&files, "persona-v1", Some(phase)).unwrap();
+        let options = gate_rules::import::ImportOptions {
+            phase: Some(phase.to_owned()),
+            scorer: Some(gate_rules::InstrumentKind::Human),
+            ..Default::default()
+        };
+        let parsed = gate_rules::import::load_files_with(&files, "persona-v1", &options).unwrap();
         history.import_phase(parsed, true).await.unwrap();
     }
 }
@@ -86,7 +91,8 @@ async fn start(root: &Path, model_cache: &Path) -> Local {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = ServeConfig { data_dir: data_dir.clone(), shell: ShellConfig::default(), tls: None };
+    let shell = ShellConfig { model_cache: Some(model_cache.to_owned()), ..ShellConfig::default() };
+    let config = ServeConfig { data_dir: data_dir.clone(), shell, tls: None };
     let mut server_stop = stop_rx.clone();
     tokio::spawn(phasegate_coordinator::run(config, grpc, http, async move {
         let _ = server_stop.wait_for(|s| *s).await;
@@ -203,6 +209,9 @@ async fn run_and_check(model_cache: &Path, model: &str, tokens: u32, timeout: Du
     assert_eq!(job(&run, "score").artifacts[0].name, "score/scores.json");
     assert!(["pass", "warn", "fail", "inconclusive"].contains(&run.verdict.as_str()), "verdict {:?}", run.verdict);
     assert!(run.report.contains("phase 10"), "{}", run.report);
+    // The hand-scored history was re-scored by the candidate's rules scorer in the gate stage.
+    assert!(run.report.contains("re-scored from its stored responses"), "{}", run.report);
+    assert!(!run.report.contains("not comparable"), "{}", run.report);
     let _ = local.stop.send(true);
     let phase = History::open(&local.data_dir).await.unwrap().run_phase(run_id).await.unwrap();
     check_phase(&phase, tokens);
