@@ -433,8 +433,9 @@ fn rules_version_two_is_a_new_instrument() {
 fn the_demos_word_salad_scores_at_most_one_with_the_real_dictionary() {
     let suite = bundled();
     let Some(lexicon) = crate::test_support::real_lexicon(&suite) else { return };
-    const SALAD: &str = "O quintal é o primeíro cúbre, oquelo que desenvolvemos com as cabeças da vezinha, \
-        e a gente diz o tomá das fecheiras no Quintal.";
+    // In the style of the demo's candidate (SmolLM2-135M, no fine-tune).
+    const SALAD: &str = "O quintal é o primeíro cúbre, oquelo que desenvolvemos com a desenhuração dos \
+        alegronos, e a gente estejo no limpeiro do Quintal.";
     let s = crate::test_support::score_with(&suite, &lexicon, "Q2", SALAD);
     assert!(s.normalized_10() <= 1.0, "{:?}", s.dims);
 }
