@@ -7,7 +7,9 @@
 //! excerpts) and the triggers that zeroed it. The judge's fields sit beside them (see
 //! [`crate::judge::JudgeReport`]); the importer ignores them.
 //!
-//! The judge is calibrated first. A judge refused at calibration fails the job in `judge` mode (the
+//! The rules scorer is held to the suite's calibration anchors first (`score.calibration`, default
+//! true): in `rules` and `both` mode a scorer that scores an anchor outside its band fails the job,
+//! naming the anchor, its kind, score and band. The judge is calibrated too. A judge refused at calibration fails the job in `judge` mode (the
 //! error names every misjudged anchor); in `both` mode the rule scores stay the record and the file
 //! says why the judge was refused. A judge model that cannot be resolved, loaded or run fails the
 //! job in both modes: the spec asked for a judge.
@@ -45,6 +47,11 @@ pub(crate) enum ScoreJobError {
     Suite(#[from] phasegate_score::SuiteError),
     #[error(transparent)]
     Lexicon(#[from] phasegate_score::LexiconError),
+    #[error(
+        "{0}\n\
+         hint: fix the scorer or the suite's anchors; `score.calibration = false` skips this check while a suite is authored"
+    )]
+    Calibration(#[from] phasegate_score::calibration::CalibrationError),
     #[error("failed to score {file} against suite `score.suite` = {suite}: {source}")]
     Score { file: String, suite: String, source: phasegate_score::ScoreError },
     #[error("failed to resolve `score.judge_model` = {model:?}: {source}")]
@@ -122,6 +129,11 @@ async fn score(
     let suite = Suite::load(&dir.join(&stage.suite))?;
     let responses = Responses::load(&dir.join("inputs").join(EVAL_RESPONSES))?;
     let lexicon = Lexicon::load(&ctx.model_cache, &suite)?;
+    // The rule scores are the record in rules and both modes: a scorer that misses the suite's own
+    // anchors does not get to make one.
+    if stage.calibration && stage.mode != ScoreMode::Judge {
+        phasegate_score::calibration::enforce(&suite, &lexicon)?;
+    }
     let scored = score_phase(&suite, &lexicon, &responses).map_err(|source| ScoreJobError::Score {
         file: EVAL_RESPONSES.to_owned(),
         suite: stage.suite.clone(),

@@ -68,7 +68,7 @@ fn judge_mode_refusal_fails_the_job_naming_each_misjudged_anchor() {
     for qid in ["Q1", "Q5", "Q7"] {
         assert!(msg.contains(&format!("{qid} generic anchor scored 8.0, band 2..=4")), "{msg}");
     }
-    assert!(msg.contains("misjudged 3 of 9 calibration anchors"), "{msg}");
+    assert!(msg.contains("misjudged 3 of 19 calibration anchors"), "{msg}");
     assert!(msg.contains("`score.judge_model` = \"judge-7b\"") && msg.contains("hint:"), "{msg}");
     assert!(fake.calls.iter().all(|(id, _, _)| id.starts_with("anchor/")), "answers were judged");
 }
@@ -119,7 +119,7 @@ fn judge_mode_scores_land_in_the_file_and_import() {
     let header = &file["judge"];
     assert_eq!((header["agreed"].clone(), header["fallback_to_rules"].clone()), (json!(8), json!(8)));
     assert_eq!(header["discards"].as_array().unwrap().len(), 8);
-    assert_eq!(header["calibration"], json!({ "anchors": 9, "passed": true }));
+    assert_eq!(header["calibration"], json!({ "anchors": 19, "passed": true }));
     let part = import(&file);
     let points: Vec<f64> = part.questions.iter().flat_map(|q| &q.samples).map(|s| s.points).collect();
     let expected: Vec<f64> = entries.iter().map(|e| e["total"].as_f64().unwrap()).collect();

@@ -46,8 +46,11 @@ max_batch = 16
 config = "gate.toml"
 "#;
 
-/// The `[score]` section of the rules-only runs.
-const RULES: &str = r#"mode = "rules""#;
+/// The `[score]` section of the rules-only runs with the tiny test dictionary, on which the suite's
+/// anchors cannot score in their bands: calibration is off ([`RULES_CALIBRATED`] is the default).
+const RULES: &str = "mode = \"rules\"\ncalibration = false";
+/// The `[score]` section with calibration enforced, as a spec gets it by default.
+const RULES_CALIBRATED: &str = r#"mode = "rules""#;
 
 fn spec(model: &str, tokens: u32, score: &str) -> String {
     SPEC.replace("{model}", model).replace("{tokens}", &tokens.to_string()).replace("{score}", score)
@@ -199,7 +202,8 @@ fn job<'a>(run: &'a pb::Run, stage: &str) -> &'a pb::Job {
 async fn run_and_check(model_cache: &Path, model: &str, tokens: u32, timeout: Duration) -> gate_rules::Phase {
     let root = tempfile::tempdir().unwrap();
     let mut local = start(root.path(), model_cache).await;
-    let run_id = submit(&mut local, root.path(), &spec(model, tokens, RULES), &suite(model == "tiny")).await;
+    let score = if model == "tiny" { RULES } else { RULES_CALIBRATED };
+    let run_id = submit(&mut local, root.path(), &spec(model, tokens, score), &suite(model == "tiny")).await;
     let run = wait_for_end(&mut local.control, run_id, timeout).await;
     assert_eq!(run.state, "succeeded", "{}\n{run:?}", run.error);
     let stages: Vec<&str> = run.jobs.iter().map(|j| j.stage.as_str()).collect();
@@ -246,6 +250,24 @@ async fn tiny_model_run_generates_scores_and_gates() {
     write_tiny_dictionary(cache.path());
     let phase = run_and_check(cache.path(), "tiny", 12, Duration::from_secs(120)).await;
     assert_eq!(phase.config_value("model"), Some("tiny"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_scorer_that_misses_an_anchor_fails_the_score_job_naming_it() {
+    let cache = tempfile::tempdir().unwrap();
+    phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    write_tiny_dictionary(cache.path());
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), cache.path()).await;
+    // With a dictionary of three words, the ideal anchors read as word salad.
+    let run_id = submit(&mut local, root.path(), &spec("tiny", 8, RULES_CALIBRATED), &suite(true)).await;
+    let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, "failed", "{run:?}");
+    let score = job(&run, "score");
+    assert!(score.error.contains("calibration anchor"), "{}", score.error);
+    assert!(score.error.contains("Q1 ideal anchor scored"), "{}", score.error);
+    assert!(score.error.contains("score.calibration = false"), "{}", score.error);
+    let _ = local.stop.send(true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,8 +338,8 @@ async fn eval_timeout_stops_generation_and_fails_the_eval_naming_it() {
 /// [`suite`] with the short prompt, cut further so that a judge prompt fits the tiny model's context
 /// of 1024 positions: a judge prompt holds the rubric, the question's expectations and the answer,
 /// and for the first anchor of the bundled suite that is 1,891 tokens of the tiny vocabulary. The
-/// dimensions lose their descriptions, the questions with anchors what they check (names, facts,
-/// false claims), and each anchor is one short line of its kind. The rule scorer's markers and
+/// dimensions lose their descriptions, the anchors of the newer kinds go, the questions with anchors
+/// what they check (names, facts, false claims), and each anchor is one short line of its kind. The rule scorer's markers and
 /// automatic zeros stay.
 fn judge_suite() -> String {
     let mut suite: toml::Table = suite(true).parse().unwrap();
@@ -327,6 +349,8 @@ fn judge_suite() -> String {
     for question in suite["questions"].as_array_mut().unwrap() {
         let question = question.as_table_mut().unwrap();
         let Some(anchors) = question.get_mut("anchors").and_then(toml::Value::as_array_mut) else { continue };
+        // The three original kinds keep the judge's calibration to nine short prompts.
+        anchors.retain(|a| ["ideal", "generic", "contaminated"].contains(&a["kind"].as_str().unwrap_or_default()));
         for anchor in anchors {
             let text = match anchor["kind"].as_str().unwrap() {
                 "ideal" => "Eu sou a Iara e o Tomás é o meu parceiro.",
@@ -359,7 +383,7 @@ const ANCHORS: [&str; 9] = [
 /// A `[score]` section in `mode` with the tiny model judging its own answers; 8 judge tokens keep
 /// the calibration calls short.
 fn tiny_judge(mode: &str) -> String {
-    format!("mode = \"{mode}\"\njudge_model = \"tiny\"\njudge_max_new_tokens = 8")
+    format!("mode = \"{mode}\"\njudge_model = \"tiny\"\njudge_max_new_tokens = 8\ncalibration = false")
 }
 
 /// The JSON artifact `name` of `job`, from the coordinator's content-addressed store

@@ -62,7 +62,8 @@ impl Anchor {
             response: self.text.clone(),
             sample: 0,
             seed: None,
-            truncated: false,
+            // A truncated anchor stands for an answer cut at the token limit.
+            truncated: self.kind == AnchorKind::Truncated,
             tokens: None,
             d4_auto_fail: None,
             d4_auto_score: None,

@@ -93,7 +93,7 @@ pub(crate) fn faithful(kind: AnchorKind) -> [u32; 5] {
         AnchorKind::Generic => [0, 0, 1, 2, 0],
         AnchorKind::Contaminated | AnchorKind::WordSalad => [0; 5],
         AnchorKind::WordSaladPersona | AnchorKind::WrongIdentity => [0, 0, 0, 2, 0],
-        AnchorKind::FluentHallucination => [2, 0, 2, 2, 0],
+        AnchorKind::FluentHallucination => [1, 0, 1, 2, 1],
         AnchorKind::Truncated => [2, 2, 2, 2, 1],
     }
 }

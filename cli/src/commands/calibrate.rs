@@ -17,18 +17,19 @@ use crate::exit::{Code, Failure, Result};
 
 pub fn calibrate(args: &CalibrateArgs) -> Result<Code> {
     let suite = Suite::load(&args.suite).map_err(|e| Failure::usage(e.to_string()))?;
+    // Input first: a bad label file is a usage error whether or not the dictionary is there.
+    let mut all = Vec::new();
+    for file in &args.labels {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Failure::usage(format!("failed to read labels {}: {e}", file.display())))?;
+        all.extend(labels::parse(file, &text, &suite).map_err(|e| Failure::usage(e.to_string()))?);
+    }
     let lexicon = Lexicon::load(&args.models.dir(), &suite).map_err(lexicon_failure)?;
     if !args.no_calibration {
         phasegate_score::calibration::enforce(&suite, &lexicon).map_err(|e| {
             Failure::usage(e.to_string())
                 .with_hint("fix the scorer or the anchor, or pass --no-calibration to measure anyway")
         })?;
-    }
-    let mut all = Vec::new();
-    for file in &args.labels {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Failure::usage(format!("failed to read labels {}: {e}", file.display())))?;
-        all.extend(labels::parse(file, &text, &suite).map_err(|e| Failure::usage(e.to_string()))?);
     }
     let scored: Vec<report::Scored<'_>> = all
         .iter()

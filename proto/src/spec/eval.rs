@@ -65,6 +65,8 @@ pub(super) struct RawScoreStage {
     #[serde(default)]
     judge_cpu_requantize: Option<Requantize>,
     #[serde(default)]
+    calibration: Option<bool>,
+    #[serde(default)]
     timeout: Option<String>,
     #[serde(default)]
     requires: Requirements,
@@ -157,6 +159,11 @@ pub struct ScoreStage {
     /// Seconds the agent lets the judge load and generate before stopping it (`score.timeout`).
     #[serde(default = "default_eval_timeout_s")]
     pub timeout_s: u64,
+    /// `score.calibration` (default true): the rules scorer must score every calibration anchor of
+    /// the suite inside its band, or the job fails naming the anchors. `false` is the escape hatch
+    /// for authoring a suite whose anchors are still being written.
+    #[serde(default = "calibration_default")]
+    pub calibration: bool,
     /// Placement needs (a judge model may want a GPU); they do not travel to the agent.
     #[serde(skip)]
     pub requires: Requirements,
@@ -298,7 +305,12 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
         );
     }
     let timeout_s = timeout_s("score.timeout", raw.timeout.as_deref())?;
-    Ok(ScoreStage { mode, suite, judge, timeout_s, requires: raw.requires })
+    let calibration = raw.calibration.unwrap_or(true);
+    Ok(ScoreStage { mode, suite, judge, timeout_s, calibration, requires: raw.requires })
+}
+
+fn calibration_default() -> bool {
+    true
 }
 
 /// The `judge_*` keys: required model in the judge modes, and none of them in `rules` mode, where
@@ -366,6 +378,19 @@ mod tests {
             let msg = PhaseSpec::parse(&format!("{SPEC}timeout = {bad}\n"), "p.toml").unwrap_err().to_string();
             assert!(msg.contains("eval.timeout") && msg.contains("p.toml"), "{bad}: {msg}");
         }
+    }
+
+    #[test]
+    fn score_calibration_defaults_to_true_and_is_strict() {
+        let spec = PhaseSpec::parse(&format!("{SPEC}[score]\n"), "p.toml").unwrap();
+        assert!(spec.score.unwrap().calibration);
+        let spec = PhaseSpec::parse(&format!("{SPEC}[score]\ncalibration = false\n"), "p.toml").unwrap();
+        assert!(!spec.score.unwrap().calibration);
+        let msg =
+            PhaseSpec::parse(&format!("{SPEC}[score]\ncalibration = \"no\"\n"), "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("calibration"), "{msg}");
+        let msg = PhaseSpec::parse(&format!("{SPEC}[score]\ncalibrate = false\n"), "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("calibrate"), "{msg}");
     }
 
     #[test]

@@ -79,3 +79,67 @@ fn print_anchor_scores() {
         println!("{}", describe(&o));
     }
 }
+
+#[test]
+fn bands_of_the_new_kinds_table() {
+    // (kind, a score inside, a score outside)
+    let cases = [
+        (AnchorKind::WordSalad, 1.0, 1.5),
+        (AnchorKind::WordSaladPersona, 3.0, 3.5),
+        (AnchorKind::WrongIdentity, 0.0, 4.0),
+        (AnchorKind::FluentHallucination, 5.0, 6.0),
+        (AnchorKind::Truncated, 9.0, 9.5),
+        (AnchorKind::Truncated, 4.0, 3.5),
+    ];
+    for (kind, inside, outside) in cases {
+        assert!(kind.band().contains(inside) && !kind.band().contains(outside), "{kind:?}");
+    }
+}
+
+#[test]
+fn bundled_suite_has_an_anchor_of_every_kind() {
+    const KINDS: [AnchorKind; 8] = [
+        AnchorKind::Ideal,
+        AnchorKind::Generic,
+        AnchorKind::Contaminated,
+        AnchorKind::WordSalad,
+        AnchorKind::WordSaladPersona,
+        AnchorKind::WrongIdentity,
+        AnchorKind::FluentHallucination,
+        AnchorKind::Truncated,
+    ];
+    let all = anchors(&bundled());
+    for kind in KINDS {
+        assert!(all.iter().any(|a| a.kind == kind), "no {} anchor", kind.as_str());
+    }
+}
+
+#[test]
+fn enforce_accepts_the_bundled_suite_with_the_real_dictionary() {
+    let suite = bundled();
+    let Some(lexicon) = real_lexicon(&suite) else { return };
+    enforce(&suite, &lexicon).unwrap();
+}
+
+#[test]
+fn enforce_names_each_missed_anchor_its_kind_score_and_band() {
+    // A dictionary that knows no word: every fluent anchor reads as word salad.
+    let suite = bundled();
+    let lexicon = crate::test_support::knowing(&suite, &[]);
+    let err = enforce(&suite, &lexicon).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("the rules scorer misses "), "{text}");
+    assert!(text.contains("Q1 ideal anchor scored 1.0/10, band 9..=10"), "{text}");
+    assert!(err.missed.iter().all(|o| !o.within_band));
+    assert!(
+        !err.missed.iter().any(|o| o.anchor.kind == AnchorKind::Contaminated),
+        "contaminated anchors still score 0"
+    );
+}
+
+#[test]
+fn truncated_anchors_are_scored_as_cut_at_the_token_limit() {
+    let suite = bundled();
+    let truncated = anchors(&suite).into_iter().find(|a| a.kind == AnchorKind::Truncated).unwrap();
+    assert!(truncated.record().truncated);
+}

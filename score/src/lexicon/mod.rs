@@ -1,7 +1,6 @@
 //! The lexicon the rules scorer reads answers with: a Hunspell dictionary of the suite's language
 //! and the suite's own vocabulary (persona, system prompt, questions, facts), from which it knows
-//! which words are real words of the language, which names belong to the suite and which word pairs
-//! the suite's own text uses.
+//! which words are real words of the language and which names belong to the suite.
 //!
 //! [`Lexicon::load`] is the only I/O: it reads `index.aff` and `index.dic` from
 //! `<model cache>/dictionaries/<language>/`, where `phasegate models pull dictionary-pt` (or

@@ -61,9 +61,10 @@ fn knows_dictionary_words_in_any_case_and_suite_names() {
 }
 
 #[test]
-fn vocabulary_has_the_suites_word_pairs_but_not_its_anchors() {
+fn vocabulary_has_the_suites_words_and_names_but_not_its_anchors() {
     let lexicon = tiny(&bundled());
-    assert!(lexicon.vocabulary.has_bigram("hortas", "comunitarias"));
+    assert!(lexicon.vocabulary.contains("comunitárias") && lexicon.vocabulary.is_name("SvelteKit"));
+    assert!(!lexicon.vocabulary.is_name("você"), "a capital at a sentence start is no name");
     assert!(!lexicon.vocabulary.contains("ChatGPT"), "anchors and markers of other identities are not suite words");
 }
 

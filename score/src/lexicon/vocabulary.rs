@@ -6,14 +6,13 @@ use crate::suite::Suite;
 use crate::text::words;
 use std::collections::HashSet;
 
-/// Folded words and word pairs of the suite's persona, system prompt, questions and facts. Anchors
+/// Folded words of the suite's persona, system prompt, questions and facts. Anchors
 /// and false claims are left out: they are what answers should not say.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Vocabulary {
     words: HashSet<String>,
     /// Lowercase with accents kept: spelling counts ("primeíro" is not "primeiro").
     spelled: HashSet<String>,
-    bigrams: HashSet<(String, String)>,
     /// Folded names of the suite's world: capitalised words not at a sentence start (Tomás,
     /// Quintal, SvelteKit) and the persona's names.
     names: HashSet<String>,
@@ -42,7 +41,6 @@ impl Vocabulary {
         let mut out = Self::default();
         for text in texts {
             let w = words(text);
-            out.bigrams.extend(w.windows(2).map(|p| (p[0].clone(), p[1].clone())));
             out.words.extend(w);
             out.spelled.extend(spelled_words(text));
             out.names.extend(mid_sentence_names(text));
@@ -64,12 +62,6 @@ impl Vocabulary {
     /// Whether the suite spells `word` this way (lowercase, accents kept).
     pub(crate) fn spells(&self, word: &str) -> bool {
         self.spelled.contains(&word.to_lowercase())
-    }
-
-    #[cfg_attr(not(test), expect(dead_code, reason = "the word-salad signal reads it"))]
-    /// Whether the suite's text has the folded pair `a b`.
-    pub(crate) fn has_bigram(&self, a: &str, b: &str) -> bool {
-        self.bigrams.contains(&(a.to_owned(), b.to_owned()))
     }
 
     pub(crate) fn len(&self) -> usize {

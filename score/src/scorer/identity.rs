@@ -21,14 +21,8 @@ static SELF_CLAIM: LazyLock<Regex> = LazyLock::new(|| {
 
 pub(crate) fn rate(suite: &Suite, persona: &Persona, q: &Question, a: &Answer) -> Rated {
     let rules = &suite.rules.identity;
-    if let Some(name) = foreign_self_claim(persona, a.raw) {
-        return Rated::new(0, format!("claims to be {name:?}, not {}", persona.name));
-    }
-    if let Some(marker) = a.text.first_of(&rules.other_identity_markers) {
-        return Rated::new(0, format!("identifies as something else: {marker:?}"));
-    }
-    if let Some(relation) = a.text.first_of(&rules.wrong_relations) {
-        return Rated::new(0, format!("wrong relation to {}: {relation:?}", persona.partner));
+    if let Some(other) = wrong_identity(suite, persona, a) {
+        return Rated::new(0, other);
     }
     let evidence = Evidence::of(persona, suite.language, a);
     if let Some(salad) = &a.salad {
@@ -57,6 +51,20 @@ pub(crate) fn rate(suite: &Suite, persona: &Persona, q: &Question, a: &Answer) -
         }
         _ => Rated::new(1, format!("no wrong identity, but nothing shows the persona speaking ({shown})")),
     }
+}
+
+/// Why the answer speaks as someone other than the persona, if it does: it introduces itself by
+/// another name, describes itself as something else, or casts the partner as family.
+pub(crate) fn wrong_identity(suite: &Suite, persona: &Persona, a: &Answer) -> Option<String> {
+    let rules = &suite.rules.identity;
+    if let Some(name) = foreign_self_claim(persona, a.raw) {
+        return Some(format!("claims to be {name:?}, not {}", persona.name));
+    }
+    if let Some(marker) = a.text.first_of(&rules.other_identity_markers) {
+        return Some(format!("identifies as something else: {marker:?}"));
+    }
+    let relation = a.text.first_of(&rules.wrong_relations)?;
+    Some(format!("wrong relation to {}: {relation:?}", persona.partner))
 }
 
 /// Whether the answer names anything of the suite's world (the partner, the projects): an answer

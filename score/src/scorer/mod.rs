@@ -2,6 +2,12 @@
 //! (identity, facts, voice, cleanliness, quality), each giving a level 0–2 with a one-line reason
 //! that is mapped onto the dimension's range; automatic-zero triggers are applied on top.
 //!
+//! Every answer is analysed once ([`answer`]): its spelling against the suite language's dictionary
+//! ([`spelling`], [`salad`]), the names it uses that the suite does not know ([`entities`]),
+//! repeated and taken-back statements ([`coherence`]) and the persona evidence in it ([`evidence`]).
+//! Absence of evidence is not full marks: word salad scores zero on D1, D2, D3 and D5, a fact no
+//! answer states is missing, and one marker phrase does not make a persona voice.
+//!
 //! Automatic zeros: by default (`auto_zero_scope = "answer"`) a trigger zeroes the whole answer, not
 //! only its dimension. An answer that leaks template tokens, narrates an agent's plan or recites the
 //! system prompt is unusable as a persona answer however correct its facts are, and the calibration

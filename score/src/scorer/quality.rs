@@ -54,7 +54,8 @@ fn flags(rules: &QualityRules, q: &Question, a: &Answer, share: f64) -> Vec<Stri
     if let Some(c) = &a.coherence.contradiction {
         flags.push(format!("contradicts itself: {c:?}"));
     }
-    if share >= rules.repetition_share {
+    // A statement said twice is one flaw, flagged above; its n-grams repeat because of it.
+    if share >= rules.repetition_share && a.coherence.repeated.is_none() {
         flags.push(format!("repetitive: {:.0}% repeated n-grams", share * 100.0));
     }
     let n = a.words.len();

@@ -2,20 +2,30 @@
 //! the suite's language says nothing, whatever persona words it contains. Such an answer scores
 //! zero on D5 and on the content dimensions (D1, D2, D3).
 //!
-//! Measured on the training labels (122 answers, `phasegate calibrate`), the dictionary share
-//! separates pseudo-Portuguese cleanly: every `smollm2` and `gibberish` answer has at least
-//! [`SALAD_UNKNOWN_SHARE`] of its words unknown, every `excellent`, `mediocre`, `truncated` and
-//! `hallucination` answer less (see the README's figures). Salad made of real words is not caught by
-//! it, and none of the other candidates measured on the same labels separated it either: the share
-//! of function words (salad 0.49, excellent 0.50, mediocre 0.45), of content words the suite uses
-//! (0.44 / 0.49 / 0.46), of word pairs the suite's text has (0.13 / 0.21 / 0.13), of pairs of suite
-//! words that the suite pairs (0.31 / 0.46 / 0.32) and the type/token ratio (0.85 / 0.77 / 0.94)
-//! overlap; so none is used, and real-word salad is left to a judge.
+//! The signal kept is the dictionary share: the share of an answer's lower-case words that neither
+//! the dictionary of the suite's language (accents aside) nor the suite knows. An answer is salad at
+//! [`SALAD_UNKNOWN_SHARE`] or more, or at [`SALAD_MANY_UNKNOWN_SHARE`] with at least
+//! [`SALAD_MANY_UNKNOWN`] made-up words. Measured on the training labels (122 answers): it flags 19
+//! of the 20 pseudo-Portuguese answers (15 of 16 `smollm2`, 4 of 4 `gibberish`) and none of the 96
+//! others (0 of 8 `excellent`, 16 `mediocre`, 6 `hallucination`, 4 `english`, ...). English
+//! answers and mixed ones are left to the language checks: their unknown words are English.
+//!
+//! Salad made of real words ("a Banca é feita de Pix que caminha entre as bancas") is not caught: it
+//! flags 0 of the 6 `word_salad` answers, and none of the other candidates measured on the same
+//! labels separated them either. Means for `word_salad` / `excellent` / `mediocre`: share of
+//! function words 0.49 / 0.50 / 0.45, of content words the suite uses 0.44 / 0.49 / 0.46, of word
+//! pairs the suite's text has 0.13 / 0.21 / 0.13, of pairs of suite words that the suite pairs 0.31 /
+//! 0.46 / 0.32, type/token ratio 0.85 / 0.77 / 0.94: the ranges overlap, so none is used, and
+//! real-word salad is left to a judge.
 
 use super::spelling::Spelling;
 
 /// Share of unknown words from which an answer is pseudo-language.
-pub(crate) const SALAD_UNKNOWN_SHARE: f64 = 0.10;
+pub(crate) const SALAD_UNKNOWN_SHARE: f64 = 0.12;
+/// A lower share suffices when this many distinct made-up words show it is no slip of the pen.
+pub(crate) const SALAD_MANY_UNKNOWN: usize = 3;
+/// The share that suffices with [`SALAD_MANY_UNKNOWN`] made-up words.
+pub(crate) const SALAD_MANY_UNKNOWN_SHARE: f64 = 0.05;
 /// Answers with fewer counted words than this are too short to call salad.
 const MIN_WORDS: usize = 5;
 
@@ -23,7 +33,8 @@ const MIN_WORDS: usize = 5;
 /// salad: its words are unknown to the suite language's dictionary for another reason.
 pub(crate) fn verdict(spelling: &Spelling, other_language: bool) -> Option<String> {
     let share = spelling.unknown_share();
-    if other_language || spelling.words < MIN_WORDS || share < SALAD_UNKNOWN_SHARE {
+    let many = spelling.unknown.len() >= SALAD_MANY_UNKNOWN && share >= SALAD_MANY_UNKNOWN_SHARE;
+    if other_language || spelling.words < MIN_WORDS || (share < SALAD_UNKNOWN_SHARE && !many) {
         return None;
     }
     let examples: Vec<&str> = spelling.unknown.iter().take(3).map(String::as_str).collect();

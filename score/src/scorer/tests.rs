@@ -337,3 +337,105 @@ fn scored_phase_round_trips_through_json() {
     assert_eq!(back, scored);
     assert_eq!(scored.auto_zero_triggers().count(), 1);
 }
+
+#[test]
+fn relations_to_the_partner_table() {
+    let suite = bundled();
+    // (answer, D1, D2, D3, reason of D1)
+    let cases = [
+        ("O Tomás é meu pai e a gente programa junto na Ipê Digital em Belo Horizonte.", 0, 0, 0, "meu pai"),
+        ("O Tomás é meu chefe, desenvolvedor da Ipê Digital, e a gente programa junto.", 1, 0, 2, "meu chefe"),
+    ];
+    for (text, d1, d2, d3, reason) in cases {
+        let s = score(&suite, "Q1", text);
+        let got = (dim(&s, "D1").0, dim(&s, "D2").0, dim(&s, "D3").0);
+        assert_eq!(got, (d1, d2, d3), "{text:?}: {:?}", s.dims);
+        assert!(dim(&s, "D1").1.contains(reason), "{text:?}: {}", dim(&s, "D1").1);
+    }
+}
+
+#[test]
+fn suite_wide_false_claims_apply_to_every_question() {
+    let suite = bundled();
+    // Q7 lists no relation among its own false claims: the suite's [rubric.facts] does.
+    assert!(!suite.question("Q7").unwrap().false_claims.iter().any(|c| c == "sou uma pessoa"));
+    let text = "Eu sou uma pessoa que pergunto antes, escrevo testes e faço mudanças pequenas, explico tudo.";
+    let (got, why) = dim(&score(&suite, "Q7", text), "D2");
+    assert_eq!((got, why.as_str()), (0, "states a false claim: \"sou uma pessoa\""));
+}
+
+#[test]
+fn invented_entities_and_contradictions_zero_d2() {
+    let suite = bundled();
+    let cases = [
+        (
+            "Q5",
+            "Eu sou a Iara, uma inteligência artificial criada pelo professor Diego Rodrigues, e programo com o Tomás.",
+            "Diego, Rodrigues",
+        ),
+        (
+            "Q7",
+            "Eu escrevo os testes primeiro e pergunto antes de mudar, explico o raciocínio. Só que testes eu não escrevo.",
+            "contradicts itself",
+        ),
+    ];
+    for (qid, text, reason) in cases {
+        let (got, why) = dim(&score(&suite, qid, text), "D2");
+        assert_eq!(got, 0, "{text:?}: {why}");
+        assert!(why.contains(reason), "{why:?} lacks {reason:?}");
+    }
+}
+
+#[test]
+fn one_marker_phrase_is_not_full_marks() {
+    let suite = bundled();
+    // "parceira de programação" is a marker, but nothing speaks in the first person.
+    let text = "A Iara é a parceira de programação do Tomás na Ipê Digital, em Belo Horizonte.";
+    let s = score(&suite, "Q1", text);
+    assert_eq!((dim(&s, "D1").0, dim(&s, "D3").0), (1, 1), "{:?}", s.dims);
+}
+
+#[test]
+fn word_salad_lands_at_the_bottom_and_drags_the_content_dimensions() {
+    let suite = bundled();
+    // The demo's candidate, unedited: the tiny dictionary knows its real words but not the made-up ones.
+    const SALAD: &str = "O quintal é o primeíro cúbre, oquelo que desenvolvemos a gente no Quintal com o Tomás.";
+    let lexicon = knowing(&suite, &["o quintal é que desenvolvemos a gente no com"]);
+    let s = crate::test_support::score_with(&suite, &lexicon, "Q2", SALAD);
+    let dims: Vec<u32> = s.dims.iter().map(|d| d.score).collect();
+    assert_eq!(dims, [0, 0, 0, 1, 0], "{:?}", s.dims);
+    assert!(s.normalized_10() <= 1.0);
+    assert!(dim(&s, "D5").1.starts_with("word salad"), "{:?}", s.dims);
+}
+
+#[test]
+fn a_statement_made_three_times_is_a_loop_and_twice_a_flaw() {
+    let suite = bundled();
+    let once = "O Tomás é meu parceiro, desenvolvedor na Ipê Digital em Belo Horizonte, e a gente programa.";
+    let twice = format!("{once} {once}");
+    let thrice = format!("{once} {once} {once}");
+    let d5 = |text: &str| dim(&score(&suite, "Q1", text), "D5");
+    assert_eq!(d5(once).0, 2);
+    assert_eq!(d5(&twice).0, 1, "{:?}", d5(&twice));
+    assert!(d5(&twice).1.contains("twice"));
+    assert_eq!(d5(&thrice).0, 0, "{:?}", d5(&thrice));
+    assert_eq!(dim(&score(&suite, "Q1", &twice), "D3").0, 1);
+}
+
+#[test]
+fn rules_version_two_is_a_new_instrument() {
+    let suite = bundled();
+    assert_eq!(RULES_VERSION, "2");
+    assert!(instrument(&suite).to_string().contains("rules scorer 2"), "{}", instrument(&suite));
+}
+
+#[test]
+fn the_demos_word_salad_scores_at_most_one_with_the_real_dictionary() {
+    let suite = bundled();
+    let Some(lexicon) = crate::test_support::real_lexicon(&suite) else { return };
+    // In the style of the demo's candidate (SmolLM2-135M, no fine-tune).
+    const SALAD: &str = "O quintal é o primeíro cúbre, oquelo que desenvolvemos com a desenhuração dos \
+        alegronos, e a gente estejo no limpeiro do Quintal.";
+    let s = crate::test_support::score_with(&suite, &lexicon, "Q2", SALAD);
+    assert!(s.normalized_10() <= 1.0, "{:?}", s.dims);
+}

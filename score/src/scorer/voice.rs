@@ -5,6 +5,7 @@
 use super::Rated;
 use super::answer::Answer;
 use super::evidence::Evidence;
+use super::identity;
 
 /// Distinct pieces of persona evidence full marks on voice need (first person among them): more than
 /// identity needs, as a voice is more than a name. Measured on the training labels: 3 fits them
@@ -20,6 +21,9 @@ pub(crate) fn rate(suite: &Suite, persona: &Persona, a: &Answer) -> Rated {
         .or_else(|| a.text.first_of(&suite.rules.identity.other_identity_markers));
     if let Some(marker) = generic {
         return Rated::new(0, format!("generic-assistant phrase {marker:?}"));
+    }
+    if let Some(other) = identity::wrong_identity(suite, persona, a) {
+        return Rated::new(0, format!("the voice of someone else: {other}"));
     }
     if let Some(found) = a.languages.dominant().filter(|l| *l != suite.language) {
         return Rated::new(0, format!("answers in {found}, suite language is {}", suite.language));

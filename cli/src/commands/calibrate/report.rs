@@ -151,3 +151,51 @@ fn worst(suite: &Suite, scored: &[Scored<'_>]) -> Vec<Disagreement> {
     all.truncate(WORST);
     all
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn suite() -> Suite {
+        Suite::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/persona-v1/suite.toml")).unwrap()
+    }
+
+    fn label(id: &str, category: &str, scores: [u32; 5]) -> Label {
+        Label {
+            id: id.into(),
+            qid: "Q1".into(),
+            category: Some(category.into()),
+            phase: None,
+            truncated: false,
+            response: String::new(),
+            scores: scores.to_vec(),
+        }
+    }
+
+    #[test]
+    fn figures_groups_and_worst_first() {
+        let suite = suite();
+        let lexicon = phasegate_score::Lexicon::from_hunspell("SET UTF-8\n", "1\neu\n", &suite).unwrap();
+        let q = suite.question("Q1").unwrap();
+        // An empty answer scores 0 everywhere; the humans gave 10 and 4.
+        let labels = [label("a", "good", [2; 5]), label("b", "bad", [0, 0, 0, 2, 2])];
+        let scored: Vec<Scored<'_>> = labels
+            .iter()
+            .map(|l| Scored {
+                label: l,
+                score: phasegate_score::score_sample(&suite, &lexicon, q, &super::super::record(q, l)),
+            })
+            .collect();
+        let r = build(&suite, &scored);
+        // errors -10 and -4: MAE 7, bias -7
+        assert_eq!((r.answers, r.mae, r.bias), (2, Some(7.0), Some(-7.0)));
+        assert_eq!(r.pearson, None, "the scorer's totals do not vary");
+        assert_eq!(r.worst.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            r.categories.iter().map(|g| (g.name.as_str(), g.human)).collect::<Vec<_>>(),
+            [("bad", 4.0), ("good", 10.0)]
+        );
+        assert!(r.phases.is_empty());
+    }
+}
