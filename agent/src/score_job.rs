@@ -10,7 +10,9 @@
 //! The judge is calibrated first. A judge refused at calibration fails the job in `judge` mode (the
 //! error names every misjudged anchor); in `both` mode the rule scores stay the record and the file
 //! says why the judge was refused. A judge model that cannot be resolved, loaded or run fails the
-//! job in both modes: the spec asked for a judge.
+//! job in both modes: the spec asked for a judge. With `score.judge_endpoint` the judge is an
+//! OpenAI-compatible server ([`crate::judge::http`]) under the same rules; a server that does not
+//! answer, answers badly or times out fails the job naming the endpoint.
 
 use std::path::{Path, PathBuf};
 
@@ -20,12 +22,13 @@ use tokio::sync::{mpsc, watch};
 use phasegate_eval::{EvalError, Interrupt};
 use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
-use phasegate_proto::spec::{EVAL_RESPONSES, JudgeModel, SCORES, ScoreMode, ScoreStage, StageJob};
+use phasegate_proto::spec::{EVAL_RESPONSES, JudgeModel, JudgeServer, SCORES, ScoreMode, ScoreStage, StageJob};
 use phasegate_score::judge::JudgeRefused;
 use phasegate_score::{Responses, SampleScore, ScoredPhase, Suite, score_phase};
 
 use crate::events::Event;
 use crate::job::{JobContext, Report};
+use crate::judge::http::{ApiKey, HttpBackend, HttpJudge};
 use crate::judge::{
     BackendError, EngineBackend, JUDGE_BATCH, JudgeBackend, JudgeOutcome, JudgeReport, JudgeSettings, calibrate,
     check_sample_fits, judge_samples,
@@ -48,6 +51,10 @@ pub(crate) enum ScoreJobError {
     #[error("failed to resolve `score.judge_model` = {model:?}: {source}")]
     JudgeModel { model: String, source: EvalError },
     #[error(transparent)]
+    JudgeKey(#[from] crate::judge::http::KeyError),
+    #[error(transparent)]
+    JudgeServer(#[from] crate::judge::http::HttpJudgeError),
+    #[error(transparent)]
     Judge(#[from] JudgeError),
     #[error("failed to write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
@@ -65,10 +72,15 @@ pub(crate) enum JudgeError {
     #[error("failed to run the judge model `score.judge_model` = {model:?}: {source}")]
     Run { model: String, source: BackendError },
     #[error(
-        "{source} (`score.judge_model` = {model:?})\n\
+        "{source} (`score.judge_model` = {model:?}{at})\n\
          hint: use a stronger judge model, or `score.mode = \"both\"` to keep the rule scores and record the refusal"
     )]
-    Refused { model: String, source: JudgeRefused },
+    Refused {
+        model: String,
+        /// ` at {endpoint}` for a judge server, else empty.
+        at: String,
+        source: JudgeRefused,
+    },
 }
 
 /// Where a score job runs and reports, and what stops its judge.
@@ -126,11 +138,20 @@ async fn score(
     })?;
     let judged = match &stage.judge {
         Some(judge) => {
-            // A cancellation or `score.timeout` stops the judge between two generated tokens.
+            // A cancellation or `score.timeout` stops an in-process judge between two generated
+            // tokens, and drops a judge server's requests in flight.
             let interrupt = Interrupt::default();
             let timeout = std::time::Duration::from_secs(stage.timeout_s);
-            let watchdog = tokio::spawn(crate::job::stop_on(cancel, timeout, "score.timeout", interrupt.clone()));
-            let judged = run_judge(&ctx.model_cache, stage.mode, judge, &suite, &scored, events, interrupt).await;
+            let (stop_tx, stop) = watch::channel(None);
+            let raise = interrupt.clone();
+            let watchdog = tokio::spawn(async move {
+                let reason = crate::job::stop_on(cancel, timeout, "score.timeout", raise).await;
+                let _ = stop_tx.send(Some(reason));
+            });
+            let judged = match &judge.server {
+                None => run_judge(&ctx.model_cache, stage.mode, judge, &suite, &scored, events, interrupt).await,
+                Some(server) => run_server_judge(stage.mode, judge, server, &suite, &scored, events, stop).await,
+            };
             watchdog.abort();
             Some(judged?)
         }
@@ -180,6 +201,34 @@ async fn run_judge(
     Ok(task.await.map_err(|e| ScoreJobError::Task(e.to_string()))??)
 }
 
+/// Reads the judge server's key, then judges on a blocking thread over HTTP, saying how far it got.
+async fn run_server_judge(
+    mode: ScoreMode,
+    judge: &JudgeModel,
+    server: &JudgeServer,
+    suite: &Suite,
+    scored: &ScoredPhase,
+    events: &mpsc::Sender<Event>,
+    stop: watch::Receiver<Option<String>>,
+) -> Result<JudgeReport, ScoreJobError> {
+    let key = server.api_key_file.as_deref().map(|p| ApiKey::read(Path::new(p))).transpose()?;
+    let http = HttpJudge::new(server, &judge.model, key)?;
+    let say = format!(
+        "judge: {} at {} (up to {} requests at once), seeds {:?}, calibration first",
+        judge.model, server.endpoint, server.concurrency, judge.seeds
+    );
+    let _ = events.send(Event::Agent(say)).await;
+    let mut backend = HttpBackend::new(http, tokio::runtime::Handle::current(), stop);
+    let (judge, suite, scored, events) = (judge.clone(), suite.clone(), scored.clone(), events.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let mut progress = |line: String| {
+            let _ = events.blocking_send(Event::Agent(line));
+        };
+        judge_phase(&mut backend, mode, &judge, &suite, &scored, &mut progress)
+    });
+    Ok(task.await.map_err(|e| ScoreJobError::Task(e.to_string()))??)
+}
+
 /// Calibrates the judge, then judges every sample. A refusal fails in `judge` mode and is recorded
 /// in `both` mode.
 pub(crate) fn judge_phase(
@@ -190,15 +239,18 @@ pub(crate) fn judge_phase(
     scored: &ScoredPhase,
     progress: &mut dyn FnMut(String),
 ) -> Result<JudgeReport, JudgeError> {
+    // A judge server takes as many calls per batch as it may have in flight, at least a batch.
+    let in_flight = judge.server.as_ref().map_or(0, |s| usize::try_from(s.concurrency).unwrap_or(0));
     let settings = JudgeSettings {
         seeds: judge.seeds,
         max_new_tokens: usize::try_from(judge.max_new_tokens).unwrap_or(usize::MAX),
-        batch: JUDGE_BATCH,
+        batch: JUDGE_BATCH.max(in_flight),
     };
     let run_failed = |source| JudgeError::Run { model: judge.model.clone(), source };
+    let at = judge.server.as_ref().map(|s| format!(" at {}", s.endpoint)).unwrap_or_default();
     // A refusal fails the job in `judge` mode and is the recorded outcome in `both` mode.
     let refuse = |source| match mode {
-        ScoreMode::Judge => Err(JudgeError::Refused { model: judge.model.clone(), source }),
+        ScoreMode::Judge => Err(JudgeError::Refused { model: judge.model.clone(), at: at.clone(), source }),
         _ => Ok(JudgeOutcome::Refused(source)),
     };
     let outcome = match calibrate(backend, suite, &settings, progress).map_err(run_failed)? {

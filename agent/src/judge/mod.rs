@@ -6,6 +6,7 @@
 
 mod backend;
 mod flow;
+pub(crate) mod http;
 mod record;
 
 #[cfg(test)]
@@ -13,9 +14,7 @@ pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 
-#[cfg(test)]
-pub(crate) use backend::JudgeCall;
-pub(crate) use backend::{BackendError, EngineBackend, JudgeBackend};
+pub(crate) use backend::{BackendError, EngineBackend, JudgeBackend, JudgeCall};
 pub(crate) use flow::{JudgeSettings, calibrate, check_sample_fits, judge_samples};
 pub(crate) use record::{JudgeOutcome, JudgeReport};
 
