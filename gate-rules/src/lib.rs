@@ -33,5 +33,6 @@ pub use phase::{
     ConfigEntry, DatasetInfo, LossPoint, Phase, QuestionEval, Sample, TrainingMetrics, natural_cmp, ordinal_from_label,
 };
 pub use rubric::{AutoZeroHit, Dimension, DimensionScore, Rubric};
+pub use stats::preference_p_value;
 pub use stats::{Change, Comparison, Interval, Method, PairedStats, SamplesNeeded};
 pub use verdict::Verdict;
