@@ -202,7 +202,7 @@ async fn run_judge(
 }
 
 /// Reads the judge server's key, then judges on a blocking thread over HTTP, saying how far it got.
-async fn run_server_judge(
+pub(crate) async fn run_server_judge(
     mode: ScoreMode,
     judge: &JudgeModel,
     server: &JudgeServer,

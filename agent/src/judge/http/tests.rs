@@ -90,16 +90,17 @@ fn server(endpoint: &str, retries: u32, concurrency: u32) -> JudgeServer {
 }
 
 fn judge(endpoint: &str, retries: u32, concurrency: u32) -> HttpJudge {
-    let key = ApiKey::read(&key_file()).unwrap();
+    let key = ApiKey::read(key_file().path()).unwrap();
     HttpJudge::new(&server(endpoint, retries, concurrency), MODEL, Some(key))
         .unwrap()
         .with_timing(TEST_TIMEOUT, TEST_BACKOFF)
 }
 
-fn key_file() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("phasegate-judge-key-{}", std::process::id()));
-    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
-    path
+/// A key file as an operator writes one; the key is read from it at once.
+fn key_file() -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{SECRET}\n")).unwrap();
+    file
 }
 
 fn call(id: &str) -> JudgeCall {
@@ -293,4 +294,67 @@ async fn the_judge_flow_runs_over_the_server_and_records_its_endpoint() {
     };
     assert_eq!(report.instrument(), Some(expected));
     assert_eq!(report.header(&scored)["endpoint"], endpoint.as_str());
+}
+
+/// The score job's server path: the key comes from `judge_api_key_file`, the job's lines name the
+/// endpoint, and a server that is not there fails naming it and not the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_score_job_reads_the_key_file_and_names_the_endpoint_in_lines_and_errors() {
+    let suite = Suite::from_toml_str(SUITE, std::path::Path::new("suite.toml")).unwrap();
+    let scored = two_samples_per_question(&suite, |s| format!("Oi, eu sou a Iara ({s})."));
+    let (mock, endpoint) = serve(calibrated_server(&suite)).await;
+    let key = key_file();
+    let server = JudgeServer { api_key_file: Some(key.path().display().to_string()), ..server(&endpoint, 0, 2) };
+    let judge_model = JudgeModel {
+        model: MODEL.into(),
+        template: None,
+        cpu_requantize: None,
+        max_new_tokens: 64,
+        seeds: [1, 2],
+        server: Some(server.clone()),
+    };
+    let run = |server: JudgeServer| {
+        let (judge_model, suite, scored) = (judge_model.clone(), suite.clone(), scored.clone());
+        async move {
+            let (events, mut rx) = tokio::sync::mpsc::channel(1024);
+            let (_stop_tx, stop) = watch::channel(None);
+            let result = crate::score_job::run_server_judge(
+                ScoreMode::Judge,
+                &judge_model,
+                &server,
+                &suite,
+                &scored,
+                &events,
+                stop,
+            )
+            .await;
+            drop(events);
+            let mut lines = Vec::new();
+            while let Some(crate::events::Event::Agent(line)) = rx.recv().await {
+                lines.push(line);
+            }
+            (result, lines)
+        }
+    };
+    let (report, lines) = run(server.clone()).await;
+    assert!(matches!(report.unwrap().outcome, JudgeOutcome::Judged { .. }));
+    assert_eq!(
+        lines[0],
+        format!("judge: {MODEL} at {endpoint} (up to 2 requests at once), seeds [1, 2], calibration first")
+    );
+    assert!(lines.iter().all(|l| !l.contains(SECRET)), "{lines:?}");
+    assert!(
+        mock.requests.lock().unwrap().iter().all(|(h, _)| h["authorization"] == format!("Bearer {SECRET}").as_str())
+    );
+
+    let missing = JudgeServer { api_key_file: Some("/nonexistent/judge.key".into()), ..server.clone() };
+    let msg = run(missing).await.0.unwrap_err().to_string();
+    assert!(msg.starts_with("failed to read `score.judge_api_key_file` = \"/nonexistent/judge.key\""), "{msg}");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}/v1", listener.local_addr().unwrap());
+    drop(listener);
+    let msg = run(JudgeServer { endpoint: gone.clone(), retries: 0, ..server }).await.0.unwrap_err().to_string();
+    assert!(msg.starts_with(&format!("failed to run the judge model `score.judge_model` = {MODEL:?}: failed to reach the judge server {gone} after 1 attempt(s): ")), "{msg}");
+    assert!(!msg.contains(SECRET), "{msg}");
 }
