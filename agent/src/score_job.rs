@@ -29,6 +29,7 @@ use phasegate_score::{Responses, SampleScore, ScoredPhase, Suite, score_phase};
 use crate::events::Event;
 use crate::job::{JobContext, Report};
 use crate::judge::http::{ApiKey, HttpBackend, HttpJudge};
+use crate::judge::pairwise::{PairwiseReport, judge_pairs};
 use crate::judge::{
     BackendError, EngineBackend, JUDGE_BATCH, JudgeBackend, JudgeOutcome, JudgeReport, JudgeSettings, calibrate,
     check_sample_fits, judge_samples,
@@ -136,6 +137,19 @@ async fn score(
         suite: stage.suite.clone(),
         source,
     })?;
+    let task = match (&stage.baseline_responses, stage.mode) {
+        (Some(path), ScoreMode::Pairwise) => {
+            // The baseline's answers, scored on the same suite.
+            let responses = Responses::load(&dir.join(path))?;
+            let baseline = score_phase(&suite, &responses).map_err(|source| ScoreJobError::Score {
+                file: path.clone(),
+                suite: stage.suite.clone(),
+                source,
+            })?;
+            JudgeTask::Pairwise(Box::new(baseline))
+        }
+        _ => JudgeTask::Phase(stage.mode),
+    };
     let judged = match &stage.judge {
         Some(judge) => {
             // A cancellation or `score.timeout` stops an in-process judge between two generated
@@ -149,16 +163,27 @@ async fn score(
                 let _ = stop_tx.send(Some(reason));
             });
             let judged = match &judge.server {
-                None => run_judge(&ctx.model_cache, stage.mode, judge, &suite, &scored, events, interrupt).await,
-                Some(server) => run_server_judge(stage.mode, judge, server, &suite, &scored, events, stop).await,
+                None => run_judge(&ctx.model_cache, task, judge, &suite, &scored, events, interrupt).await,
+                Some(server) => run_server_judge(task, judge, server, &suite, &scored, events, stop).await,
             };
             watchdog.abort();
             Some(judged?)
         }
         None => None,
     };
-    let file = scores_file(&scored, &job.phase, judged.as_ref());
-    for line in score_lines(&scored, &file, judged.as_ref()) {
+    let (judged, pairwise) = match judged {
+        Some(Judged::Scores(report)) => (Some(report), None),
+        Some(Judged::Pairwise(report)) => (None, Some(report)),
+        None => (None, None),
+    };
+    let mut file = scores_file(&scored, &job.phase, judged.as_ref());
+    let mut lines = score_lines(&scored, &file, judged.as_ref());
+    if let Some(p) = &pairwise {
+        file["mode"] = json!(ScoreMode::Pairwise);
+        file["pairwise"] = p.to_json();
+        lines.extend(p.lines());
+    }
+    for line in lines {
         let _ = events.send(Event::Agent(line)).await;
     }
     let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
@@ -169,19 +194,69 @@ async fn score(
     }
     tokio::fs::write(&path, &bytes).await.map_err(fail)?;
     let artifact = crate::job::upload(&ctx.client, lease, SCORES, bytes).await.map_err(ScoreJobError::Upload)?;
-    Ok((artifact, summary(&scored, &file, judged.as_ref())))
+    let mut summary = summary(&scored, &file, judged.as_ref());
+    if let Some(p) = &pairwise {
+        summary["pairwise"] = p.summary();
+    }
+    Ok((artifact, summary))
+}
+
+/// What the judge is asked to do.
+#[derive(Debug)]
+pub(crate) enum JudgeTask {
+    /// Score every answer (`judge` and `both` modes).
+    Phase(ScoreMode),
+    /// Compare every answer with the baseline's (`pairwise` mode).
+    Pairwise(Box<ScoredPhase>),
+}
+
+/// What the judge did.
+#[derive(Debug)]
+pub(crate) enum Judged {
+    Scores(JudgeReport),
+    Pairwise(PairwiseReport),
+}
+
+/// Runs `task` with the judge behind `backend`.
+fn judge_task(
+    backend: &mut dyn JudgeBackend,
+    task: JudgeTask,
+    judge: &JudgeModel,
+    suite: &Suite,
+    scored: &ScoredPhase,
+    progress: &mut dyn FnMut(String),
+) -> Result<Judged, JudgeError> {
+    match task {
+        JudgeTask::Phase(mode) => judge_phase(backend, mode, judge, suite, scored, progress).map(Judged::Scores),
+        JudgeTask::Pairwise(baseline) => {
+            let questions = judge_pairs(backend, suite, scored, &baseline, &settings(judge), progress)
+                .map_err(|source| JudgeError::Run { model: judge.model.clone(), source })?;
+            Ok(Judged::Pairwise(PairwiseReport::new(judge, &baseline, questions)))
+        }
+    }
+}
+
+/// How the judge is called: a judge server takes as many calls per batch as it may have in
+/// flight, at least a batch.
+fn settings(judge: &JudgeModel) -> JudgeSettings {
+    let in_flight = judge.server.as_ref().map_or(0, |s| usize::try_from(s.concurrency).unwrap_or(0));
+    JudgeSettings {
+        seeds: judge.seeds,
+        max_new_tokens: usize::try_from(judge.max_new_tokens).unwrap_or(usize::MAX),
+        batch: JUDGE_BATCH.max(in_flight),
+    }
 }
 
 /// Resolves and loads the judge model, then judges on a blocking thread, saying how far it got.
 async fn run_judge(
     cache: &Path,
-    mode: ScoreMode,
+    task: JudgeTask,
     judge: &JudgeModel,
     suite: &Suite,
     scored: &ScoredPhase,
     events: &mpsc::Sender<Event>,
     interrupt: Interrupt,
-) -> Result<JudgeReport, ScoreJobError> {
+) -> Result<Judged, ScoreJobError> {
     let path = phasegate_eval::models::resolve(&judge.model, cache)
         .map_err(|source| ScoreJobError::JudgeModel { model: judge.model.clone(), source })?;
     let say = format!("judge: {} ({}), seeds {:?}, calibration first", judge.model, path.display(), judge.seeds);
@@ -196,21 +271,21 @@ async fn run_judge(
         let mut progress = |line: String| {
             let _ = events.blocking_send(Event::Agent(line));
         };
-        judge_phase(&mut backend, mode, &judge, &suite, &scored, &mut progress)
+        judge_task(&mut backend, task, &judge, &suite, &scored, &mut progress)
     });
     Ok(task.await.map_err(|e| ScoreJobError::Task(e.to_string()))??)
 }
 
 /// Reads the judge server's key, then judges on a blocking thread over HTTP, saying how far it got.
 pub(crate) async fn run_server_judge(
-    mode: ScoreMode,
+    task: JudgeTask,
     judge: &JudgeModel,
     server: &JudgeServer,
     suite: &Suite,
     scored: &ScoredPhase,
     events: &mpsc::Sender<Event>,
     stop: watch::Receiver<Option<String>>,
-) -> Result<JudgeReport, ScoreJobError> {
+) -> Result<Judged, ScoreJobError> {
     let key = server.api_key_file.as_deref().map(|p| ApiKey::read(Path::new(p))).transpose()?;
     let http = HttpJudge::new(server, &judge.model, key)?;
     let say = format!(
@@ -224,7 +299,7 @@ pub(crate) async fn run_server_judge(
         let mut progress = |line: String| {
             let _ = events.blocking_send(Event::Agent(line));
         };
-        judge_phase(&mut backend, mode, &judge, &suite, &scored, &mut progress)
+        judge_task(&mut backend, task, &judge, &suite, &scored, &mut progress)
     });
     Ok(task.await.map_err(|e| ScoreJobError::Task(e.to_string()))??)
 }
@@ -239,13 +314,7 @@ pub(crate) fn judge_phase(
     scored: &ScoredPhase,
     progress: &mut dyn FnMut(String),
 ) -> Result<JudgeReport, JudgeError> {
-    // A judge server takes as many calls per batch as it may have in flight, at least a batch.
-    let in_flight = judge.server.as_ref().map_or(0, |s| usize::try_from(s.concurrency).unwrap_or(0));
-    let settings = JudgeSettings {
-        seeds: judge.seeds,
-        max_new_tokens: usize::try_from(judge.max_new_tokens).unwrap_or(usize::MAX),
-        batch: JUDGE_BATCH.max(in_flight),
-    };
+    let settings = settings(judge);
     let run_failed = |source| JudgeError::Run { model: judge.model.clone(), source };
     let at = judge.server.as_ref().map(|s| format!(" at {}", s.endpoint)).unwrap_or_default();
     // A refusal fails the job in `judge` mode and is the recorded outcome in `both` mode.

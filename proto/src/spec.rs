@@ -628,6 +628,37 @@ config = "gate.toml"
     }
 
     #[test]
+    fn pairwise_takes_a_judge_and_the_baseline_responses() {
+        let body = "mode = \"pairwise\"\njudge_model = \"j\"\nbaseline_responses = \"baselines/9.json\"";
+        let spec = PhaseSpec::parse(&with_score(body), "p.toml").unwrap();
+        let score = spec.score.as_ref().unwrap();
+        assert_eq!(score.mode, ScoreMode::Pairwise);
+        assert_eq!(score.baseline_responses.as_deref(), Some("baselines/9.json"));
+        assert_eq!(score.judge.as_ref().map(|j| j.model.as_str()), Some("j"));
+        let plans = spec.stages();
+        let job = StageJob::from_json(&spec.stage_job(&plans[1].work).unwrap().to_json()).unwrap();
+        let JobWork::Score(sent) = job.work else { panic!("not a score job") };
+        assert_eq!(sent.baseline_responses.as_deref(), Some("baselines/9.json"));
+        let cases = [
+            ("mode = \"pairwise\"\njudge_model = \"j\"", "`score.baseline_responses` is required"),
+            ("mode = \"pairwise\"\nbaseline_responses = \"b.json\"", "`score.judge_model` must name"),
+            (
+                "mode = \"both\"\njudge_model = \"j\"\nbaseline_responses = \"b.json\"",
+                "`score.baseline_responses` is set",
+            ),
+            (
+                "mode = \"pairwise\"\njudge_model = \"j\"\nbaseline_responses = \"/abs/b.json\"",
+                "score.baseline_responses",
+            ),
+            ("mode = \"pairs\"", "not one of rules, judge, both, pairwise"),
+        ];
+        for (body, needle) in cases {
+            let msg = PhaseSpec::parse(&with_score(body), "p.toml").unwrap_err().to_string();
+            assert!(msg.contains(needle) && msg.contains("p.toml"), "{body}: {msg}");
+        }
+    }
+
+    #[test]
     fn stages_that_need_an_earlier_one_are_rejected() {
         let no_eval = "experiment = \"e\"\nphase = \"1\"\n[score]\nsuite = \"s.toml\"\n";
         let msg = PhaseSpec::parse(no_eval, "p.toml").unwrap_err().to_string();

@@ -7,11 +7,7 @@
 mod backend;
 mod flow;
 pub(crate) mod http;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "not reachable from a spec yet: no baseline answers reach the score job")
-)]
-mod pairwise;
+pub(crate) mod pairwise;
 mod record;
 
 #[cfg(test)]

@@ -65,6 +65,8 @@ pub(super) struct RawScoreStage {
     #[serde(default)]
     judge_cpu_requantize: Option<Requantize>,
     #[serde(default)]
+    baseline_responses: Option<String>,
+    #[serde(default)]
     judge_endpoint: Option<String>,
     #[serde(default)]
     judge_api_key_file: Option<String>,
@@ -147,6 +149,10 @@ pub enum ScoreMode {
     Judge,
     /// The rule scores are the phase record; the judge's sit beside them for comparison.
     Both,
+    /// The rule scores are the phase record; beside them, the judge's preference between each
+    /// answer and the baseline's (`score.baseline_responses`) to the same question, asked in both
+    /// orders.
+    Pairwise,
 }
 
 /// Default `score.judge_max_new_tokens`: room for five scores with one-sentence reasons.
@@ -161,9 +167,13 @@ pub struct ScoreStage {
     pub mode: ScoreMode,
     /// The eval suite TOML, relative to the spec's directory (the eval stage's by default).
     pub suite: String,
-    /// The judge model; present exactly when `mode` is `Judge` or `Both`.
+    /// The judge model; present exactly when `mode` is `Judge`, `Both` or `Pairwise`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeModel>,
+    /// The baseline's eval responses file, relative to the spec's directory; present exactly when
+    /// `mode` is `Pairwise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_responses: Option<String>,
     /// Seconds the agent lets the judge load and generate before stopping it (`score.timeout`).
     #[serde(default = "default_eval_timeout_s")]
     pub timeout_s: u64,
@@ -323,9 +333,25 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
         None | Some("rules") => ScoreMode::Rules,
         Some("judge") => ScoreMode::Judge,
         Some("both") => ScoreMode::Both,
-        Some(other) => return Err(format!("`score.mode` = {other:?} is not one of rules, judge, both")),
+        Some("pairwise") => ScoreMode::Pairwise,
+        Some(other) => return Err(format!("`score.mode` = {other:?} is not one of rules, judge, both, pairwise")),
     };
     let judge = judge_model(&raw, mode)?;
+    let baseline_responses = match (&raw.baseline_responses, mode) {
+        (Some(path), ScoreMode::Pairwise) => {
+            super::relative_path("`score.baseline_responses`", path)?;
+            Some(path.clone())
+        }
+        (None, ScoreMode::Pairwise) => {
+            return Err("`score.baseline_responses` is required when `score.mode` is \"pairwise\": the baseline's \
+                        eval/responses.json, relative to the spec"
+                .to_owned());
+        }
+        (Some(_), _) => {
+            return Err("`score.baseline_responses` is set but `score.mode` is not \"pairwise\"".to_owned());
+        }
+        (None, _) => None,
+    };
     let suite = match (raw.suite, eval_suite) {
         (Some(s), _) => s,
         (None, Some(s)) => s.to_owned(),
@@ -341,7 +367,7 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
         );
     }
     let timeout_s = timeout_s("score.timeout", raw.timeout.as_deref())?;
-    Ok(ScoreStage { mode, suite, judge, timeout_s, requires: raw.requires })
+    Ok(ScoreStage { mode, suite, judge, baseline_responses, timeout_s, requires: raw.requires })
 }
 
 /// The `judge_*` keys: required model in the judge modes, and none of them in `rules` mode, where
@@ -361,9 +387,9 @@ fn judge_model(raw: &RawScoreStage, mode: ScoreMode) -> Result<Option<JudgeModel
             ("judge_concurrency", raw.judge_concurrency.is_some()),
         ];
         return match set.iter().find(|(_, present)| *present) {
-            Some((key, _)) => {
-                Err(format!("`score.{key}` is set but `score.mode` is \"rules\": use \"judge\" or \"both\""))
-            }
+            Some((key, _)) => Err(format!(
+                "`score.{key}` is set but `score.mode` is \"rules\": use \"judge\", \"both\" or \"pairwise\""
+            )),
             None => Ok(None),
         };
     }
@@ -377,7 +403,8 @@ fn judge_model(raw: &RawScoreStage, mode: ScoreMode) -> Result<Option<JudgeModel
         }
         _ => {
             return Err(
-                "`score.judge_model` must name a cached model or a path when `score.mode` is judge or both".to_owned()
+                "`score.judge_model` must name a cached model or a path when `score.mode` is judge, both or pairwise"
+                    .to_owned(),
             );
         }
     };

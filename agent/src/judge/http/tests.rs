@@ -26,6 +26,8 @@ const SECRET: &str = "sk-mock-secret-42";
 const MODEL: &str = "judge-on-server";
 const SEED: u64 = 7;
 const MAX_TOKENS: usize = 64;
+/// `call_seed(SEED, "Q1/0")`, pinned: a rerun must send the same seeds.
+const Q1_SEED: u64 = 1_671_134_746;
 /// Short waits so retry tests take milliseconds.
 const TEST_BACKOFF: Duration = Duration::from_millis(5);
 const TEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,10 +125,11 @@ async fn the_request_is_exactly_the_openai_chat_body_with_the_bearer_key() {
         "temperature": 0.7,
         "top_p": 0.9,
         "max_tokens": MAX_TOKENS,
-        "seed": call_seed(SEED, "Q1/0"),
+        "seed": Q1_SEED,
         "stream": false,
     });
     assert_eq!(body, &expected);
+    assert_eq!(call_seed(SEED, "Q1/0"), Q1_SEED);
     assert_eq!(headers["authorization"], format!("Bearer {SECRET}").as_str());
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(requests.len(), 1);
@@ -319,7 +322,7 @@ async fn the_score_job_reads_the_key_file_and_names_the_endpoint_in_lines_and_er
             let (events, mut rx) = tokio::sync::mpsc::channel(1024);
             let (_stop_tx, stop) = watch::channel(None);
             let result = crate::score_job::run_server_judge(
-                ScoreMode::Judge,
+                crate::score_job::JudgeTask::Phase(ScoreMode::Judge),
                 &judge_model,
                 &server,
                 &suite,
@@ -337,7 +340,8 @@ async fn the_score_job_reads_the_key_file_and_names_the_endpoint_in_lines_and_er
         }
     };
     let (report, lines) = run(server.clone()).await;
-    assert!(matches!(report.unwrap().outcome, JudgeOutcome::Judged { .. }));
+    let Ok(crate::score_job::Judged::Scores(report)) = report else { panic!("not judged") };
+    assert!(matches!(report.outcome, JudgeOutcome::Judged { .. }));
     assert_eq!(
         lines[0],
         format!("judge: {MODEL} at {endpoint} (up to 2 requests at once), seeds [1, 2], calibration first")
@@ -357,4 +361,46 @@ async fn the_score_job_reads_the_key_file_and_names_the_endpoint_in_lines_and_er
     let msg = run(JudgeServer { endpoint: gone.clone(), retries: 0, ..server }).await.0.unwrap_err().to_string();
     assert!(msg.starts_with(&format!("failed to run the judge model `score.judge_model` = {MODEL:?}: failed to reach the judge server {gone} after 1 attempt(s): ")), "{msg}");
     assert!(!msg.contains(SECRET), "{msg}");
+}
+
+/// `mode = "pairwise"` over a judge server: a server that always prefers the answer naming the
+/// partner finds the candidate better on every question, whatever the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairwise_over_a_server_prefers_the_better_answer_in_both_orders() {
+    const MARK: &str = "o Tomás é o meu parceiro";
+    let suite = Suite::from_toml_str(SUITE, std::path::Path::new("suite.toml")).unwrap();
+    let candidate = two_samples_per_question(&suite, |s| format!("Oi! {MARK} ({s})."));
+    let baseline = two_samples_per_question(&suite, |s| format!("I am an assistant ({s})."));
+    let (mock, endpoint) = serve(|_, body| {
+        let user = body["messages"][1]["content"].as_str().unwrap_or_default();
+        let (a, b) = (user.find("Answer A:").unwrap_or(0), user.find("Answer B:").unwrap_or(0));
+        let better = if user[a..b].contains(MARK) { "A" } else { "B" };
+        let dims: Vec<String> = (1..=5).map(|i| format!("\"D{i}\": {{\"better\": \"{better}\"}}")).collect();
+        ok(&format!("{{{}}}", dims.join(", ")))
+    })
+    .await;
+    let server = server(&endpoint, 0, 3);
+    let judge_model = JudgeModel {
+        model: MODEL.into(),
+        template: None,
+        cpu_requantize: None,
+        max_new_tokens: 64,
+        seeds: [1, 2],
+        server: Some(server.clone()),
+    };
+    let (events, _rx) = tokio::sync::mpsc::channel(1024);
+    let (_stop_tx, stop) = watch::channel(None);
+    let task = crate::score_job::JudgeTask::Pairwise(Box::new(baseline));
+    let judged =
+        crate::score_job::run_server_judge(task, &judge_model, &server, &suite, &candidate, &events, stop).await;
+    let Ok(crate::score_job::Judged::Pairwise(report)) = judged else { panic!("not pairwise") };
+    let file = report.to_json();
+    let n = suite.questions.len();
+    assert_eq!(mock.requests.lock().unwrap().len(), 2 * 2 * n);
+    assert_eq!(file["preference"], 1.0);
+    assert_eq!(file["p_value"], 2.0 / 2f64.powi(i32::try_from(n).unwrap()));
+    assert_eq!(file["endpoint"], endpoint.as_str());
+    assert_eq!(file["baseline"]["phase"], "10");
+    assert_eq!(file["questions"].as_array().unwrap().len(), n);
+    assert!(report.lines()[0].starts_with("pairwise: preference +1.000 for this phase over baseline phase 10"));
 }

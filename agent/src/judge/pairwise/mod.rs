@@ -2,8 +2,8 @@
 //! against the baseline's sample of the same index for the same question, asked in both orders
 //! with the first judge seed. The pure parts (prompt, reply, both-order aggregation) are
 //! `phasegate_score::judge::pairwise`; the per-question preferences feed
-//! `gate_rules::preference_p_value`. Not yet reachable from a spec: the score job has no baseline
-//! answers to give it.
+//! `gate_rules::preference_p_value` ([`PairwiseReport`]). The baseline's answers come from the
+//! spec's `score.baseline_responses`.
 
 use phasegate_score::judge::pairwise::{
     Order, PairwiseReplyError, both_orders, build_pairwise_prompt, pair_preference, parse_pairwise_reply,
@@ -13,6 +13,9 @@ use phasegate_score::{ScoredPhase, Suite};
 
 use super::backend::{BackendError, JudgeBackend, JudgeCall};
 use super::flow::JudgeSettings;
+
+mod record;
+pub(crate) use record::PairwiseReport;
 
 /// One pair whose reply in one order could not be read; the pair is left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +134,7 @@ mod tests {
     use super::*;
     use crate::judge::fake::{FakeJudge, two_samples_per_question};
 
-    const SUITE: &str = include_str!("../../../datasets/persona-v1/suite.toml");
+    const SUITE: &str = include_str!("../../../../datasets/persona-v1/suite.toml");
     /// Only in the candidate's answers (the persona prompt names Iara too).
     const CANDIDATE_MARK: &str = "Tomás e eu, no Quintal";
     const SEEDS: [u64; 2] = [3, 4];
