@@ -13,6 +13,10 @@
 //! job in both modes: the spec asked for a judge. With `score.judge_endpoint` the judge is an
 //! OpenAI-compatible server ([`crate::judge::http`]) under the same rules; a server that does not
 //! answer, answers badly or times out fails the job naming the endpoint.
+//!
+//! In `pairwise` mode the judge compares each answer with the baseline's (`score.baseline_responses`)
+//! instead of scoring it ([`crate::judge::pairwise`]); the rule scores stay the record and the file
+//! gains a `pairwise` object.
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,9 @@
 //! behind [`JudgeBackend`] scores each answer twice with different seeds after passing calibration
 //! on the suite's anchors. The pure pieces (prompt, reply parsing, agreement, calibration check)
 //! are `phasegate_score::judge`; this module runs them against a model and shapes what the scores
-//! file records ([`JudgeReport`]).
+//! file records ([`JudgeReport`]). The judge is an in-process model ([`EngineBackend`]) or an
+//! OpenAI-compatible server ([`http::HttpBackend`], `score.judge_endpoint`); [`pairwise`] compares
+//! two answers with either.
 
 mod backend;
 mod flow;
