@@ -20,7 +20,10 @@ const SUITE: &str = include_str!("../../../../datasets/persona-v1/suite.toml");
 const ENDPOINT_FILE: &str = "../target/judge-server/endpoint";
 const MODEL: &str = "smollm2-135m-instruct";
 /// Enough for a reply to start; the small model's replies are unreadable or misjudged either way.
-const MAX_NEW_TOKENS: u32 = 48;
+const MAX_NEW_TOKENS: u32 = 32;
+/// Per request. The server answers one request at a time, and on a busy 2-core machine it was seen
+/// at under 1 token/s; unloaded it does about 90.
+const TIMEOUT_S: u64 = 600;
 
 fn endpoint() -> Option<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(ENDPOINT_FILE);
@@ -47,8 +50,13 @@ async fn calibration_refuses_the_small_judge_on_a_real_server() {
     let Some(endpoint) = endpoint() else { return };
     let suite = one_question_suite();
     let scored = crate::judge::fake::two_samples_per_question(&suite, |_| "Oi, eu sou a Iara.".to_owned());
-    let server =
-        JudgeServer { endpoint: endpoint.clone(), api_key_file: None, timeout_s: 120, retries: 1, concurrency: 2 };
+    let server = JudgeServer {
+        endpoint: endpoint.clone(),
+        api_key_file: None,
+        timeout_s: TIMEOUT_S,
+        retries: 1,
+        concurrency: 1,
+    };
     let judge = JudgeModel {
         model: MODEL.into(),
         template: None,
