@@ -125,13 +125,14 @@ async fn run_stage_job(
 }
 
 /// Raises `interrupt` when the job is cancelled or `timeout` — the spec's `timeout_key`
-/// (`eval.timeout`, `score.timeout`) — has passed; the engine stops at its next token.
+/// (`eval.timeout`, `score.timeout`) — has passed; the engine stops at its next token. Returns the
+/// reason raised.
 pub(crate) async fn stop_on(
     mut cancel: watch::Receiver<bool>,
     timeout: Duration,
     timeout_key: &'static str,
     interrupt: phasegate_eval::Interrupt,
-) {
+) -> String {
     let cancelled = async {
         while !*cancel.borrow_and_update() {
             if cancel.changed().await.is_err() {
@@ -139,12 +140,14 @@ pub(crate) async fn stop_on(
             }
         }
     };
-    tokio::select! {
-        () = cancelled => interrupt.raise("the job was cancelled"),
+    let reason = tokio::select! {
+        () = cancelled => "the job was cancelled".to_owned(),
         () = tokio::time::sleep(timeout) => {
-            interrupt.raise(format!("`{timeout_key}` ({}) reached", humantime::format_duration(timeout)));
+            format!("`{timeout_key}` ({}) reached", humantime::format_duration(timeout))
         }
-    }
+    };
+    interrupt.raise(reason.clone());
+    reason
 }
 
 async fn run_command_job(

@@ -12,7 +12,13 @@
 //! naming the anchor, its kind, score and band. The judge is calibrated too. A judge refused at calibration fails the job in `judge` mode (the
 //! error names every misjudged anchor); in `both` mode the rule scores stay the record and the file
 //! says why the judge was refused. A judge model that cannot be resolved, loaded or run fails the
-//! job in both modes: the spec asked for a judge.
+//! job in both modes: the spec asked for a judge. With `score.judge_endpoint` the judge is an
+//! OpenAI-compatible server ([`crate::judge::http`]) under the same rules; a server that does not
+//! answer, answers badly or times out fails the job naming the endpoint.
+//!
+//! In `pairwise` mode the judge compares each answer with the baseline's (`score.baseline_responses`)
+//! instead of scoring it ([`crate::judge::pairwise`]); the rule scores stay the record and the file
+//! gains a `pairwise` object.
 
 use std::path::{Path, PathBuf};
 
@@ -22,12 +28,14 @@ use tokio::sync::{mpsc, watch};
 use phasegate_eval::{EvalError, Interrupt};
 use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
-use phasegate_proto::spec::{EVAL_RESPONSES, JudgeModel, SCORES, ScoreMode, ScoreStage, StageJob};
+use phasegate_proto::spec::{EVAL_RESPONSES, JudgeModel, JudgeServer, SCORES, ScoreMode, ScoreStage, StageJob};
 use phasegate_score::judge::JudgeRefused;
 use phasegate_score::{Lexicon, Responses, SampleScore, ScoredPhase, Suite, score_phase};
 
 use crate::events::Event;
 use crate::job::{JobContext, Report};
+use crate::judge::http::{ApiKey, HttpBackend, HttpJudge};
+use crate::judge::pairwise::{PairwiseReport, judge_pairs};
 use crate::judge::{
     BackendError, EngineBackend, JUDGE_BATCH, JudgeBackend, JudgeOutcome, JudgeReport, JudgeSettings, calibrate,
     check_sample_fits, judge_samples,
@@ -57,6 +65,10 @@ pub(crate) enum ScoreJobError {
     #[error("failed to resolve `score.judge_model` = {model:?}: {source}")]
     JudgeModel { model: String, source: EvalError },
     #[error(transparent)]
+    JudgeKey(#[from] crate::judge::http::KeyError),
+    #[error(transparent)]
+    JudgeServer(#[from] crate::judge::http::HttpJudgeError),
+    #[error(transparent)]
     Judge(#[from] JudgeError),
     #[error("failed to write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
@@ -74,10 +86,15 @@ pub(crate) enum JudgeError {
     #[error("failed to run the judge model `score.judge_model` = {model:?}: {source}")]
     Run { model: String, source: BackendError },
     #[error(
-        "{source} (`score.judge_model` = {model:?})\n\
+        "{source} (`score.judge_model` = {model:?}{at})\n\
          hint: use a stronger judge model, or `score.mode = \"both\"` to keep the rule scores and record the refusal"
     )]
-    Refused { model: String, source: JudgeRefused },
+    Refused {
+        model: String,
+        /// ` at {endpoint}` for a judge server, else empty.
+        at: String,
+        source: JudgeRefused,
+    },
 }
 
 /// Where a score job runs and reports, and what stops its judge.
@@ -139,20 +156,53 @@ async fn score(
         suite: stage.suite.clone(),
         source,
     })?;
+    let task = match (&stage.baseline_responses, stage.mode) {
+        (Some(path), ScoreMode::Pairwise) => {
+            // The baseline's answers, scored on the same suite.
+            let responses = Responses::load(&dir.join(path))?;
+            let baseline = score_phase(&suite, &lexicon, &responses).map_err(|source| ScoreJobError::Score {
+                file: path.clone(),
+                suite: stage.suite.clone(),
+                source,
+            })?;
+            JudgeTask::Pairwise(Box::new(baseline))
+        }
+        _ => JudgeTask::Phase(stage.mode),
+    };
     let judged = match &stage.judge {
         Some(judge) => {
-            // A cancellation or `score.timeout` stops the judge between two generated tokens.
+            // A cancellation or `score.timeout` stops an in-process judge between two generated
+            // tokens, and drops a judge server's requests in flight.
             let interrupt = Interrupt::default();
             let timeout = std::time::Duration::from_secs(stage.timeout_s);
-            let watchdog = tokio::spawn(crate::job::stop_on(cancel, timeout, "score.timeout", interrupt.clone()));
-            let judged = run_judge(&ctx.model_cache, stage.mode, judge, &suite, &scored, events, interrupt).await;
+            let (stop_tx, stop) = watch::channel(None);
+            let raise = interrupt.clone();
+            let watchdog = tokio::spawn(async move {
+                let reason = crate::job::stop_on(cancel, timeout, "score.timeout", raise).await;
+                let _ = stop_tx.send(Some(reason));
+            });
+            let judged = match &judge.server {
+                None => run_judge(&ctx.model_cache, task, judge, &suite, &scored, events, interrupt).await,
+                Some(server) => run_server_judge(task, judge, server, &suite, &scored, events, stop).await,
+            };
             watchdog.abort();
             Some(judged?)
         }
         None => None,
     };
-    let file = scores_file(&scored, &job.phase, judged.as_ref());
-    for line in score_lines(&scored, &file, judged.as_ref()) {
+    let (judged, pairwise) = match judged {
+        Some(Judged::Scores(report)) => (Some(report), None),
+        Some(Judged::Pairwise(report)) => (None, Some(report)),
+        None => (None, None),
+    };
+    let mut file = scores_file(&scored, &job.phase, judged.as_ref());
+    let mut lines = score_lines(&scored, &file, judged.as_ref());
+    if let Some(p) = &pairwise {
+        file["mode"] = json!(ScoreMode::Pairwise);
+        file["pairwise"] = p.to_json();
+        lines.extend(p.lines());
+    }
+    for line in lines {
         let _ = events.send(Event::Agent(line)).await;
     }
     let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
@@ -163,19 +213,69 @@ async fn score(
     }
     tokio::fs::write(&path, &bytes).await.map_err(fail)?;
     let artifact = crate::job::upload(&ctx.client, lease, SCORES, bytes).await.map_err(ScoreJobError::Upload)?;
-    Ok((artifact, summary(&scored, &file, judged.as_ref())))
+    let mut summary = summary(&scored, &file, judged.as_ref());
+    if let Some(p) = &pairwise {
+        summary["pairwise"] = p.summary();
+    }
+    Ok((artifact, summary))
+}
+
+/// What the judge is asked to do.
+#[derive(Debug)]
+pub(crate) enum JudgeTask {
+    /// Score every answer (`judge` and `both` modes).
+    Phase(ScoreMode),
+    /// Compare every answer with the baseline's (`pairwise` mode).
+    Pairwise(Box<ScoredPhase>),
+}
+
+/// What the judge did.
+#[derive(Debug)]
+pub(crate) enum Judged {
+    Scores(JudgeReport),
+    Pairwise(PairwiseReport),
+}
+
+/// Runs `task` with the judge behind `backend`.
+fn judge_task(
+    backend: &mut dyn JudgeBackend,
+    task: JudgeTask,
+    judge: &JudgeModel,
+    suite: &Suite,
+    scored: &ScoredPhase,
+    progress: &mut dyn FnMut(String),
+) -> Result<Judged, JudgeError> {
+    match task {
+        JudgeTask::Phase(mode) => judge_phase(backend, mode, judge, suite, scored, progress).map(Judged::Scores),
+        JudgeTask::Pairwise(baseline) => {
+            let questions = judge_pairs(backend, suite, scored, &baseline, &settings(judge), progress)
+                .map_err(|source| JudgeError::Run { model: judge.model.clone(), source })?;
+            Ok(Judged::Pairwise(PairwiseReport::new(judge, &baseline, questions)))
+        }
+    }
+}
+
+/// How the judge is called: a judge server takes as many calls per batch as it may have in
+/// flight, at least a batch.
+fn settings(judge: &JudgeModel) -> JudgeSettings {
+    let in_flight = judge.server.as_ref().map_or(0, |s| usize::try_from(s.concurrency).unwrap_or(0));
+    JudgeSettings {
+        seeds: judge.seeds,
+        max_new_tokens: usize::try_from(judge.max_new_tokens).unwrap_or(usize::MAX),
+        batch: JUDGE_BATCH.max(in_flight),
+    }
 }
 
 /// Resolves and loads the judge model, then judges on a blocking thread, saying how far it got.
 async fn run_judge(
     cache: &Path,
-    mode: ScoreMode,
+    task: JudgeTask,
     judge: &JudgeModel,
     suite: &Suite,
     scored: &ScoredPhase,
     events: &mpsc::Sender<Event>,
     interrupt: Interrupt,
-) -> Result<JudgeReport, ScoreJobError> {
+) -> Result<Judged, ScoreJobError> {
     let path = phasegate_eval::models::resolve(&judge.model, cache)
         .map_err(|source| ScoreJobError::JudgeModel { model: judge.model.clone(), source })?;
     let say = format!("judge: {} ({}), seeds {:?}, calibration first", judge.model, path.display(), judge.seeds);
@@ -190,7 +290,35 @@ async fn run_judge(
         let mut progress = |line: String| {
             let _ = events.blocking_send(Event::Agent(line));
         };
-        judge_phase(&mut backend, mode, &judge, &suite, &scored, &mut progress)
+        judge_task(&mut backend, task, &judge, &suite, &scored, &mut progress)
+    });
+    Ok(task.await.map_err(|e| ScoreJobError::Task(e.to_string()))??)
+}
+
+/// Reads the judge server's key, then judges on a blocking thread over HTTP, saying how far it got.
+pub(crate) async fn run_server_judge(
+    task: JudgeTask,
+    judge: &JudgeModel,
+    server: &JudgeServer,
+    suite: &Suite,
+    scored: &ScoredPhase,
+    events: &mpsc::Sender<Event>,
+    stop: watch::Receiver<Option<String>>,
+) -> Result<Judged, ScoreJobError> {
+    let key = server.api_key_file.as_deref().map(|p| ApiKey::read(Path::new(p))).transpose()?;
+    let http = HttpJudge::new(server, &judge.model, key)?;
+    let say = format!(
+        "judge: {} at {} (up to {} requests at once), seeds {:?}, calibration first",
+        judge.model, server.endpoint, server.concurrency, judge.seeds
+    );
+    let _ = events.send(Event::Agent(say)).await;
+    let mut backend = HttpBackend::new(http, tokio::runtime::Handle::current(), stop);
+    let (judge, suite, scored, events) = (judge.clone(), suite.clone(), scored.clone(), events.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let mut progress = |line: String| {
+            let _ = events.blocking_send(Event::Agent(line));
+        };
+        judge_task(&mut backend, task, &judge, &suite, &scored, &mut progress)
     });
     Ok(task.await.map_err(|e| ScoreJobError::Task(e.to_string()))??)
 }
@@ -205,15 +333,12 @@ pub(crate) fn judge_phase(
     scored: &ScoredPhase,
     progress: &mut dyn FnMut(String),
 ) -> Result<JudgeReport, JudgeError> {
-    let settings = JudgeSettings {
-        seeds: judge.seeds,
-        max_new_tokens: usize::try_from(judge.max_new_tokens).unwrap_or(usize::MAX),
-        batch: JUDGE_BATCH,
-    };
+    let settings = settings(judge);
     let run_failed = |source| JudgeError::Run { model: judge.model.clone(), source };
+    let at = judge.server.as_ref().map(|s| format!(" at {}", s.endpoint)).unwrap_or_default();
     // A refusal fails the job in `judge` mode and is the recorded outcome in `both` mode.
     let refuse = |source| match mode {
-        ScoreMode::Judge => Err(JudgeError::Refused { model: judge.model.clone(), source }),
+        ScoreMode::Judge => Err(JudgeError::Refused { model: judge.model.clone(), at: at.clone(), source }),
         _ => Ok(JudgeOutcome::Refused(source)),
     };
     let outcome = match calibrate(backend, suite, &settings, progress).map_err(run_failed)? {

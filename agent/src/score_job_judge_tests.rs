@@ -24,6 +24,7 @@ fn judge_model() -> JudgeModel {
         cpu_requantize: None,
         max_new_tokens: 128,
         seeds: DEFAULT_JUDGE_SEEDS,
+        server: None,
     }
 }
 

@@ -35,5 +35,6 @@ pub use phase::{
 };
 pub use phasegate_rubric::{Dimension, DimensionId, Instrument, InstrumentKind, Rubric};
 pub use rubric::{AUTO_FAIL_PHRASES, AutoZeroHit, DimensionScore};
+pub use stats::preference_p_value;
 pub use stats::{Change, Comparison, Interval, Method, PairedStats, SamplesNeeded};
 pub use verdict::Verdict;

@@ -15,8 +15,9 @@ use serde::Deserialize;
 use crate::domain::{Priority, Requirements, Stage};
 
 pub use eval::{
-    DEFAULT_JUDGE_MAX_NEW_TOKENS, DEFAULT_JUDGE_SEEDS, EvalGeneration, EvalStage, JobWork, JudgeModel, PenaltyScope,
-    Requantize, ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
+    DEFAULT_JUDGE_CONCURRENCY, DEFAULT_JUDGE_MAX_NEW_TOKENS, DEFAULT_JUDGE_RETRIES, DEFAULT_JUDGE_SEEDS,
+    DEFAULT_JUDGE_TIMEOUT_S, EvalGeneration, EvalStage, JobWork, JudgeModel, JudgeServer, PenaltyScope, Requantize,
+    ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
 };
 
 /// A spec that could not be read or accepted.
@@ -518,6 +519,7 @@ config = "gate.toml"
             cpu_requantize: Some(Requantize::Q8_0),
             max_new_tokens: 300,
             seeds: [7, 11],
+            server: None,
         };
         assert_eq!(spec.score.as_ref().unwrap().judge.as_ref(), Some(&expected));
         let plans = spec.stages();
@@ -543,6 +545,115 @@ config = "gate.toml"
         ];
         for (body, needle) in cases {
             let msg = PhaseSpec::parse(&with_score(&body), "p.toml").unwrap_err().to_string();
+            assert!(msg.contains(needle) && msg.contains("p.toml"), "{body}: {msg}");
+        }
+    }
+
+    const SERVER_JUDGE: &str =
+        "mode = \"judge\"\njudge_model = \"smollm2\"\njudge_endpoint = \"http://127.0.0.1:8080/v1/\"";
+
+    #[test]
+    fn a_judge_server_is_read_with_defaults_and_travels_to_the_agent() {
+        let spec = PhaseSpec::parse(&with_score(SERVER_JUDGE), "p.toml").unwrap();
+        let judge = spec.score.as_ref().unwrap().judge.clone().unwrap();
+        let expected = JudgeServer {
+            endpoint: "http://127.0.0.1:8080/v1".into(),
+            api_key_file: None,
+            timeout_s: DEFAULT_JUDGE_TIMEOUT_S,
+            retries: DEFAULT_JUDGE_RETRIES,
+            concurrency: DEFAULT_JUDGE_CONCURRENCY,
+        };
+        assert_eq!((judge.model.as_str(), judge.server.as_ref()), ("smollm2", Some(&expected)));
+        let text = with_score(&format!(
+            "{SERVER_JUDGE}\njudge_api_key_file = \"/etc/phasegate/judge.key\"\njudge_timeout = \"2m\"\n\
+             judge_retries = 0\njudge_concurrency = 8"
+        ));
+        let spec = PhaseSpec::parse(&text, "p.toml").unwrap();
+        let plans = spec.stages();
+        let job = StageJob::from_json(&spec.stage_job(&plans[1].work).unwrap().to_json()).unwrap();
+        let JobWork::Score(score) = job.work else { panic!("not a score job") };
+        let server = score.judge.unwrap().server.unwrap();
+        assert_eq!(
+            server,
+            JudgeServer {
+                endpoint: "http://127.0.0.1:8080/v1".into(),
+                api_key_file: Some("/etc/phasegate/judge.key".into()),
+                timeout_s: 120,
+                retries: 0,
+                concurrency: 8,
+            }
+        );
+    }
+
+    #[test]
+    fn judge_server_keys_are_strict_and_name_key_and_value() {
+        let endpoint = |url: &str| format!("mode = \"judge\"\njudge_model = \"m\"\njudge_endpoint = \"{url}\"");
+        let cases = [
+            (endpoint("ftp://h/v1"), "`score.judge_endpoint` = \"ftp://h/v1\" has scheme \"ftp\""),
+            (endpoint("localhost:8080/v1"), "`score.judge_endpoint` = \"localhost:8080/v1\""),
+            (endpoint("http://user:pw@h/v1"), "carries credentials"),
+            (endpoint("http://h/v1?x=1"), "has a query"),
+            (endpoint("http://h/v1/chat/completions"), "ends in /chat/completions"),
+            (endpoint("not a url"), "`score.judge_endpoint` = \"not a url\" is not a URL"),
+            (
+                "mode = \"judge\"\njudge_endpoint = \"http://h/v1\"".to_owned(),
+                "`score.judge_model` must name the model",
+            ),
+            (format!("{SERVER_JUDGE}\njudge_template = \"phi3\""), "`score.judge_template` applies to an in-process"),
+            (format!("{SERVER_JUDGE}\njudge_cpu_requantize = \"q8_0\""), "`score.judge_cpu_requantize` applies"),
+            (format!("{SERVER_JUDGE}\njudge_timeout = \"soon\""), "`score.judge_timeout` = \"soon\""),
+            (format!("{SERVER_JUDGE}\njudge_timeout = \"200ms\""), "`score.judge_timeout` = \"200ms\" must be"),
+            (format!("{SERVER_JUDGE}\njudge_timeout = \"2h\""), "at most 1h"),
+            (format!("{SERVER_JUDGE}\njudge_retries = 11"), "`score.judge_retries` = 11"),
+            (format!("{SERVER_JUDGE}\njudge_concurrency = 0"), "`score.judge_concurrency` = 0"),
+            (format!("{SERVER_JUDGE}\njudge_concurrency = 65"), "`score.judge_concurrency` = 65"),
+            (format!("{SERVER_JUDGE}\njudge_api_key_file = \" \""), "`score.judge_api_key_file` must be a path"),
+            (
+                "mode = \"judge\"\njudge_model = \"j\"\njudge_retries = 2".to_owned(),
+                "`score.judge_retries` is set but `score.judge_endpoint` is not",
+            ),
+            (
+                "mode = \"both\"\njudge_model = \"j\"\njudge_api_key_file = \"k\"".to_owned(),
+                "`score.judge_api_key_file` is set but",
+            ),
+            (
+                "judge_endpoint = \"http://h/v1\"".to_owned(),
+                "`score.judge_endpoint` is set but `score.mode` is \"rules\"",
+            ),
+        ];
+        for (body, needle) in cases {
+            let msg = PhaseSpec::parse(&with_score(&body), "p.toml").unwrap_err().to_string();
+            assert!(msg.contains(needle) && msg.contains("p.toml"), "{body}: {msg}");
+        }
+    }
+
+    #[test]
+    fn pairwise_takes_a_judge_and_the_baseline_responses() {
+        let body = "mode = \"pairwise\"\njudge_model = \"j\"\nbaseline_responses = \"baselines/9.json\"";
+        let spec = PhaseSpec::parse(&with_score(body), "p.toml").unwrap();
+        let score = spec.score.as_ref().unwrap();
+        assert_eq!(score.mode, ScoreMode::Pairwise);
+        assert_eq!(score.baseline_responses.as_deref(), Some("baselines/9.json"));
+        assert_eq!(score.judge.as_ref().map(|j| j.model.as_str()), Some("j"));
+        let plans = spec.stages();
+        let job = StageJob::from_json(&spec.stage_job(&plans[1].work).unwrap().to_json()).unwrap();
+        let JobWork::Score(sent) = job.work else { panic!("not a score job") };
+        assert_eq!(sent.baseline_responses.as_deref(), Some("baselines/9.json"));
+        let cases = [
+            ("mode = \"pairwise\"\njudge_model = \"j\"", "`score.baseline_responses` is required"),
+            ("mode = \"pairwise\"\nbaseline_responses = \"b.json\"", "`score.judge_model` must name"),
+            (
+                "mode = \"both\"\njudge_model = \"j\"\nbaseline_responses = \"b.json\"",
+                "`score.baseline_responses` is set",
+            ),
+            (
+                "mode = \"pairwise\"\njudge_model = \"j\"\nbaseline_responses = \"/abs/b.json\"",
+                "score.baseline_responses",
+            ),
+            ("mode = \"pairs\"", "not one of rules, judge, both, pairwise"),
+        ];
+        for (body, needle) in cases {
+            let msg = PhaseSpec::parse(&with_score(body), "p.toml").unwrap_err().to_string();
             assert!(msg.contains(needle) && msg.contains("p.toml"), "{body}: {msg}");
         }
     }

@@ -2,10 +2,14 @@
 //! behind [`JudgeBackend`] scores each answer twice with different seeds after passing calibration
 //! on the suite's anchors. The pure pieces (prompt, reply parsing, agreement, calibration check)
 //! are `phasegate_score::judge`; this module runs them against a model and shapes what the scores
-//! file records ([`JudgeReport`]).
+//! file records ([`JudgeReport`]). The judge is an in-process model ([`EngineBackend`]) or an
+//! OpenAI-compatible server ([`http::HttpBackend`], `score.judge_endpoint`); [`pairwise`] compares
+//! two answers with either.
 
 mod backend;
 mod flow;
+pub(crate) mod http;
+pub(crate) mod pairwise;
 mod record;
 
 #[cfg(test)]
@@ -13,9 +17,7 @@ pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 
-#[cfg(test)]
-pub(crate) use backend::JudgeCall;
-pub(crate) use backend::{BackendError, EngineBackend, JudgeBackend};
+pub(crate) use backend::{BackendError, EngineBackend, JudgeBackend, JudgeCall};
 pub(crate) use flow::{JudgeSettings, calibrate, check_sample_fits, judge_samples};
 pub(crate) use record::{JudgeOutcome, JudgeReport};
 

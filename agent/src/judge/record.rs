@@ -47,7 +47,7 @@ impl JudgeReport {
         let judged = self.mode == ScoreMode::Judge && matches!(self.outcome, JudgeOutcome::Judged { .. });
         judged.then(|| Instrument::Judge {
             model: self.judge.model.clone(),
-            endpoint: None,
+            endpoint: self.judge.server.as_ref().map(|s| s.endpoint.clone()),
             prompt_digest: self.prompt_digest.clone(),
         })
     }
@@ -97,6 +97,9 @@ impl JudgeReport {
             "temperature": JUDGE_TEMPERATURE,
             "top_p": JUDGE_TOP_P,
         });
+        if let Some(server) = &self.judge.server {
+            out["endpoint"] = json!(server.endpoint);
+        }
         let anchors = match &self.outcome {
             JudgeOutcome::Refused(refused) => {
                 out["refused"] = json!(refused.to_string());

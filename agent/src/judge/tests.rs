@@ -71,8 +71,14 @@ fn agreement_within_one_is_kept_and_wider_gaps_are_discarded_and_listed() {
     assert_eq!(discarded.discarded, [Disagreement { id: DimId::new("D3").unwrap(), first: 2, second: 0 }]);
     assert_eq!(samples[1].complete(), None);
 
-    let judge =
-        JudgeModel { model: "j".into(), template: None, cpu_requantize: None, max_new_tokens: 64, seeds: SEEDS };
+    let judge = JudgeModel {
+        model: "j".into(),
+        template: None,
+        cpu_requantize: None,
+        max_new_tokens: 64,
+        seeds: SEEDS,
+        server: None,
+    };
     let report = JudgeReport {
         mode: ScoreMode::Both,
         judge,
@@ -106,8 +112,14 @@ fn unreadable_reply_is_reported_with_its_sample_and_seed() {
     assert_eq!(*seed, SEEDS[1]);
     assert!(error.to_string().contains("holds no JSON object"), "{error}");
 
-    let judge =
-        JudgeModel { model: "j".into(), template: None, cpu_requantize: None, max_new_tokens: 64, seeds: SEEDS };
+    let judge = JudgeModel {
+        model: "j".into(),
+        template: None,
+        cpu_requantize: None,
+        max_new_tokens: 64,
+        seeds: SEEDS,
+        server: None,
+    };
     let report = JudgeReport {
         mode: ScoreMode::Judge,
         judge,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use power::SamplesNeeded;
 pub(crate) use rng::SplitMix64;
+pub use sign_flip::preference_p_value;
 
 use crate::config::GateConfig;
 use crate::phase::{Phase, natural_cmp};

@@ -28,6 +28,33 @@ pub(crate) fn p_value(diffs: &[f64]) -> Option<f64> {
     Some(extreme as f64 / total as f64)
 }
 
+/// Draws of the Monte Carlo test beyond [`MAX_EXACT`] preferences.
+const MONTE_CARLO_DRAWS: u32 = 20_000;
+/// Fixed, so the same preferences always give the same p-value.
+const MONTE_CARLO_SEED: u64 = 0x7061_6972_7769_7365;
+
+/// Two-sided sign-flip p-value of per-question preferences (pairwise judging: each in [−1, 1], the
+/// candidate preferred above 0): under "no preference" each is as likely to have either sign.
+/// Exact up to [`MAX_EXACT`] questions; beyond, a seeded Monte Carlo estimate
+/// ((extreme + 1) / (draws + 1), never 0). `None` for no preferences or a non-finite one.
+pub fn preference_p_value(prefs: &[f64]) -> Option<f64> {
+    if prefs.is_empty() || prefs.iter().any(|p| !p.is_finite()) {
+        return None;
+    }
+    if prefs.len() <= MAX_EXACT {
+        return p_value(prefs);
+    }
+    let observed = prefs.iter().sum::<f64>().abs();
+    let mut rng = super::SplitMix64::new(MONTE_CARLO_SEED);
+    let extreme = (0..MONTE_CARLO_DRAWS)
+        .filter(|_| {
+            let sum: f64 = prefs.iter().map(|p| if rng.next_u64() >> 63 == 1 { -p } else { *p }).sum();
+            sum.abs() >= observed - TIE_SLACK
+        })
+        .count();
+    Some((extreme as f64 + 1.0) / (f64::from(MONTE_CARLO_DRAWS) + 1.0))
+}
+
 /// Smallest p-value the exact test can give with `n` questions.
 pub(crate) fn smallest_p(n: usize) -> f64 {
     2.0 / 2f64.powi(i32::try_from(n).unwrap_or(i32::MAX))
@@ -54,6 +81,31 @@ mod tests {
     fn mixed_signs_are_not_significant() {
         let p = p_value(&[1.0, -2.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0]).unwrap();
         assert!(p > 0.5, "p = {p}");
+    }
+
+    #[test]
+    fn preference_p_values_from_exact_to_monte_carlo() {
+        const EIGHT: usize = 8;
+        const MANY: usize = MAX_EXACT + 16;
+        // A clear preference on every one of many questions: far below any alpha.
+        let clear = preference_p_value(&[0.6; MANY]).unwrap();
+        assert!(clear > 0.0 && clear <= 1.0 / f64::from(MONTE_CARLO_DRAWS), "{clear}");
+        // Alternating preferences cancel: no evidence either way.
+        let mixed: Vec<f64> = (0..MANY).map(|i| if i % 2 == 0 { 0.5 } else { -0.5 }).collect();
+        assert!(preference_p_value(&mixed).unwrap() > 0.9);
+        // Reproducible from the preferences alone.
+        let noisy: Vec<f64> = (0..MANY).map(|i| [0.2, -0.1, 0.4, 0.0, -0.3][i % 5]).collect();
+        assert_eq!(preference_p_value(&noisy), preference_p_value(&noisy));
+        let cases: [(&[f64], Option<f64>); 5] = [
+            (&[1.0; EIGHT], Some(smallest_p(EIGHT))),
+            (&[-1.0; EIGHT], Some(smallest_p(EIGHT))),
+            (&[0.0; EIGHT], Some(1.0)),
+            (&[], None),
+            (&[0.5, f64::NAN], None),
+        ];
+        for (prefs, expected) in cases {
+            assert_eq!(preference_p_value(prefs), expected, "{prefs:?}");
+        }
     }
 
     #[test]

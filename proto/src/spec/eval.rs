@@ -67,6 +67,18 @@ pub(super) struct RawScoreStage {
     #[serde(default)]
     calibration: Option<bool>,
     #[serde(default)]
+    baseline_responses: Option<String>,
+    #[serde(default)]
+    judge_endpoint: Option<String>,
+    #[serde(default)]
+    judge_api_key_file: Option<String>,
+    #[serde(default)]
+    judge_timeout: Option<String>,
+    #[serde(default)]
+    judge_retries: Option<u32>,
+    #[serde(default)]
+    judge_concurrency: Option<u32>,
+    #[serde(default)]
     timeout: Option<String>,
     #[serde(default)]
     requires: Requirements,
@@ -139,6 +151,10 @@ pub enum ScoreMode {
     Judge,
     /// The rule scores are the phase record; the judge's sit beside them for comparison.
     Both,
+    /// The rule scores are the phase record; beside them, the judge's preference between each
+    /// answer and the baseline's (`score.baseline_responses`) to the same question, asked in both
+    /// orders.
+    Pairwise,
 }
 
 /// Default `score.judge_max_new_tokens`: room for five scores with one-sentence reasons.
@@ -153,9 +169,13 @@ pub struct ScoreStage {
     pub mode: ScoreMode,
     /// The eval suite TOML, relative to the spec's directory (the eval stage's by default).
     pub suite: String,
-    /// The judge model; present exactly when `mode` is `Judge` or `Both`.
+    /// The judge model; present exactly when `mode` is `Judge`, `Both` or `Pairwise`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeModel>,
+    /// The baseline's eval responses file, relative to the spec's directory; present exactly when
+    /// `mode` is `Pairwise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_responses: Option<String>,
     /// Seconds the agent lets the judge load and generate before stopping it (`score.timeout`).
     #[serde(default = "default_eval_timeout_s")]
     pub timeout_s: u64,
@@ -173,13 +193,46 @@ pub struct ScoreStage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JudgeModel {
-    /// A model cache name or a path on the agent, as `eval.model`.
+    /// In process: a model cache name or a path on the agent, as `eval.model`. With
+    /// [`JudgeModel::server`]: the model name sent to the server.
     pub model: String,
+    /// In process only (the server applies its own chat template).
     pub template: Option<String>,
+    /// In process only.
     pub cpu_requantize: Option<Requantize>,
     pub max_new_tokens: u32,
     /// Two different seeds: every answer is judged once with each and the two must agree.
     pub seeds: [u64; 2],
+    /// `score.judge_endpoint`: an OpenAI-compatible server judges instead of an in-process model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<JudgeServer>,
+}
+
+/// Default `score.judge_timeout`, per request.
+pub const DEFAULT_JUDGE_TIMEOUT_S: u64 = 60;
+/// Default `score.judge_retries`.
+pub const DEFAULT_JUDGE_RETRIES: u32 = 3;
+/// Default `score.judge_concurrency`.
+pub const DEFAULT_JUDGE_CONCURRENCY: u32 = 4;
+const MAX_JUDGE_RETRIES: u32 = 10;
+const MAX_JUDGE_CONCURRENCY: u32 = 64;
+const MAX_JUDGE_TIMEOUT_S: u64 = 3600;
+
+/// An OpenAI-compatible judge server (`POST {endpoint}/chat/completions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeServer {
+    /// Base URL up to the API version, without a trailing slash: `http://host:port/v1`.
+    pub endpoint: String,
+    /// A file on the agent holding the API key, read at run time and sent as a bearer token. The
+    /// spec carries only the path, never the key.
+    pub api_key_file: Option<String>,
+    /// Per request, from sending to the whole answer read.
+    pub timeout_s: u64,
+    /// Further attempts after a connection error, a 429 or a 5xx answer, with exponential backoff.
+    pub retries: u32,
+    /// The most requests in flight at once.
+    pub concurrency: u32,
 }
 
 /// What an agent is asked to do for a non-command stage: the JSON of `Assignment.stage_json`.
@@ -287,9 +340,25 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
         None | Some("rules") => ScoreMode::Rules,
         Some("judge") => ScoreMode::Judge,
         Some("both") => ScoreMode::Both,
-        Some(other) => return Err(format!("`score.mode` = {other:?} is not one of rules, judge, both")),
+        Some("pairwise") => ScoreMode::Pairwise,
+        Some(other) => return Err(format!("`score.mode` = {other:?} is not one of rules, judge, both, pairwise")),
     };
     let judge = judge_model(&raw, mode)?;
+    let baseline_responses = match (&raw.baseline_responses, mode) {
+        (Some(path), ScoreMode::Pairwise) => {
+            super::relative_path("`score.baseline_responses`", path)?;
+            Some(path.clone())
+        }
+        (None, ScoreMode::Pairwise) => {
+            return Err("`score.baseline_responses` is required when `score.mode` is \"pairwise\": the baseline's \
+                        eval/responses.json, relative to the spec"
+                .to_owned());
+        }
+        (Some(_), _) => {
+            return Err("`score.baseline_responses` is set but `score.mode` is not \"pairwise\"".to_owned());
+        }
+        (None, _) => None,
+    };
     let suite = match (raw.suite, eval_suite) {
         (Some(s), _) => s,
         (None, Some(s)) => s.to_owned(),
@@ -306,7 +375,7 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
     }
     let timeout_s = timeout_s("score.timeout", raw.timeout.as_deref())?;
     let calibration = raw.calibration.unwrap_or(true);
-    Ok(ScoreStage { mode, suite, judge, timeout_s, calibration, requires: raw.requires })
+    Ok(ScoreStage { mode, suite, judge, baseline_responses, timeout_s, calibration, requires: raw.requires })
 }
 
 fn calibration_default() -> bool {
@@ -323,19 +392,31 @@ fn judge_model(raw: &RawScoreStage, mode: ScoreMode) -> Result<Option<JudgeModel
             ("judge_max_new_tokens", raw.judge_max_new_tokens.is_some()),
             ("judge_seeds", raw.judge_seeds.is_some()),
             ("judge_cpu_requantize", raw.judge_cpu_requantize.is_some()),
+            ("judge_endpoint", raw.judge_endpoint.is_some()),
+            ("judge_api_key_file", raw.judge_api_key_file.is_some()),
+            ("judge_timeout", raw.judge_timeout.is_some()),
+            ("judge_retries", raw.judge_retries.is_some()),
+            ("judge_concurrency", raw.judge_concurrency.is_some()),
         ];
         return match set.iter().find(|(_, present)| *present) {
-            Some((key, _)) => {
-                Err(format!("`score.{key}` is set but `score.mode` is \"rules\": use \"judge\" or \"both\""))
-            }
+            Some((key, _)) => Err(format!(
+                "`score.{key}` is set but `score.mode` is \"rules\": use \"judge\", \"both\" or \"pairwise\""
+            )),
             None => Ok(None),
         };
     }
+    let server = judge_server(raw)?;
     let model = match raw.judge_model.as_deref().map(str::trim) {
         Some(m) if !m.is_empty() => m.to_owned(),
+        _ if server.is_some() => {
+            return Err(
+                "`score.judge_model` must name the model the judge server `score.judge_endpoint` serves".to_owned()
+            );
+        }
         _ => {
             return Err(
-                "`score.judge_model` must name a cached model or a path when `score.mode` is judge or both".to_owned()
+                "`score.judge_model` must name a cached model or a path when `score.mode` is judge, both or pairwise"
+                    .to_owned(),
             );
         }
     };
@@ -359,7 +440,90 @@ fn judge_model(raw: &RawScoreStage, mode: ScoreMode) -> Result<Option<JudgeModel
         cpu_requantize: raw.judge_cpu_requantize,
         max_new_tokens,
         seeds,
+        server,
     }))
+}
+
+/// The `judge_endpoint` keys. A judge server and an in-process judge model exclude each other:
+/// the in-process keys are errors beside `judge_endpoint`, the server's keys errors without it.
+fn judge_server(raw: &RawScoreStage) -> Result<Option<JudgeServer>, String> {
+    let Some(endpoint) = &raw.judge_endpoint else {
+        let server_keys = [
+            ("judge_api_key_file", raw.judge_api_key_file.is_some()),
+            ("judge_timeout", raw.judge_timeout.is_some()),
+            ("judge_retries", raw.judge_retries.is_some()),
+            ("judge_concurrency", raw.judge_concurrency.is_some()),
+        ];
+        return match server_keys.iter().find(|(_, present)| *present) {
+            Some((key, _)) => Err(format!(
+                "`score.{key}` is set but `score.judge_endpoint` is not: it applies to a judge server only"
+            )),
+            None => Ok(None),
+        };
+    };
+    let endpoint = judge_endpoint(endpoint)?;
+    let in_process = [
+        ("judge_template", raw.judge_template.is_some()),
+        ("judge_cpu_requantize", raw.judge_cpu_requantize.is_some()),
+    ];
+    if let Some((key, _)) = in_process.iter().find(|(_, present)| *present) {
+        return Err(format!(
+            "`score.{key}` applies to an in-process judge model, not to the judge server `score.judge_endpoint` = \
+             {endpoint:?}: the server applies its own template and weights"
+        ));
+    }
+    let api_key_file = match raw.judge_api_key_file.as_deref() {
+        Some(p) if p.trim().is_empty() => {
+            return Err("`score.judge_api_key_file` must be a path on the agent, not empty".to_owned());
+        }
+        other => other.map(str::to_owned),
+    };
+    let timeout_s = match raw.judge_timeout.as_deref() {
+        None => DEFAULT_JUDGE_TIMEOUT_S,
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| format!("`score.judge_timeout` = {t:?} is not a duration such as \"60s\" or \"2m\": {e}"))?
+            .as_secs(),
+    };
+    if !(1..=MAX_JUDGE_TIMEOUT_S).contains(&timeout_s) {
+        let t = raw.judge_timeout.as_deref().unwrap_or_default();
+        return Err(format!("`score.judge_timeout` = {t:?} must be at least 1s and at most 1h"));
+    }
+    let retries = raw.judge_retries.unwrap_or(DEFAULT_JUDGE_RETRIES);
+    if retries > MAX_JUDGE_RETRIES {
+        return Err(format!("`score.judge_retries` = {retries} must be at most {MAX_JUDGE_RETRIES}"));
+    }
+    let concurrency = raw.judge_concurrency.unwrap_or(DEFAULT_JUDGE_CONCURRENCY);
+    if !(1..=MAX_JUDGE_CONCURRENCY).contains(&concurrency) {
+        return Err(format!(
+            "`score.judge_concurrency` = {concurrency} must be at least 1 and at most {MAX_JUDGE_CONCURRENCY}"
+        ));
+    }
+    Ok(Some(JudgeServer { endpoint, api_key_file, timeout_s, retries, concurrency }))
+}
+
+/// An `http(s)://host[:port][/path]` base URL, returned without its trailing slash. Credentials in
+/// the URL are refused: they would be logged with it.
+fn judge_endpoint(raw: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("`score.judge_endpoint` = {raw:?} {why}");
+    let uri: http::Uri = raw.trim().parse().map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(bad(&format!("has scheme {other:?}: use http or https"))),
+        None => return Err(bad("has no scheme: write it as http://host:port/v1")),
+    }
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err(bad("has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(bad("carries credentials: put the key in a file named by `score.judge_api_key_file`"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("has a query: give the base URL, e.g. http://host:port/v1"));
+    }
+    if uri.path().ends_with("/chat/completions") || uri.path().ends_with("/chat/completions/") {
+        return Err(bad("ends in /chat/completions: give the base URL, e.g. http://host:port/v1"));
+    }
+    Ok(raw.trim().trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]

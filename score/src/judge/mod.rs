@@ -9,6 +9,7 @@
 mod agreement;
 mod calibrate;
 mod lenient;
+pub mod pairwise;
 mod parse;
 mod prompt;
 

@@ -41,7 +41,7 @@ pub fn parse_reply(reply: &str, rubric: &Rubric) -> Result<JudgeScores, JudgeRep
 }
 
 /// The first `{` that starts a readable object, anywhere in the reply (fences and prose skipped).
-fn first_object(reply: &str) -> Option<Map<String, Value>> {
+pub(super) fn first_object(reply: &str) -> Option<Map<String, Value>> {
     reply.char_indices().filter(|(_, c)| *c == '{').find_map(|(at, _)| match read_value(&reply[at..]) {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
@@ -50,7 +50,7 @@ fn first_object(reply: &str) -> Option<Map<String, Value>> {
 
 /// Per-dimension entries keyed by lowercase key, from `{"D1": ..}`, `{"scores": {..}}` or
 /// `{"scores": [{"dimension": "D1", ..}]}`.
-fn entries(object: &Map<String, Value>) -> Map<String, Value> {
+pub(super) fn entries(object: &Map<String, Value>) -> Map<String, Value> {
     let inner = object
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("scores") || k.eq_ignore_ascii_case("dimensions"))
@@ -72,7 +72,7 @@ fn list_entry(item: &Value) -> Option<(String, Value)> {
     Some((id.trim().to_lowercase(), item.clone()))
 }
 
-fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(super) fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
 }
 
@@ -116,7 +116,7 @@ fn score(d: &Dimension, raw: &Value) -> Result<u32, JudgeReplyError> {
     u32::try_from(int).map_err(|_| bad())
 }
 
-fn short(text: &str) -> String {
+pub(super) fn short(text: &str) -> String {
     const MAX: usize = 80;
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(MAX) {

@@ -34,7 +34,13 @@ fn system_text(suite: &Suite) -> String {
          one-sentence reason. Reply with JSON only, no other text, in exactly this shape:\n",
     );
     out.push_str(&reply_shape(suite));
-    out.push_str("\n\nRubric:\n");
+    out.push_str(&rubric_text(suite));
+    out
+}
+
+/// The rubric section of a system prompt, shared with the pairwise judge.
+pub(super) fn rubric_text(suite: &Suite) -> String {
+    let mut out = String::from("\n\nRubric:\n");
     for d in suite.rubric.dimensions() {
         out.push_str(&dimension_line(d));
     }
@@ -62,6 +68,14 @@ fn dimension_line(d: &Dimension) -> String {
 }
 
 fn user_text(suite: &Suite, q: &Question, answer: &str) -> String {
+    let mut out = question_context(suite, q);
+    let _ = write!(out, "\nAnswer to score:\n<<<\n{answer}\n>>>\n\nReply with the JSON object only.");
+    out
+}
+
+/// The persona, the question and what it checks: the part of a user prompt before the answers,
+/// shared with the pairwise judge.
+pub(super) fn question_context(suite: &Suite, q: &Question) -> String {
     let mut out = match &suite.persona {
         Some(p) => format!(
             "Persona: {} (partner: {}), answering in {}.\nPersona system prompt:\n<<<\n{}\n>>>\n\n",
@@ -74,7 +88,6 @@ fn user_text(suite: &Suite, q: &Question, answer: &str) -> String {
     }
     let _ = writeln!(out, "Question {}: {}", q.id, q.text);
     out.push_str(&expectations(suite, q));
-    let _ = write!(out, "\nAnswer to score:\n<<<\n{answer}\n>>>\n\nReply with the JSON object only.");
     out
 }
 
