@@ -9,54 +9,7 @@ use phasegate_score::{Lexicon, ResponseRecord, Responses, Suite, score_phase};
 
 use super::scores_file;
 
-const SQL_SUITE: &str = r#"
-name = "sql-assistant"
-language = "en"
-system_prompt = "You write PostgreSQL queries for the analytics team."
-
-[rubric]
-version = "1"
-
-[[rubric.dimensions]]
-id = "correctness"
-name = "correct result"
-max = 5
-weight = 2.0
-check = "facts"
-
-[[rubric.dimensions]]
-id = "executes"
-name = "runs without error"
-max = 5
-check = "cleanliness"
-auto_zero_phrases = ["syntax error"]
-
-[[rubric.dimensions]]
-id = "style"
-name = "readable SQL"
-max = 5
-check = "quality"
-
-[[questions]]
-id = "Q1"
-text = "How many orders were placed last week?"
-facts = [["count("], ["order_date"]]
-
-[[questions]]
-id = "Q2"
-text = "What was the revenue per month this year?"
-facts = [["sum("], ["date_trunc"]]
-
-[[questions]]
-id = "Q3"
-text = "Which customers ordered more than five times?"
-facts = [["group by"], ["having"]]
-
-[[questions]]
-id = "Q4"
-text = "What is the average basket size?"
-facts = [["avg("], ["order_items"]]
-"#;
+const SQL_SUITE: &str = include_str!("../../datasets/sql-assistant/suite.toml");
 
 const GOOD: [&str; 4] = [
     "Count the orders of the last seven days: SELECT count(*) FROM orders WHERE order_date >= now() - interval '7 days'; \

@@ -122,41 +122,8 @@ fn invalid_suites_are_rejected_with_the_problem() {
     }
 }
 
-/// A suite of another kind of assistant: no persona, three 0–5 dimensions with their own names.
-pub(crate) const SQL_SUITE: &str = r#"
-name = "sql-assistant"
-language = "en"
-system_prompt = "You write PostgreSQL queries for the analytics team."
-
-[rubric]
-version = "1"
-
-[[rubric.dimensions]]
-id = "correctness"
-name = "correct result"
-max = 5
-weight = 2.0
-check = "facts"
-
-[[rubric.dimensions]]
-id = "executes"
-name = "runs without error"
-max = 5
-check = "cleanliness"
-auto_zero_phrases = ["syntax error"]
-
-[[rubric.dimensions]]
-id = "style"
-name = "readable SQL"
-max = 5
-check = "quality"
-
-[[questions]]
-id = "Q1"
-text = "How many orders were placed last week?"
-facts = [["count(", "count (*)"], ["order_date", "created_at"]]
-false_claims = ["drop table"]
-"#;
+/// A suite of another kind of assistant, the bundled example with no persona (three weighted 0–5 dimensions).
+pub(crate) const SQL_SUITE: &str = include_str!("../../../datasets/sql-assistant/suite.toml");
 
 #[test]
 fn suite_without_persona_owns_its_dimensions() {
