@@ -37,7 +37,8 @@ fn endpoint() -> Option<String> {
     found
 }
 
-/// The bundled suite cut to its first question with calibration anchors: three anchors, six calls.
+/// The bundled suite cut to its first question with calibration anchors (one call per anchor and
+/// seed).
 fn one_question_suite() -> Suite {
     let mut suite = Suite::from_toml_str(SUITE, Path::new("suite.toml")).unwrap();
     let first = suite.questions.iter().position(|q| !q.anchors.is_empty()).unwrap();
@@ -49,6 +50,7 @@ fn one_question_suite() -> Suite {
 async fn calibration_refuses_the_small_judge_on_a_real_server() {
     let Some(endpoint) = endpoint() else { return };
     let suite = one_question_suite();
+    let anchors = phasegate_score::calibration::anchors(&suite).len();
     let scored = crate::judge::fake::two_samples_per_question(&suite, |_| "Oi, eu sou a Iara.".to_owned());
     let server = JudgeServer {
         endpoint: endpoint.clone(),
@@ -78,12 +80,13 @@ async fn calibration_refuses_the_small_judge_on_a_real_server() {
     .await
     .unwrap();
     let (result, lines) = result;
-    assert_eq!(lines.last().map(String::as_str), Some("judge: calibration 6/6 calls done"), "{lines:?}");
+    let done = format!("judge: calibration {0}/{0} calls done", 2 * anchors);
+    assert_eq!(lines.last(), Some(&done), "{lines:?}");
     let err = result.expect_err("a 135M judge must not pass calibration");
     let msg = err.to_string();
     eprintln!("refusal: {msg}");
     assert!(matches!(err, JudgeError::Refused { .. }), "{msg}");
     assert!(msg.starts_with("refused the judge: it misjudged "), "{msg}");
-    assert!(msg.contains(" of 3 calibration anchors: "), "{msg}");
+    assert!(msg.contains(&format!(" of {anchors} calibration anchors: ")), "{msg}");
     assert!(msg.contains(&format!("(`score.judge_model` = {MODEL:?} at {endpoint})")), "{msg}");
 }
