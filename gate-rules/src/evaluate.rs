@@ -64,6 +64,8 @@ pub(crate) struct Timeline<'a> {
     pub(crate) scores: Vec<Option<f64>>,
     /// Whether each phase's scores come from the candidate's instrument and rubric scale.
     comparable: Vec<bool>,
+    /// Whether any phase with scores is comparable: then only those are baselines.
+    any_comparable: bool,
 }
 
 impl<'a> Timeline<'a> {
@@ -73,16 +75,16 @@ impl<'a> Timeline<'a> {
             .filter(|p| p.accepted && p.experiment == candidate.experiment && p.label != candidate.label)
             .collect();
         phases.sort_by(|a, b| Phase::history_order(a, b));
-        let scores = phases.iter().map(|p| p.score()).collect();
-        let comparable = phases.iter().map(|p| rules::instrument::comparable(candidate, p)).collect();
-        Timeline { phases, scores, comparable }
+        let scores: Vec<Option<f64>> = phases.iter().map(|p| p.score()).collect();
+        let comparable: Vec<bool> = phases.iter().map(|p| rules::instrument::comparable(candidate, p)).collect();
+        let any_comparable = comparable.iter().zip(&scores).any(|(c, s)| *c && s.is_some());
+        Timeline { phases, scores, comparable, any_comparable }
     }
 
     /// Baselines come from phases scored like the candidate when there is one with scores; from
     /// any phase otherwise (and the `instrument` check says so).
     pub(crate) fn eligible(&self, i: usize) -> bool {
-        let any = (0..self.phases.len()).any(|j| self.comparable[j] && self.scores[j].is_some());
-        !any || self.comparable[i]
+        !self.any_comparable || self.comparable[i]
     }
 
     pub(crate) fn best(&self) -> Option<usize> {
