@@ -18,6 +18,10 @@ use phasegate_proto::pb;
 
 use crate::caps::{CapsConfig, GpuProbe, gather};
 use crate::job::{JobContext, execute};
+use crate::retry::RetryPolicy;
+
+/// The lease TTL assumed until the coordinator names its own (the coordinator's default).
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
@@ -59,6 +63,8 @@ struct Agent {
     probe: Arc<dyn GpuProbe>,
     running: Running,
     heartbeat: Mutex<Duration>,
+    /// The coordinator's lease TTL as last registered: a job's calls ride out outages of a few TTLs.
+    lease_ttl: Mutex<Duration>,
     /// The environment fingerprint of the last registration, for eval results.
     environment: Mutex<BTreeMap<String, String>>,
 }
@@ -71,6 +77,12 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
+    // Jobs of an earlier agent on this work dir belong to nobody now (this agent holds no lease
+    // yet): stop them before taking new work, so they do not run beside their requeued attempts.
+    let leftovers = crate::lifeline::kill_leftovers(&crate::lifeline::pid_dir(&config.work_dir));
+    if !leftovers.is_empty() {
+        tracing::warn!(groups = ?leftovers, "killed jobs left over from an earlier agent");
+    }
     let client = agent_client(channel(&config.coordinator, config.ca_pem.as_deref())?, &config.token)?;
     let mut caps = CapsConfig::new(env!("CARGO_PKG_VERSION"), config.labels.clone());
     if let Some(p) = &config.python_packages {
@@ -83,6 +95,7 @@ pub async fn run(
         probe,
         running: Arc::default(),
         heartbeat: Mutex::new(Duration::from_secs(5)),
+        lease_ttl: Mutex::new(DEFAULT_LEASE_TTL),
         environment: Mutex::default(),
     });
     agent.register_until_accepted().await?;
@@ -130,6 +143,11 @@ impl Agent {
         let resp = client.register(request).await?.into_inner();
         if let Ok(mut hb) = self.heartbeat.lock() {
             *hb = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
+        }
+        if resp.lease_ttl_ms > 0
+            && let Ok(mut ttl) = self.lease_ttl.lock()
+        {
+            *ttl = Duration::from_millis(resp.lease_ttl_ms);
         }
         self.stop(&resp.stop_jobs);
         tracing::info!(agent = %self.config.name, "registered with the coordinator");
@@ -231,6 +249,7 @@ impl Agent {
             grace: self.config.grace,
             model_cache: self.config.model_cache.clone(),
             environment: self.environment.lock().map(|e| e.clone()).unwrap_or_default(),
+            retry: RetryPolicy::for_lease_ttl(self.lease_ttl.lock().map(|t| *t).unwrap_or(DEFAULT_LEASE_TTL)),
         };
         execute(ctx, a, cancel_rx).await;
         if let Ok(mut m) = self.running.lock() {

@@ -128,7 +128,7 @@ async fn eval(
     let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
     let path = dir.join(EVAL_RESPONSES);
     write(&path, &bytes).await?;
-    let artifact = crate::job::upload(&ctx.client, lease, EVAL_RESPONSES, bytes).await.map_err(EvalJobError::Upload)?;
+    let artifact = crate::job::upload(ctx, lease, EVAL_RESPONSES, bytes).await.map_err(EvalJobError::Upload)?;
     let summary = summary(&responses, &generated);
     let _ = events.send(Event::Agent(format!("eval: done; wrote {EVAL_RESPONSES}: {summary}"))).await;
     Ok((artifact, summary))

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use tokio::sync::{mpsc, watch};
-use tonic::Code;
 
 use phasegate_proto::client::AgentClient;
 use phasegate_proto::domain::Lease;
@@ -18,6 +17,7 @@ use crate::caps::GpuProbe;
 use crate::collect::{Matcher, collect};
 use crate::events::{Event, stream_events};
 use crate::metrics::{JobMetrics, MetricSources, parse_metrics_file};
+use crate::retry::{RetryPolicy, retry};
 use crate::runner::{CommandSpec, JobExit, RunIo, run_command};
 
 /// What a finished job reports.
@@ -41,6 +41,8 @@ pub(crate) struct JobContext {
     pub model_cache: PathBuf,
     /// The agent's environment fingerprint as last registered (eval results record it).
     pub environment: BTreeMap<String, String>,
+    /// How the job's calls to the coordinator ride out an outage.
+    pub retry: RetryPolicy,
 }
 
 /// Runs an assignment to its end and reports it, unless `cancel` fired because the coordinator no
@@ -60,7 +62,7 @@ pub(crate) async fn execute(ctx: JobContext, a: pb::Assignment, cancel: watch::R
         tracing::info!(job = a.job_id, "job stopped on the coordinator's request");
         return;
     }
-    complete(&ctx.client, lease, report).await;
+    complete(&ctx.client, ctx.retry, lease, report).await;
 }
 
 async fn run_stages(
@@ -77,15 +79,19 @@ async fn run_stages(
             let _ = events.send(Event::Agent(text)).await;
         }
     };
-    if let Err(e) = prepare_dir(&ctx.client, a, &dir).await {
+    if let Err(e) = prepare_dir(ctx, a, &dir).await {
         say(format!("failed to prepare the job directory: {e}")).await;
         return Report {
             error: format!("failed to prepare the job directory {}: {e}", dir.display()),
             ..Default::default()
         };
     }
-    let mut client = ctx.client.clone();
-    if let Err(s) = client.start_job(pb::StartJobRequest { lease: Some(lease.into()) }).await {
+    let started = retry(ctx.retry, "start job", || {
+        let mut client = ctx.client.clone();
+        async move { client.start_job(pb::StartJobRequest { lease: Some(lease.into()) }).await }
+    })
+    .await;
+    if let Err(s) = started {
         return Report { error: format!("failed to mark the job running: {}", s.message()), ..Default::default() };
     }
     match &a.work {
@@ -173,6 +179,7 @@ async fn run_command_job(
         timeout: (cmd.timeout_ms > 0).then(|| Duration::from_millis(cmd.timeout_ms)),
         grace: ctx.grace,
         vram_sample_interval: Duration::from_secs(2),
+        pid_file: Some(crate::lifeline::pid_dir(&ctx.work_dir).join(format!("{}-{}", a.job_id, a.attempt))),
     };
     let (log_tx, mut log_rx) = mpsc::channel(256);
     let (metric_tx, mut metric_rx) = mpsc::channel(256);
@@ -204,7 +211,7 @@ async fn run_command_job(
     let mut problems = Vec::new();
     collect_metric_files(dir, &cmd.metrics_globs, &mut sources, &mut problems);
     let metrics = to_pb(&sources.merge(), outcome.duration);
-    let artifacts = match upload_artifacts(&ctx.client, lease, dir, &cmd.artifact_globs).await {
+    let artifacts = match upload_artifacts(ctx, lease, dir, &cmd.artifact_globs).await {
         Ok(list) => list,
         Err(e) => {
             problems.push(e);
@@ -258,13 +265,13 @@ fn to_pb(m: &JobMetrics, duration: Duration) -> pb::JobMetrics {
 }
 
 /// Creates a fresh job directory with the run's source bundle and the earlier stages' artifacts.
-async fn prepare_dir(client: &AgentClient, a: &pb::Assignment, dir: &Path) -> Result<(), String> {
+async fn prepare_dir(ctx: &JobContext, a: &pb::Assignment, dir: &Path) -> Result<(), String> {
     if dir.exists() {
         tokio::fs::remove_dir_all(dir).await.map_err(|e| e.to_string())?;
     }
     tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
     if !a.bundle_sha256.is_empty() {
-        let bytes = download(client, &a.bundle_sha256).await?;
+        let bytes = download(&ctx.client, ctx.retry, &a.bundle_sha256).await?;
         let dest = dir.to_owned();
         tokio::task::spawn_blocking(move || crate::bundle::unpack(&bytes, &dest))
             .await
@@ -272,7 +279,7 @@ async fn prepare_dir(client: &AgentClient, a: &pb::Assignment, dir: &Path) -> Re
             .map_err(|e| e.to_string())?;
     }
     for input in &a.inputs {
-        let bytes = download(client, &input.sha256).await?;
+        let bytes = download(&ctx.client, ctx.retry, &input.sha256).await?;
         let rel = Path::new(&input.name);
         if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(format!("input artifact name {:?} escapes the job directory", input.name));
@@ -286,21 +293,12 @@ async fn prepare_dir(client: &AgentClient, a: &pb::Assignment, dir: &Path) -> Re
     Ok(())
 }
 
-/// Downloads an artifact and checks its digest.
-pub(crate) async fn download(client: &AgentClient, sha256: &str) -> Result<Vec<u8>, String> {
-    let mut client = client.clone();
-    let mut stream = client
-        .download_artifact(pb::DownloadArtifactRequest { sha256: sha256.to_owned() })
+/// Downloads an artifact and checks its digest. A download cut off by a coordinator restart starts
+/// again from the beginning.
+pub(crate) async fn download(client: &AgentClient, policy: RetryPolicy, sha256: &str) -> Result<Vec<u8>, String> {
+    let bytes = retry(policy, "download artifact", || download_once(client.clone(), sha256))
         .await
-        .map_err(|s| format!("failed to download artifact {sha256}: {}", s.message()))?
-        .into_inner();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|s| format!("failed to download artifact {sha256}: {}", s.message()))?;
-        if let Some(pb::artifact_chunk::Part::Data(d)) = chunk.part {
-            bytes.extend_from_slice(&d);
-        }
-    }
+        .map_err(|s| format!("failed to download artifact {sha256}: {}", s.message()))?;
     let actual = crate::bundle::sha256_hex(&bytes);
     if actual != sha256 {
         return Err(format!("downloaded artifact {sha256} has digest {actual}"));
@@ -308,8 +306,20 @@ pub(crate) async fn download(client: &AgentClient, sha256: &str) -> Result<Vec<u
     Ok(bytes)
 }
 
+async fn download_once(mut client: AgentClient, sha256: &str) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream =
+        client.download_artifact(pb::DownloadArtifactRequest { sha256: sha256.to_owned() }).await?.into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        if let Some(pb::artifact_chunk::Part::Data(d)) = chunk?.part {
+            bytes.extend_from_slice(&d);
+        }
+    }
+    Ok(bytes)
+}
+
 async fn upload_artifacts(
-    client: &AgentClient,
+    ctx: &JobContext,
     lease: Lease,
     dir: &Path,
     globs: &[String],
@@ -322,14 +332,15 @@ async fn upload_artifacts(
     for f in files {
         let bytes =
             tokio::fs::read(&f.abs_path).await.map_err(|e| format!("failed to read artifact {}: {e}", f.rel_path))?;
-        refs.push(upload(client, lease, &f.rel_path, bytes).await?);
+        refs.push(upload(ctx, lease, &f.rel_path, bytes).await?);
     }
     Ok(refs)
 }
 
-/// Uploads one artifact in chunks, fenced by the job's lease.
+/// Uploads one artifact in chunks, fenced by the job's lease. An upload cut off by a coordinator
+/// restart is sent again whole (the store keeps artifacts by digest, so a repeat is harmless).
 pub(crate) async fn upload(
-    client: &AgentClient,
+    ctx: &JobContext,
     lease: Lease,
     name: &str,
     bytes: Vec<u8>,
@@ -341,21 +352,25 @@ pub(crate) async fn upload(
         size: bytes.len() as u64,
         sha256: crate::bundle::sha256_hex(&bytes),
     };
-    let mut chunks = vec![pb::ArtifactChunk { part: Some(pb::artifact_chunk::Part::Header(header)) }];
-    chunks.extend(
-        bytes.chunks(CHUNK_BYTES).map(|c| pb::ArtifactChunk { part: Some(pb::artifact_chunk::Part::Data(c.to_vec())) }),
-    );
-    let mut client = client.clone();
-    let resp = client
-        .upload_artifact(futures::stream::iter(chunks))
-        .await
-        .map_err(|s| format!("failed to upload artifact {name}: {}", s.message()))?;
+    let resp = retry(ctx.retry, "upload artifact", || {
+        let mut chunks = vec![pb::ArtifactChunk { part: Some(pb::artifact_chunk::Part::Header(header.clone())) }];
+        chunks.extend(
+            bytes
+                .chunks(CHUNK_BYTES)
+                .map(|c| pb::ArtifactChunk { part: Some(pb::artifact_chunk::Part::Data(c.to_vec())) }),
+        );
+        let mut client = ctx.client.clone();
+        async move { client.upload_artifact(futures::stream::iter(chunks)).await }
+    })
+    .await
+    .map_err(|s| format!("failed to upload artifact {name}: {}", s.message()))?;
     resp.into_inner().artifact.ok_or_else(|| format!("failed to upload artifact {name}: no reference returned"))
 }
 
-/// Reports the end of a job, retrying while the coordinator is unreachable (it may be restarting).
-/// A rejection (stale lease) ends the retries: the job belongs to someone else now.
-async fn complete(client: &AgentClient, lease: Lease, report: Report) {
+/// Reports the end of a job, retrying for as long as the coordinator does not answer (it may be
+/// restarting; the agent re-attaches the lease when it is back). A refusal (stale lease) ends the
+/// retries: the job belongs to someone else now.
+async fn complete(client: &AgentClient, policy: RetryPolicy, lease: Lease, report: Report) {
     let req = pb::CompleteJobRequest {
         lease: Some(lease.into()),
         success: report.success,
@@ -365,20 +380,13 @@ async fn complete(client: &AgentClient, lease: Lease, report: Report) {
         artifacts: report.artifacts,
         result_json: report.result_json,
     };
-    let mut delay = Duration::from_millis(200);
-    loop {
+    let done = retry(policy.forever(), "complete job", || {
         let mut c = client.clone();
-        match c.complete_job(req.clone()).await {
-            Ok(_) => return,
-            Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound) => {
-                tracing::warn!(job = %lease.job, error = s.message(), "completion rejected");
-                return;
-            }
-            Err(s) => {
-                tracing::info!(job = %lease.job, error = s.message(), "coordinator unreachable; retrying completion");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+        let req = req.clone();
+        async move { c.complete_job(req).await }
+    })
+    .await;
+    if let Err(s) = done {
+        tracing::warn!(job = %lease.job, error = s.message(), "completion rejected");
     }
 }

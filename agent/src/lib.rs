@@ -17,8 +17,10 @@ mod eval_job;
 mod events;
 mod job;
 mod judge;
+mod lifeline;
 pub mod metrics;
 mod proctree;
+mod retry;
 pub mod runner;
 mod score_job;
 

@@ -26,6 +26,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
 use crate::caps::GpuProbe;
+use crate::lifeline::{self, Lifeline};
 use crate::metrics::{MetricPoint, parse_metric_line};
 use crate::proctree;
 
@@ -52,6 +53,9 @@ pub struct CommandSpec {
     pub grace: Duration,
     /// Time between two VRAM samples.
     pub vram_sample_interval: Duration,
+    /// Where to record the job's process group while it runs, so that a restarted agent can kill
+    /// what an earlier one left behind (see [`crate::lifeline`]).
+    pub pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,19 +143,28 @@ impl Drop for GroupGuard {
 pub async fn run_command(spec: &CommandSpec, io: RunIo) -> Result<RunOutcome, RunError> {
     let program = spec.argv.first().ok_or(RunError::EmptyCommand)?.clone();
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(&program)
+    let spawn_error = |source| RunError::Spawn { program: program.clone(), cwd: spec.cwd.clone(), source };
+    let mut command = tokio::process::Command::new(&program);
+    command
         .args(&spec.argv[1..])
         .current_dir(&spec.cwd)
         .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| RunError::Spawn { program: program.clone(), cwd: spec.cwd.clone(), source })?;
+        .process_group(0);
+    // The job's group dies with the agent, however the agent ends.
+    let mut lifeline = Lifeline::arm(&mut command).map_err(spawn_error)?;
+    let mut child = command.spawn().map_err(spawn_error)?;
+    lifeline.started();
     let leader = child.id().unwrap_or(0);
     let pgid = Pid::from_raw(i32::try_from(leader).unwrap_or(i32::MAX));
     let mut guard = GroupGuard { pgid, armed: true };
+    if let Some(path) = &spec.pid_file
+        && let Err(e) = lifeline::record(path, leader)
+    {
+        tracing::warn!(file = %path.display(), error = %e, "failed to record the job's process group");
+    }
     let readers = spawn_readers(&mut child, &io);
 
     let (exit, vram_peak_mib) =
@@ -159,6 +172,10 @@ pub async fn run_command(spec: &CommandSpec, io: RunIo) -> Result<RunOutcome, Ru
     // Whatever is left of the group would outlive the job (and hold its GPU memory).
     let _ = killpg(pgid, Signal::SIGKILL);
     guard.armed = false;
+    lifeline.release();
+    if let Some(path) = &spec.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
     let malformed_metric_lines = drain_readers(readers).await;
     Ok(RunOutcome { exit, vram_peak_mib, duration: started.elapsed(), malformed_metric_lines })
 }

@@ -13,6 +13,7 @@ fn spec(script: &str, dir: &Path) -> CommandSpec {
         timeout: None,
         grace: Duration::from_secs(5),
         vram_sample_interval: SAMPLE,
+        pid_file: None,
     }
 }
 

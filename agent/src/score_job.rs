@@ -212,7 +212,7 @@ async fn score(
         tokio::fs::create_dir_all(parent).await.map_err(fail)?;
     }
     tokio::fs::write(&path, &bytes).await.map_err(fail)?;
-    let artifact = crate::job::upload(&ctx.client, lease, SCORES, bytes).await.map_err(ScoreJobError::Upload)?;
+    let artifact = crate::job::upload(ctx, lease, SCORES, bytes).await.map_err(ScoreJobError::Upload)?;
     let mut summary = summary(&scored, &file, judged.as_ref());
     if let Some(p) = &pairwise {
         summary["pairwise"] = p.summary();

@@ -65,6 +65,35 @@ pub fn example_spec(root: &Path, name: &str, steps: u32, step_seconds: f64, requ
     path
 }
 
+/// A one-stage spec whose finetune job runs `script` with `sh -c`, collecting `artifacts` (TOML
+/// array text).
+pub fn command_spec(root: &Path, name: &str, script: &str, artifacts: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("create spec dir");
+    let script = toml_string(script);
+    let spec = format!(
+        "experiment = \"probe\"\nphase = \"{name}\"\n\n[finetune]\ncommand = [\"sh\", \"-c\", {script}]\n\
+         requires = {{ gpu = false, vram_mib = 0, labels = [] }}\ntimeout = \"5m\"\nartifacts = {artifacts}\n"
+    );
+    let path = dir.join("phase.toml");
+    std::fs::write(&path, spec).expect("write spec");
+    path
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The spec up to the end of its `[finetune]` table: these tests are about the command job, so later
 /// stages (such as `[gate]`, which needs an imported history) are left out.
 fn finetune_only(spec: &str) -> String {
