@@ -21,6 +21,6 @@ mod store;
 mod writer;
 
 pub use auth::{AccessError, AccessFile};
-pub use data_dir::{DataDirError, DataDirLock, create_private_dir};
+pub use data_dir::{DataDirError, DataDirLock, LOCK_FILE as DATA_DIR_LOCK_FILE, create_private_dir};
 pub use server::{ServeConfig, ServeError, run, run_locked};
 pub use shell::{CoreConfigPublic, ShellConfig};
