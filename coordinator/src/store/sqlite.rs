@@ -11,6 +11,8 @@
 
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message;
@@ -35,6 +37,8 @@ mod phases;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Set by the first failed transaction; from then on the pool's release check also asks SQLite.
+    failed_write: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -49,11 +53,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let failed_write = Arc::new(AtomicBool::new(false));
+        let check = failed_write.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .after_release(|conn, _| {
+            .after_release(move |conn, _| {
+                let ask_sqlite = check.load(Ordering::Relaxed);
                 Box::pin(async move {
-                    let stuck = left_in_transaction(conn).await;
+                    let stuck = left_in_transaction(conn, ask_sqlite).await;
                     if stuck {
                         tracing::warn!("closing a database connection left inside a transaction");
                     }
@@ -64,7 +71,7 @@ impl SqliteStore {
             .await
             .map_err(open_err)?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, failed_write })
     }
 
     /// One event's changes in their own transaction (tests drive the store directly).
@@ -140,11 +147,16 @@ fn private_files(db: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether a connection is still inside a transaction, by sqlx's count or by SQLite's own state
-/// (`BEGIN` fails inside a transaction). A failed check counts as stuck: the connection is closed.
-async fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
+/// Whether a connection is still inside a transaction, by sqlx's count or, with `ask_sqlite`, by
+/// SQLite's own state (`BEGIN` fails inside a transaction). A failed check counts as stuck: the
+/// connection is closed. Asking SQLite costs two statements per release, so it starts only once a
+/// write has failed; until then sqlx's count and SQLite's agree.
+async fn left_in_transaction(conn: &mut SqliteConnection, ask_sqlite: bool) -> bool {
     if conn.is_in_transaction() {
         return true;
+    }
+    if !ask_sqlite {
+        return false;
     }
     match sqlx::raw_sql("BEGIN").execute(&mut *conn).await {
         Ok(_) => sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.is_err(),
@@ -155,13 +167,21 @@ async fn left_in_transaction(conn: &mut SqliteConnection) -> bool {
 /// Ends a transaction: commits after `Ok`; after `Err`, rolls back and waits for it, so the
 /// connection goes back to the pool outside any transaction. (A failed `COMMIT` drops the
 /// transaction, whose rollback runs before the pool's check of the connection.)
-async fn finish<T>(tx: Transaction<'_, Sqlite>, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+async fn finish<T>(
+    tx: Transaction<'_, Sqlite>,
+    outcome: Result<T, StoreError>,
+    failed_write: &AtomicBool,
+) -> Result<T, StoreError> {
     match outcome {
         Ok(value) => {
-            tx.commit().await?;
+            if let Err(e) = tx.commit().await {
+                failed_write.store(true, Ordering::Relaxed);
+                return Err(e.into());
+            }
             Ok(value)
         }
         Err(e) => {
+            failed_write.store(true, Ordering::Relaxed);
             if let Err(rollback) = tx.rollback().await {
                 tracing::warn!(error = %rollback, "rollback after a failed write failed");
             }
@@ -369,7 +389,7 @@ impl Store for SqliteStore {
     async fn insert_run(&self, run: &NewRunRecord) -> Result<(RunId, Vec<JobId>), StoreError> {
         let mut tx = self.pool.begin().await?;
         let outcome = insert_run_rows(&mut tx, run).await;
-        let (run_id, ids) = finish(tx, outcome).await?;
+        let (run_id, ids) = finish(tx, outcome, &self.failed_write).await?;
         Ok((RunId(run_id as u64), ids.into_iter().map(|i| JobId(i as u64)).collect()))
     }
 
@@ -382,7 +402,7 @@ impl Store for SqliteStore {
                 break;
             }
         }
-        finish(tx, outcome).await
+        finish(tx, outcome, &self.failed_write).await
     }
 
     async fn append_events(
@@ -394,7 +414,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let outcome = append_event_rows(&mut tx, job, batch_seq, lines, metrics).await;
-        finish(tx, outcome).await
+        finish(tx, outcome, &self.failed_write).await
     }
 
     async fn record_artifact(&self, sha256: &str, size: u64, now_ms: i64) -> Result<(), StoreError> {
