@@ -3,6 +3,8 @@
 //! Exit codes (documented in the README): 0 success or pass, 1 regression blocked, 2 usage or
 //! invalid input, 3 infrastructure failure, 4 inconclusive or insufficient baseline.
 
+mod out;
+
 mod cli;
 mod commands;
 mod connect;
@@ -27,7 +29,13 @@ fn main() -> std::process::ExitCode {
             return exit::Failure::infra(e.to_string()).code();
         }
     };
-    match runtime.block_on(commands::dispatch(args)) {
+    let outcome = runtime.block_on(commands::dispatch(args));
+    // Output that could not be written (not a closed pipe: that stops quietly) fails the command.
+    let outcome = match out::take_failure() {
+        Some(e) => Err(exit::Failure::infra(format!("failed to write to stdout: {e}"))),
+        None => outcome,
+    };
+    match outcome {
         Ok(code) => code.into(),
         Err(failure) => {
             failure.print();

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::data_dir::create_private_dir;
+use crate::store::StorageFault;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("failed to write artifact under {path}: {source}")]
@@ -18,6 +21,20 @@ pub enum ArtifactError {
     DigestMismatch { name: String, announced: String, actual: String },
     #[error("artifact {name} exceeds the limit of {limit} bytes")]
     TooLarge { name: String, limit: u64 },
+}
+
+impl ArtifactError {
+    /// The gRPC answer: a full, failing or read-only disk is `UNAVAILABLE` with the storage fault's
+    /// message, another I/O error is internal, and a size or digest mismatch is the sender's error.
+    pub(crate) fn status(&self) -> tonic::Status {
+        match self {
+            Self::Io { source, .. } => match StorageFault::of_io(source) {
+                Some(fault) => fault.status(self),
+                None => tonic::Status::internal(self.to_string()),
+            },
+            _ => tonic::Status::invalid_argument(self.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -39,7 +56,7 @@ pub struct Incoming {
 
 impl ArtifactStore {
     pub fn open(root: PathBuf) -> Result<Self, ArtifactError> {
-        std::fs::create_dir_all(root.join("tmp")).map_err(|source| ArtifactError::Io { path: root.clone(), source })?;
+        create_private_dir(&root.join("tmp")).map_err(|source| ArtifactError::Io { path: root.clone(), source })?;
         Ok(Self { root })
     }
 
@@ -85,7 +102,7 @@ impl ArtifactStore {
         incoming.file.as_file().sync_all().map_err(|e| io(incoming.file.path(), e))?;
         let dest = self.path_of(&actual);
         let parent = dest.parent().unwrap_or(&self.root).to_owned();
-        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+        create_private_dir(&parent).map_err(|e| io(&parent, e))?;
         incoming.file.persist(&dest).map_err(|e| io(&dest, e.error))?;
         // The rename is durable only once the directory entry is.
         std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(|e| io(&parent, e))?;

@@ -51,13 +51,15 @@ impl AccessFile {
     pub fn load(path: &Path) -> Result<Self, AccessError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| AccessError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|e| AccessError::Parse { path: path.to_owned(), message: e.to_string() })
+        toml::from_str(&text)
+            .map_err(|e| AccessError::Parse { path: path.to_owned(), message: parse_problem(&text, &e) })
     }
 
     /// Loads the access file, creating it with fresh tokens when missing. The address is updated to
     /// the one the coordinator listens on now.
     pub fn load_or_create(path: &Path, address: &str) -> Result<Self, AccessError> {
         let mut access = if path.exists() {
+            tighten(path).map_err(|source| AccessError::Write { path: path.to_owned(), source })?;
             Self::load(path)?
         } else {
             Self { address: String::new(), agent_token: random_token(), client_token: random_token() }
@@ -78,6 +80,45 @@ impl AccessFile {
         file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)
     }
+}
+
+/// The keys of an access file, the only file text an error may quote.
+const KEYS: [&str; 3] = ["address", "agent_token", "client_token"];
+
+/// What is wrong with an access file that does not parse, by line and key, never quoting a value:
+/// toml's own message shows the offending line, which in this file holds a token.
+fn parse_problem(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message();
+    if message.starts_with("missing field")
+        && let Some(key) = KEYS.iter().find(|k| message.contains(&format!("`{k}`")))
+    {
+        return format!("missing key `{key}` (the file may be truncated)");
+    }
+    let what = if message.starts_with("unknown field") {
+        "unknown key"
+    } else if message.starts_with("invalid type") {
+        "the value has the wrong type (every value is a quoted string)"
+    } else {
+        "not a valid `key = \"value\"` line (the file may be truncated or edited)"
+    };
+    let Some(span) = e.span() else { return what.to_owned() };
+    let line_no = text.get(..span.start).unwrap_or(text).matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"'));
+    match key.and_then(|k| KEYS.iter().find(|known| **known == k)) {
+        Some(key) => format!("line {line_no}, key `{key}`: {what}"),
+        None => format!("line {line_no}: {what}; the keys are {}", KEYS.join(", ")),
+    }
+}
+
+/// Takes group and other access away from an existing access file.
+fn tighten(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// Constant-time comparison of a presented token with the expected one.
@@ -135,6 +176,46 @@ mod tests {
         assert_eq!(a.agent_token, b.agent_token);
         assert_eq!(b.address, "http://127.0.0.1:2");
         assert!(!format!("{b:?}").contains(&b.agent_token));
+    }
+
+    /// Truncated, edited and mistyped access files: the error names the line and key, never a token.
+    #[test]
+    fn parse_errors_name_the_key_but_quote_no_token_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.toml");
+        let good = AccessFile::load_or_create(&path, "http://127.0.0.1:1").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let secret = &good.client_token;
+        let cut = text.find(secret.as_str()).unwrap() + 20;
+        let token_line = text.lines().find(|l| l.contains(secret.as_str())).unwrap();
+        let cases = [
+            ("truncated mid-token", text[..cut].to_owned()),
+            ("quote removed", text.replacen(&format!("\"{secret}\""), &format!("\"{secret}"), 1)),
+            ("bare token line", text.replacen(token_line, secret, 1)),
+            ("token as a key", text.replacen(token_line, &format!("{secret} = \"x\""), 1)),
+            ("unquoted value", text.replacen(&format!("\"{secret}\""), &secret[..16], 1)),
+            ("key lost", text.replacen(token_line, "", 1)),
+        ];
+        for (case, edited) in cases {
+            std::fs::write(&path, &edited).unwrap();
+            let err = AccessFile::load(&path).unwrap_err().to_string();
+            assert!(err.starts_with("failed to parse access file"), "{case}: {err}");
+            for token in [&good.client_token, &good.agent_token] {
+                assert!(!err.contains(&token[..8]), "{case}: the error quotes token text: {err}");
+            }
+            assert!(err.contains("client_token") || err.contains("line "), "{case}: says nothing useful: {err}");
+        }
+    }
+
+    #[test]
+    fn a_loose_access_file_is_tightened_to_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.toml");
+        AccessFile::load_or_create(&path, "http://127.0.0.1:1").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        AccessFile::load_or_create(&path, "http://127.0.0.1:1").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

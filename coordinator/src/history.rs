@@ -86,7 +86,7 @@ pub struct History {
 impl History {
     /// Opens (creating if needed) the data dir's database: for `import`.
     pub async fn create(data_dir: &Path) -> Result<History, HistoryError> {
-        std::fs::create_dir_all(data_dir)
+        crate::data_dir::create_private_dir(data_dir)
             .map_err(|source| HistoryError::DataDir { path: data_dir.to_owned(), source })?;
         Ok(History { store: SqliteStore::open(&data_dir.join(DB_FILE)).await? })
     }

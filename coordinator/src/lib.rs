@@ -6,6 +6,7 @@
 
 mod artifacts;
 mod auth;
+mod data_dir;
 mod gate_stage;
 pub mod github;
 mod grpc;
@@ -20,5 +21,6 @@ mod store;
 mod writer;
 
 pub use auth::{AccessError, AccessFile};
-pub use server::{ServeConfig, ServeError, run};
+pub use data_dir::{DataDirError, DataDirLock, LOCK_FILE as DATA_DIR_LOCK_FILE, create_private_dir};
+pub use server::{ServeConfig, ServeError, run, run_locked};
 pub use shell::{CoreConfigPublic, ShellConfig};

@@ -14,6 +14,7 @@ use phasegate_proto::pb::control_service_server::ControlServiceServer;
 
 use crate::artifacts::ArtifactStore;
 use crate::auth::{AccessFile, RequireToken};
+use crate::data_dir::DataDirLock;
 use crate::grpc::{AgentApi, ControlApi};
 use crate::shell::{Shared, ShellConfig};
 use crate::store::SqliteStore;
@@ -29,8 +30,8 @@ pub struct ServeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("failed to create data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -47,14 +48,28 @@ pub enum ServeError {
     Github(#[from] phasegate_github::SinkError),
 }
 
-/// Opens the data dir (database, artifacts, access file) and serves gRPC on `grpc` and HTTP on
-/// `http` until `shutdown` resolves. Returns the access file it wrote.
+/// Locks the data dir, opens it (database, artifacts, access file) and serves gRPC on `grpc` and
+/// HTTP on `http` until `shutdown` resolves.
 pub async fn run(
     config: ServeConfig,
     grpc: TcpListener,
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    run_locked(lock, config, grpc, http, shutdown).await
+}
+
+/// [`run`] with the data dir's lock already taken (by a caller that must know it holds the dir
+/// before it reads anything in it); the lock is held until serving ends.
+pub async fn run_locked(
+    lock: DataDirLock,
+    config: ServeConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let _lock = lock;
     let (shared, access) = open(&config, &grpc).await?;
     let grpc_addr = grpc.local_addr().map_err(ServeError::Addr)?;
     tracing::info!(grpc = %grpc_addr, data_dir = %config.data_dir.display(), "coordinator listening");
@@ -126,7 +141,6 @@ pub async fn run(
 
 async fn open(config: &ServeConfig, grpc: &TcpListener) -> Result<(Arc<Shared<SqliteStore>>, AccessFile), ServeError> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir { path: dir.clone(), source })?;
     let addr = grpc.local_addr().map_err(ServeError::Addr)?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     let access = AccessFile::load_or_create(&dir.join("access.toml"), &format!("{scheme}://{addr}"))?;

@@ -27,9 +27,14 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A store error as gRPC answers it: `UNAVAILABLE`, with a storage fault's fixed message (a full
+/// disk: "coordinator out of disk space") so clients can say what to fix.
 pub(crate) fn store_status(e: StoreError) -> Status {
     tracing::error!(error = %e, "store failure");
-    Status::unavailable(format!("coordinator store failure: {e}"))
+    match e.fault() {
+        Some(fault) => fault.status(&e),
+        None => Status::unavailable(format!("coordinator store failure: {e}")),
+    }
 }
 
 pub(crate) fn rejection_status(r: Rejection) -> Status {
@@ -160,7 +165,7 @@ impl<S: Store> Shared<S> {
             if let Ok(fresh) = Self::load_core(&self.store, &self.config).await {
                 *core = fresh;
             }
-            return Err(Status::unavailable(format!("coordinator store failure: {e}")));
+            return Err(e.status());
         }
         self.after_commit(effects);
         Ok(())
@@ -178,7 +183,7 @@ impl<S: Store> Shared<S> {
             if let Ok(fresh) = Self::load_core(&self.store, &self.config).await {
                 *core = fresh;
             }
-            return Err(Status::unavailable(format!("coordinator store failure: {e}")));
+            return Err(e.status());
         }
         self.after_commit(&pending.effects);
         Ok(())

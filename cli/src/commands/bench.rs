@@ -12,6 +12,7 @@ use phasegate_proto::pb;
 
 use crate::cli::BenchSchedulerArgs;
 use crate::exit::{Code, Failure, Result};
+use crate::out::outln;
 
 /// Channels (HTTP/2 connections) the simulated agents share.
 const CONNECTIONS: usize = 8;
@@ -25,7 +26,7 @@ pub async fn scheduler(args: BenchSchedulerArgs) -> Result<Code> {
     let _ = coordinator.kill();
     let _ = coordinator.wait();
     let figures = result?;
-    println!("{figures}");
+    outln!("{figures}");
     Ok(Code::Success)
 }
 

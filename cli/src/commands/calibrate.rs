@@ -14,6 +14,7 @@ use phasegate_score::{Lexicon, ResponseRecord, Suite};
 
 use crate::cli::{CalibrateArgs, ReportFormat};
 use crate::exit::{Code, Failure, Result};
+use crate::out::{out, outln};
 
 pub fn calibrate(args: &CalibrateArgs) -> Result<Code> {
     let suite = Suite::load(&args.suite).map_err(|e| Failure::usage(e.to_string()))?;
@@ -41,8 +42,8 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<Code> {
         .collect();
     let report = report::build(&suite, &scored);
     match args.format {
-        ReportFormat::Markdown => print!("{}", render::markdown(&report)),
-        ReportFormat::Json => println!("{}", render::json(&report)),
+        ReportFormat::Markdown => out!("{}", render::markdown(&report)),
+        ReportFormat::Json => outln!("{}", render::json(&report)),
     }
     Ok(Code::Success)
 }

@@ -24,6 +24,7 @@ use super::serve::start_local;
 use super::submit::{submit_spec, wait};
 use crate::cli::DemoArgs;
 use crate::exit::{Code, Failure, Result};
+use crate::out::{out, outln};
 use crate::render::run_text;
 
 /// Where the bundled experiment lives, relative to the repository root.
@@ -41,10 +42,9 @@ pub async fn demo(args: DemoArgs) -> Result<Code> {
     super::models::pull_into(MODEL, &model_cache).await?;
     super::dictionary::pull_into(suite_language(&dataset)?, &model_cache).await?;
     let data_dir = args.data_dir.clone();
-    if data_dir.exists() {
-        std::fs::remove_dir_all(&data_dir)
-            .map_err(|e| Failure::usage(format!("failed to clear the demo data dir {}: {e}", data_dir.display())))?;
-    }
+    // Locked before it is cleared: a coordinator serving from this dir keeps it.
+    let lock = super::serve::lock_data_dir(&data_dir)?;
+    clear_except_lock(&data_dir)?;
     let bind = |what: &str| {
         let what = what.to_owned();
         async move {
@@ -56,8 +56,8 @@ pub async fn demo(args: DemoArgs) -> Result<Code> {
     import_history(&dataset, &data_dir).await?;
     let config = ServeConfig { data_dir: data_dir.clone(), shell: ShellConfig::default(), tls: None };
     let (grpc, http) = (bind("grpc").await?, bind("http").await?);
-    let cluster = start_local(config, grpc, http, "demo-agent".into(), Vec::new(), 1, model_cache).await?;
-    println!(
+    let cluster = start_local(lock, config, grpc, http, "demo-agent".into(), Vec::new(), 1, model_cache).await?;
+    outln!(
         "phasegate demo: coordinator {} with one local agent, data dir {}",
         cluster.access.address,
         data_dir.display()
@@ -66,18 +66,18 @@ pub async fn demo(args: DemoArgs) -> Result<Code> {
     let access_path = cluster.access_path.clone();
     cluster.shutdown().await?;
     let run = result?;
-    print!("\n{}", run_text(&run));
+    out!("\n{}", run_text(&run));
     if !run.report.is_empty() {
-        println!("\n{}", run.report);
+        outln!("\n{}", run.report);
     }
     let verdict = if run.verdict.is_empty() { "none (the run has no gate stage)" } else { run.verdict.as_str() };
-    println!("verdict: {verdict}");
-    println!("demo wall time: {:.1} s", started.elapsed().as_secs_f64());
-    println!("\nlook again:");
-    println!("  phasegate up --data-dir {}      # then, in another shell:", data_dir.display());
-    println!("  phasegate --access-file {} show {}", access_path.display(), run.id);
-    println!("  phasegate --access-file {} logs {}", access_path.display(), run.id);
-    println!("  phasegate history {EXPERIMENT} --data-dir {}", data_dir.display());
+    outln!("verdict: {verdict}");
+    outln!("demo wall time: {:.1} s", started.elapsed().as_secs_f64());
+    outln!("\nlook again:");
+    outln!("  phasegate up --data-dir {}      # then, in another shell:", data_dir.display());
+    outln!("  phasegate --access-file {} show {}", access_path.display(), run.id);
+    outln!("  phasegate --access-file {} logs {}", access_path.display(), run.id);
+    outln!("  phasegate history {EXPERIMENT} --data-dir {}", data_dir.display());
     if run.state == "succeeded" {
         Ok(Code::Success)
     } else {
@@ -108,7 +108,7 @@ async fn import_history(dataset: &Path, data_dir: &Path) -> Result<()> {
         let (label, score) = (phase.label.clone(), phase.score());
         history.import_phase(phase, true).await.map_err(store_failure)?;
         let score = score.map_or_else(|| "no score".to_owned(), |s| format!("{s:.3}/10"));
-        println!("phasegate demo: imported accepted phase {label} ({score}) from {}", dir.display());
+        outln!("phasegate demo: imported accepted phase {label} ({score}) from {}", dir.display());
     }
     Ok(())
 }
@@ -118,9 +118,12 @@ async fn run_phase(access: &phasegate_coordinator::AccessFile, dataset: &Path) -
     let mut client = control_client(ch, &access.client_token).map_err(|e| Failure::infra(e.to_string()))?;
     let spec = dataset.join(CANDIDATE_SPEC);
     let (spec, resp) = submit_spec(&mut client, &spec, pb::Trigger::default(), 64 << 20).await?;
-    println!(
+    outln!(
         "phasegate demo: submitted run {} ({} phase {}: {})",
-        resp.run_id, spec.experiment, spec.phase, spec.description
+        resp.run_id,
+        spec.experiment,
+        spec.phase,
+        spec.description
     );
     let logs = tokio::spawn(print_agent_lines(client.clone(), resp.run_id));
     let run = wait(&mut client, resp.run_id, false).await;
@@ -129,13 +132,33 @@ async fn run_phase(access: &phasegate_coordinator::AccessFile, dataset: &Path) -
     run
 }
 
+/// Empties the demo's data dir for a fresh start, keeping the lock file this process holds.
+fn clear_except_lock(data_dir: &Path) -> Result<()> {
+    let fail =
+        |e: std::io::Error| Failure::io(format!("failed to clear the demo data dir {}: {e}", data_dir.display()), &e);
+    for entry in std::fs::read_dir(data_dir).map_err(fail)? {
+        let entry = entry.map_err(fail)?;
+        if entry.file_name() == phasegate_coordinator::DATA_DIR_LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().map_err(fail)?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(fail)?;
+    }
+    Ok(())
+}
+
 /// Prints the agent's own lines of the run (eval progress, scores) as they arrive.
 async fn print_agent_lines(mut client: phasegate_proto::client::ControlClient, run_id: u64) {
     let Ok(resp) = client.fetch_logs(pb::FetchLogsRequest { run_id, follow: true }).await else { return };
     let mut stream = resp.into_inner();
     while let Some(Ok(chunk)) = stream.next().await {
         for line in chunk.lines.iter().filter(|l| l.stream == "agent") {
-            println!("  [{}] {}", chunk.stage, line.text);
+            outln!("  [{}] {}", chunk.stage, line.text);
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::cli::{
 };
 use crate::connect::Endpoint;
 use crate::exit::{Code, Failure, Result};
+use crate::out::{out, outln};
 
 /// Imports one phase: through the coordinator when one is named (`--access-file`, `--coordinator`),
 /// else into the data dir directly. The files are parsed here either way, so errors name them.
@@ -62,11 +63,11 @@ pub async fn history(args: HistoryArgs) -> Result<Code> {
     let entries = history.history(&args.experiment).await.map_err(store_failure)?;
     if args.json {
         let rows: Vec<_> = entries.iter().map(entry_json).collect();
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
     } else if entries.is_empty() {
         eprintln!("no phases in experiment {}", args.experiment);
     } else {
-        print!("{}", history_table(&entries));
+        out!("{}", history_table(&entries));
     }
     Ok(Code::Success)
 }
@@ -89,8 +90,8 @@ pub async fn gate(args: GateArgs) -> Result<Code> {
     let outcome =
         history.gate(&candidate, &config, GITHUB_COMMENT_LIMIT, rescorer.as_ref()).await.map_err(store_failure)?;
     match args.format {
-        ReportFormat::Markdown => print!("{}", outcome.markdown),
-        ReportFormat::Json => println!("{}", outcome.json),
+        ReportFormat::Markdown => out!("{}", outcome.markdown),
+        ReportFormat::Json => outln!("{}", outcome.json),
     }
     Ok(verdict_code(outcome.verdict()))
 }
@@ -108,7 +109,7 @@ pub async fn rescore(args: RescoreArgs) -> Result<Code> {
     let score = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     for l in &lines {
         match &l.outcome {
-            RescoreOutcome::Rescored { after } => println!(
+            RescoreOutcome::Rescored { after } => outln!(
                 "phase {}: {} → {} ({} → {})",
                 l.label,
                 score(l.before),
@@ -116,8 +117,8 @@ pub async fn rescore(args: RescoreArgs) -> Result<Code> {
                 l.from,
                 rescorer.instrument()
             ),
-            RescoreOutcome::Current => println!("phase {}: already scored by {}", l.label, rescorer.instrument()),
-            RescoreOutcome::Skipped(why) => println!("phase {}: kept as scored by {}: {why}", l.label, l.from),
+            RescoreOutcome::Current => outln!("phase {}: already scored by {}", l.label, rescorer.instrument()),
+            RescoreOutcome::Skipped(why) => outln!("phase {}: kept as scored by {}: {why}", l.label, l.from),
         }
     }
     Ok(Code::Success)
@@ -167,7 +168,7 @@ pub fn bench(args: &BenchGateArgs) -> Code {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    println!(
+    outln!(
         "bench gate: {} phases, {} questions, K = {}, {} resamples, {} rounds: ms per verdict min {:.1} median {:.1} max {:.1}",
         args.phases,
         args.questions,

@@ -7,6 +7,7 @@ use phasegate_eval::{BenchOptions, CpuRequantize, EvalError, ModelSpec};
 
 use crate::cli::{BenchEvalArgs, ModelsListArgs, ModelsPullArgs};
 use crate::exit::{Code, Failure, Result};
+use crate::out::outln;
 
 fn cache_dir(given: Option<&PathBuf>) -> PathBuf {
     given.cloned().unwrap_or_else(phasegate_eval::models::default_cache_dir)
@@ -32,7 +33,7 @@ pub async fn pull(args: ModelsPullArgs) -> Result<Code> {
         Some(language) => super::dictionary::pull_into(language, &cache).await?,
         None => pull_into(&args.name, &cache).await?,
     };
-    println!("{}", path.display());
+    outln!("{}", path.display());
     Ok(Code::Success)
 }
 
@@ -70,7 +71,7 @@ pub fn list(args: &ModelsListArgs) -> Result<Code> {
         eprintln!("hint: phasegate models pull smollm2-135m-instruct");
     }
     for m in models {
-        println!("{:<32} {:>8.1} MB  {}", m.name, m.bytes as f64 / 1e6, m.path.display());
+        outln!("{:<32} {:>8.1} MB  {}", m.name, m.bytes as f64 / 1e6, m.path.display());
     }
     Ok(Code::Success)
 }
@@ -96,9 +97,9 @@ pub async fn bench_eval(args: BenchEvalArgs) -> Result<Code> {
         .map_err(|e| Failure::infra(format!("the bench task stopped: {e}")))?
         .map_err(|e| eval_failure(Code::Infrastructure, &e))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&figures).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&figures).unwrap_or_default());
     } else {
-        println!("{figures}");
+        outln!("{figures}");
     }
     Ok(Code::Success)
 }

@@ -7,10 +7,11 @@ use phasegate_proto::pb;
 use crate::cli::{JsonArg, LogsArgs, RunArg, RunsArgs, ShowArgs};
 use crate::connect::Endpoint;
 use crate::exit::{Code, Failure, Result};
+use crate::out::{out, outln};
 use crate::render::{agent_json, agent_text, run_json, run_text};
 
 fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 pub async fn runs(args: RunsArgs, endpoint: &Endpoint) -> Result<Code> {
@@ -21,11 +22,11 @@ pub async fn runs(args: RunsArgs, endpoint: &Endpoint) -> Result<Code> {
     if args.json {
         print_json(&serde_json::Value::Array(runs.iter().map(run_json).collect()));
     } else if runs.is_empty() {
-        println!("no runs");
+        outln!("no runs");
     } else {
         for r in &runs {
             let verdict = if r.verdict.is_empty() { String::new() } else { format!("  verdict {}", r.verdict) };
-            println!("{:>6}  {:<20} phase {:<8} {:<10} {}{verdict}", r.id, r.experiment, r.phase, r.state, r.priority);
+            outln!("{:>6}  {:<20} phase {:<8} {:<10} {}{verdict}", r.id, r.experiment, r.phase, r.state, r.priority);
         }
     }
     Ok(Code::Success)
@@ -41,7 +42,7 @@ pub async fn show(args: ShowArgs, endpoint: &Endpoint) -> Result<Code> {
     if args.json {
         print_json(&run_json(&run));
     } else {
-        print!("{}", run_text(&run));
+        out!("{}", run_text(&run));
     }
     Ok(Code::Success)
 }
@@ -57,10 +58,10 @@ pub async fn agents(args: JsonArg, endpoint: &Endpoint) -> Result<Code> {
     if args.json {
         print_json(&serde_json::Value::Array(agents.iter().map(agent_json).collect()));
     } else if agents.is_empty() {
-        println!("no agents registered");
+        outln!("no agents registered");
     } else {
         for a in &agents {
-            println!("{}", agent_text(a));
+            outln!("{}", agent_text(a));
         }
     }
     Ok(Code::Success)
@@ -74,9 +75,9 @@ pub async fn cancel(args: RunArg, endpoint: &Endpoint) -> Result<Code> {
         .map_err(|s| Failure::from_status(&format!("failed to cancel run {}", args.run), &s))?
         .into_inner();
     if resp.cancelled {
-        println!("run {} cancelled", args.run);
+        outln!("run {} cancelled", args.run);
     } else {
-        println!("run {} had already ended", args.run);
+        outln!("run {} had already ended", args.run);
     }
     Ok(Code::Success)
 }
@@ -93,7 +94,11 @@ pub async fn logs(args: LogsArgs, endpoint: &Endpoint) -> Result<Code> {
         let chunk = chunk.map_err(|s| Failure::from_status(&what, &s))?;
         for line in chunk.lines {
             let tag = if line.stream == "stdout" { String::new() } else { format!("[{}] ", line.stream) };
-            println!("{}#{} {tag}{}", chunk.stage, chunk.job_id, line.text);
+            outln!("{}#{} {tag}{}", chunk.stage, chunk.job_id, line.text);
+        }
+        if crate::out::closed() {
+            // Nobody reads any more (`logs --follow | head`): stop following.
+            break;
         }
     }
     Ok(Code::Success)

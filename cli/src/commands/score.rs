@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::gate::load_suite;
 use crate::cli::{ReportFormat, ScoreArgs};
 use crate::exit::{Code, Failure, Result};
+use crate::out::out;
 
 pub fn score(args: &ScoreArgs) -> Result<Code> {
     let suite = load_suite(&args.suite)?;
@@ -41,7 +42,7 @@ pub fn score(args: &ScoreArgs) -> Result<Code> {
         Some(out) => {
             std::fs::write(out, text).map_err(|e| Failure::infra(format!("failed to write {}: {e}", out.display())))?
         }
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     Ok(Code::Success)
 }

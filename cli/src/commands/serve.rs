@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use phasegate_coordinator::{AccessFile, CoreConfigPublic, ServeConfig, ShellConfig};
+use phasegate_coordinator::{AccessFile, CoreConfigPublic, DataDirLock, ServeConfig, ShellConfig};
 
 use super::shutdown_signal;
 use crate::cli::{ServeArgs, UpArgs};
@@ -42,10 +42,21 @@ async fn bind(args: &ServeArgs) -> Result<(TcpListener, TcpListener)> {
     Ok((grpc, http))
 }
 
+/// Takes the data dir's lock: a second coordinator on the same dir is refused before it touches
+/// anything there.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock> {
+    DataDirLock::acquire(dir).map_err(|e| {
+        let in_use = matches!(e, phasegate_coordinator::DataDirError::InUse { .. });
+        let failure = Failure::infra(e.to_string());
+        if in_use { failure.with_hint("stop that coordinator first, or pass another --data-dir") } else { failure }
+    })
+}
+
 pub async fn serve(args: ServeArgs) -> Result<Code> {
     let config = configured(&args)?;
+    let lock = lock_data_dir(&config.data_dir)?;
     let (grpc, http) = bind(&args).await?;
-    phasegate_coordinator::run(config, grpc, http, shutdown_signal())
+    phasegate_coordinator::run_locked(lock, config, grpc, http, shutdown_signal())
         .await
         .map_err(|e| Failure::infra(e.to_string()))?;
     Ok(Code::Success)
@@ -66,8 +77,11 @@ impl std::fmt::Debug for LocalCluster {
     }
 }
 
-/// Starts a coordinator on the given listeners and one agent connected to it.
+/// Starts a coordinator on the given listeners, holding `lock` on its data dir, and one agent
+/// connected to it.
+#[expect(clippy::too_many_arguments, reason = "the settings of two components started together")]
 pub async fn start_local(
+    lock: DataDirLock,
     config: ServeConfig,
     grpc: TcpListener,
     http: TcpListener,
@@ -82,13 +96,18 @@ pub async fn start_local(
     config.shell.model_cache.get_or_insert_with(|| model_cache.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(phasegate_coordinator::run(config, grpc, http, async move {
+    let listening =
+        grpc.local_addr().map_err(|e| Failure::infra(format!("failed to read the listener address: {e}")))?;
+    let server = tokio::spawn(phasegate_coordinator::run_locked(lock, config, grpc, http, async move {
         let _ = server_stop.wait_for(|s| *s).await;
     }));
-    // The coordinator writes the access file before it serves; wait for it.
+    // The coordinator writes the access file before it serves; wait for it (a file left by an
+    // earlier coordinator on this dir names another address).
     let access_path = data_dir.join("access.toml");
     let access = loop {
-        if let Ok(a) = AccessFile::load(&access_path) {
+        if let Ok(a) = AccessFile::load(&access_path)
+            && a.address.ends_with(&format!("://{listening}"))
+        {
             break a;
         }
         if server.is_finished() {
@@ -153,10 +172,11 @@ impl LocalCluster {
 /// A coordinator and one local agent in one process.
 pub async fn up(args: UpArgs) -> Result<Code> {
     let config = configured(&args.serve)?;
+    let lock = lock_data_dir(&config.data_dir)?;
     let (grpc, http) = bind(&args.serve).await?;
     let data_dir = config.data_dir.clone();
     let cluster =
-        start_local(config, grpc, http, args.agent_name, args.labels, args.max_jobs, args.models.dir()).await?;
+        start_local(lock, config, grpc, http, args.agent_name, args.labels, args.max_jobs, args.models.dir()).await?;
     eprintln!("phasegate up: coordinator at {} (data dir {})", cluster.access.address, data_dir.display());
     eprintln!("phasegate up: clients use --access-file {}", cluster.access_path.display());
     shutdown_signal().await;

@@ -12,6 +12,7 @@ use phasegate_proto::{CHUNK_BYTES, pb};
 use crate::cli::SubmitArgs;
 use crate::connect::Endpoint;
 use crate::exit::{Code, Failure, Result};
+use crate::out::{out, outln};
 use crate::render::{run_json, run_text};
 
 pub async fn submit(args: SubmitArgs, endpoint: &Endpoint) -> Result<Code> {
@@ -28,17 +29,17 @@ pub async fn submit(args: SubmitArgs, endpoint: &Endpoint) -> Result<Code> {
     }
     if !args.wait {
         if args.json {
-            println!("{}", serde_json::json!({"id": resp.run_id, "superseded": resp.superseded}));
+            outln!("{}", serde_json::json!({"id": resp.run_id, "superseded": resp.superseded}));
         }
         return Ok(Code::Success);
     }
     let run = wait(&mut client, resp.run_id, args.json).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&run_json(&run)).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&run_json(&run)).unwrap_or_default());
     } else {
-        print!("{}", run_text(&run));
+        out!("{}", run_text(&run));
         if !run.report.is_empty() {
-            println!("\n{}", run.report);
+            outln!("\n{}", run.report);
         }
     }
     Ok(exit_code(&run))

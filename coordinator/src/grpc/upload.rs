@@ -33,15 +33,10 @@ where
     if header.name.is_empty() || header.name.len() > 512 {
         return Err(Status::invalid_argument("header.name: must be 1-512 characters"));
     }
-    let mut incoming = shared
-        .artifacts
-        .begin(&header.name, header.size, &sha, limit)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut incoming = shared.artifacts.begin(&header.name, header.size, &sha, limit).map_err(|e| e.status())?;
     while let Some(chunk) = stream.next().await {
         match chunk?.part {
-            Some(pb::artifact_chunk::Part::Data(data)) => {
-                incoming.write(&data).map_err(|e| Status::invalid_argument(e.to_string()))?
-            }
+            Some(pb::artifact_chunk::Part::Data(data)) => incoming.write(&data).map_err(|e| e.status())?,
             _ => return Err(Status::invalid_argument("upload: only the first chunk may be a header")),
         }
     }
@@ -49,7 +44,7 @@ where
     let (digest, size) = tokio::task::spawn_blocking(move || artifacts.finish(incoming))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| e.status())?;
     shared.store.record_artifact(&digest, size, now_ms() as i64).await.map_err(store_status)?;
     Ok(pb::ArtifactRef { name: header.name, sha256: digest, size })
 }

@@ -3,11 +3,13 @@
 //! Contract: every method commits before it returns `Ok`, so the caller may acknowledge what it
 //! wrote. A method that writes several rows writes them in one transaction.
 
+mod fault;
 mod records;
 mod sqlite;
 
 use std::future::Future;
 
+pub use fault::StorageFault;
 pub(crate) use records::{
     AgentRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, LogRecord, NewGithubNotice, NewJobRecord,
     NewRunRecord, NoticeId, PhaseRecord, RunRecord, VerdictRecord,
@@ -30,6 +32,19 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("run {0} does not exist")]
     NoRun(RunId),
+}
+
+impl StoreError {
+    /// The storage fault behind this error (full, failing or read-only disk), if that is what it is.
+    pub fn fault(&self) -> Option<StorageFault> {
+        match self {
+            Self::Open { source, .. } | Self::Sql(source) => StorageFault::of_sqlx(source),
+            Self::Migrate(
+                sqlx::migrate::MigrateError::Execute(source) | sqlx::migrate::MigrateError::ExecuteMigration(source, _),
+            ) => StorageFault::of_sqlx(source),
+            _ => None,
+        }
+    }
 }
 
 /// What a completed job reported, written together with the state change.

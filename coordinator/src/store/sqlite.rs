@@ -2,13 +2,24 @@
 //!
 //! `synchronous = NORMAL` in WAL mode makes every commit durable against a killed process (the WAL
 //! is written before `COMMIT` returns); only an OS crash or power loss can drop the last commits.
+//!
+//! A failed write (a full or failing disk) must not leave a pooled connection inside a transaction:
+//! it would hold SQLite's write lock ("database is locked" for every later writer, even after space
+//! is back) and read an old snapshot. Every transaction here is rolled back, awaited, on its error
+//! path ([`finish`]), and a connection returning to the pool is checked and closed, not reused, when
+//! either sqlx or SQLite itself still sees a transaction ([`left_in_transaction`]).
 
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection as _, Row, Sqlite, SqlitePool, Transaction};
 
 use phasegate_proto::domain::{JobId, RunId, Trigger};
 use phasegate_proto::pb;
@@ -26,11 +37,15 @@ mod phases;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Set by the first failed transaction; from then on the pool's release check also asks SQLite.
+    failed_write: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the embedded migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        private_files(path).map_err(|e| open_err(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -38,13 +53,25 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let failed_write = Arc::new(AtomicBool::new(false));
+        let check = failed_write.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(move |conn, _| {
+                let ask_sqlite = check.load(Ordering::Relaxed);
+                Box::pin(async move {
+                    let stuck = left_in_transaction(conn, ask_sqlite).await;
+                    if stuck {
+                        tracing::warn!("closing a database connection left inside a transaction");
+                    }
+                    Ok(!stuck)
+                })
+            })
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+            .map_err(open_err)?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, failed_write })
     }
 
     /// One event's changes in their own transaction (tests drive the store directly).
@@ -97,6 +124,69 @@ impl SqliteStore {
             jobs = rest;
         }
         Ok(runs)
+    }
+}
+
+/// The database file and its WAL and shared-memory files, created or tightened to mode 0600 before
+/// SQLite opens them (SQLite gives the WAL and shm files the database file's mode).
+fn private_files(db: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(db)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = Path::new(&name);
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a connection is still inside a transaction, by sqlx's count or, with `ask_sqlite`, by
+/// SQLite's own state (`BEGIN` fails inside a transaction). A failed check counts as stuck: the
+/// connection is closed. Asking SQLite costs two statements per release, so it starts only once a
+/// write has failed; until then sqlx's count and SQLite's agree.
+async fn left_in_transaction(conn: &mut SqliteConnection, ask_sqlite: bool) -> bool {
+    if conn.is_in_transaction() {
+        return true;
+    }
+    if !ask_sqlite {
+        return false;
+    }
+    match sqlx::raw_sql("BEGIN").execute(&mut *conn).await {
+        Ok(_) => sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.is_err(),
+        Err(_) => true,
+    }
+}
+
+/// Ends a transaction: commits after `Ok`; after `Err`, rolls back and waits for it, so the
+/// connection goes back to the pool outside any transaction. (A failed `COMMIT` drops the
+/// transaction, whose rollback runs before the pool's check of the connection.)
+async fn finish<T>(
+    tx: Transaction<'_, Sqlite>,
+    outcome: Result<T, StoreError>,
+    failed_write: &AtomicBool,
+) -> Result<T, StoreError> {
+    match outcome {
+        Ok(value) => {
+            if let Err(e) = tx.commit().await {
+                failed_write.store(true, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            Ok(value)
+        }
+        Err(e) => {
+            failed_write.store(true, Ordering::Relaxed);
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rollback after a failed write failed");
+            }
+            Err(e)
+        }
     }
 }
 
@@ -161,7 +251,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
 
 /// The rows one event changed, written inside the caller's transaction.
 async fn write_effects(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Transaction<'_, Sqlite>,
     effects: &Effects,
     result: &JobResult,
     now_ms: i64,
@@ -214,67 +304,105 @@ async fn write_effects(
     Ok(())
 }
 
+/// A run's row and its jobs' rows; returns their ids (jobs in the order given).
+async fn insert_run_rows(tx: &mut Transaction<'_, Sqlite>, run: &NewRunRecord) -> Result<(i64, Vec<i64>), StoreError> {
+    let run_id: i64 = sqlx::query(
+        "INSERT INTO runs (experiment, phase, description, priority, state, error, spec_toml, spec_path, \
+         bundle_sha256, pr, sha, branch, repo, created_ms, finished_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&run.experiment)
+    .bind(&run.phase)
+    .bind(&run.description)
+    .bind(run.priority.as_str())
+    .bind(run.state.as_str())
+    .bind(&run.error)
+    .bind(&run.spec_toml)
+    .bind(&run.spec_path)
+    .bind(&run.bundle_sha256)
+    .bind(run.trigger.pr.map(|p| p as i64))
+    .bind(&run.trigger.sha)
+    .bind(&run.trigger.branch)
+    .bind(&run.trigger.repo)
+    .bind(run.created_ms)
+    .bind(run.state.is_terminal().then_some(run.created_ms))
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
+    let job_state = match run.state {
+        phasegate_proto::domain::RunState::Failed => "cancelled",
+        _ => "queued",
+    };
+    let mut ids: Vec<i64> = Vec::with_capacity(run.jobs.len());
+    for job in &run.jobs {
+        let deps: Vec<i64> = job.depends_on.iter().filter_map(|i| ids.get(*i).copied()).collect();
+        let id: i64 = sqlx::query(
+            "INSERT INTO jobs (run_id, stage, depends_on, requires, work, state, error, updated_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(run_id)
+        .bind(job.stage.as_str())
+        .bind(serde_json::to_string(&deps).map_err(|e| corrupt("jobs", e))?)
+        .bind(job.requires.encode_to_vec())
+        .bind(job.work.encode_to_vec())
+        .bind(job_state)
+        .bind(if job_state == "cancelled" { run.error.as_str() } else { "" })
+        .bind(run.created_ms)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+        ids.push(id);
+    }
+    Ok((run_id, ids))
+}
+
+async fn append_event_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: JobId,
+    batch_seq: u64,
+    lines: &[pb::LogLine],
+    metrics: &[pb::MetricPoint],
+) -> Result<(), StoreError> {
+    for line in lines {
+        sqlx::query("INSERT OR IGNORE INTO job_logs (job_id, seq, stream, text, ts_ms) VALUES (?, ?, ?, ?, ?)")
+            .bind(job.0 as i64)
+            .bind(line.seq as i64)
+            .bind(&line.stream)
+            .bind(&line.text)
+            .bind(line.ts_ms)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for (idx, point) in metrics.iter().enumerate() {
+        sqlx::query("INSERT OR IGNORE INTO job_metric_points (job_id, batch_seq, idx, point) VALUES (?, ?, ?, ?)")
+            .bind(job.0 as i64)
+            .bind(batch_seq as i64)
+            .bind(idx as i64)
+            .bind(point.encode_to_vec())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     async fn insert_run(&self, run: &NewRunRecord) -> Result<(RunId, Vec<JobId>), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let run_id: i64 = sqlx::query(
-            "INSERT INTO runs (experiment, phase, description, priority, state, error, spec_toml, spec_path, \
-             bundle_sha256, pr, sha, branch, repo, created_ms, finished_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&run.experiment)
-        .bind(&run.phase)
-        .bind(&run.description)
-        .bind(run.priority.as_str())
-        .bind(run.state.as_str())
-        .bind(&run.error)
-        .bind(&run.spec_toml)
-        .bind(&run.spec_path)
-        .bind(&run.bundle_sha256)
-        .bind(run.trigger.pr.map(|p| p as i64))
-        .bind(&run.trigger.sha)
-        .bind(&run.trigger.branch)
-        .bind(&run.trigger.repo)
-        .bind(run.created_ms)
-        .bind(run.state.is_terminal().then_some(run.created_ms))
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-        let job_state = match run.state {
-            phasegate_proto::domain::RunState::Failed => "cancelled",
-            _ => "queued",
-        };
-        let mut ids: Vec<i64> = Vec::with_capacity(run.jobs.len());
-        for job in &run.jobs {
-            let deps: Vec<i64> = job.depends_on.iter().filter_map(|i| ids.get(*i).copied()).collect();
-            let id: i64 = sqlx::query(
-                "INSERT INTO jobs (run_id, stage, depends_on, requires, work, state, error, updated_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(run_id)
-            .bind(job.stage.as_str())
-            .bind(serde_json::to_string(&deps).map_err(|e| corrupt("jobs", e))?)
-            .bind(job.requires.encode_to_vec())
-            .bind(job.work.encode_to_vec())
-            .bind(job_state)
-            .bind(if job_state == "cancelled" { run.error.as_str() } else { "" })
-            .bind(run.created_ms)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-            ids.push(id);
-        }
-        tx.commit().await?;
+        let outcome = insert_run_rows(&mut tx, run).await;
+        let (run_id, ids) = finish(tx, outcome, &self.failed_write).await?;
         Ok((RunId(run_id as u64), ids.into_iter().map(|i| JobId(i as u64)).collect()))
     }
 
     async fn apply_batch(&self, items: &[(&Effects, &JobResult)], now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut outcome = Ok(());
         for (effects, result) in items {
-            write_effects(&mut tx, effects, result, now_ms).await?;
+            outcome = write_effects(&mut tx, effects, result, now_ms).await;
+            if outcome.is_err() {
+                break;
+            }
         }
-        tx.commit().await?;
-        Ok(())
+        finish(tx, outcome, &self.failed_write).await
     }
 
     async fn append_events(
@@ -285,27 +413,8 @@ impl Store for SqliteStore {
         metrics: &[pb::MetricPoint],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for line in lines {
-            sqlx::query("INSERT OR IGNORE INTO job_logs (job_id, seq, stream, text, ts_ms) VALUES (?, ?, ?, ?, ?)")
-                .bind(job.0 as i64)
-                .bind(line.seq as i64)
-                .bind(&line.stream)
-                .bind(&line.text)
-                .bind(line.ts_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (idx, point) in metrics.iter().enumerate() {
-            sqlx::query("INSERT OR IGNORE INTO job_metric_points (job_id, batch_seq, idx, point) VALUES (?, ?, ?, ?)")
-                .bind(job.0 as i64)
-                .bind(batch_seq as i64)
-                .bind(idx as i64)
-                .bind(point.encode_to_vec())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let outcome = append_event_rows(&mut tx, job, batch_seq, lines, metrics).await;
+        finish(tx, outcome, &self.failed_write).await
     }
 
     async fn record_artifact(&self, sha256: &str, size: u64, now_ms: i64) -> Result<(), StoreError> {
