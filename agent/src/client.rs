@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Code;
 
-use phasegate_proto::client::{AgentClient, ConnectError, agent_client, channel};
+use phasegate_proto::client::{AgentClient, ConnectError, agent_client_as, channel};
+use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
 
 use crate::caps::{CapsConfig, GpuProbe, gather};
@@ -48,8 +49,8 @@ pub enum AgentError {
     Refused(String),
 }
 
-/// Jobs this agent runs now: job id → (epoch, cancel switch).
-type Running = Arc<Mutex<HashMap<u64, (u64, watch::Sender<bool>)>>>;
+/// Jobs this agent runs now: job id → (its lease, token included, and cancel switch).
+type Running = Arc<Mutex<HashMap<u64, (Lease, watch::Sender<bool>)>>>;
 
 #[derive(Debug)]
 struct Agent {
@@ -58,6 +59,8 @@ struct Agent {
     caps: CapsConfig,
     probe: Arc<dyn GpuProbe>,
     running: Running,
+    /// Random per process: tells the coordinator a re-registration is this process again.
+    instance: String,
     heartbeat: Mutex<Duration>,
     /// The environment fingerprint of the last registration, for eval results.
     environment: Mutex<BTreeMap<String, String>>,
@@ -71,7 +74,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
-    let client = agent_client(channel(&config.coordinator, config.ca_pem.as_deref())?, &config.token)?;
+    let client = agent_client_as(channel(&config.coordinator, config.ca_pem.as_deref())?, &config.token, &config.name)?;
     let mut caps = CapsConfig::new(env!("CARGO_PKG_VERSION"), config.labels.clone());
     if let Some(p) = &config.python_packages {
         caps.python_packages = p.clone();
@@ -82,6 +85,7 @@ pub async fn run(
         caps,
         probe,
         running: Arc::default(),
+        instance: new_instance(),
         heartbeat: Mutex::new(Duration::from_secs(5)),
         environment: Mutex::default(),
     });
@@ -100,10 +104,18 @@ pub async fn run(
     Ok(())
 }
 
+/// 128 random bits, hex.
+fn new_instance() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 impl Agent {
     fn leases(&self) -> Vec<pb::JobLease> {
-        let running = self.running.lock().map(|m| m.iter().map(|(j, (e, _))| (*j, *e)).collect::<Vec<_>>());
-        running.unwrap_or_default().into_iter().map(|(job_id, epoch)| pb::JobLease { job_id, epoch }).collect()
+        let running = self.running.lock().map(|m| m.values().map(|(l, _)| pb::JobLease::from(*l)).collect());
+        running.unwrap_or_default()
     }
 
     fn stop(&self, jobs: &[u64]) {
@@ -125,9 +137,13 @@ impl Agent {
             agent_name: self.config.name.clone(),
             capabilities: Some(to_pb(caps, self.config.max_jobs)),
             running: self.leases(),
+            protocol_version: phasegate_proto::PROTOCOL_VERSION,
+            instance: self.instance.clone(),
         };
         let mut client = self.client.clone();
         let resp = client.register(request).await?.into_inner();
+        phasegate_proto::protocol::check("coordinator", resp.protocol_version, "agent")
+            .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
         if let Ok(mut hb) = self.heartbeat.lock() {
             *hb = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
         }
@@ -144,7 +160,13 @@ impl Agent {
             match self.register().await {
                 Ok(()) => return Ok(()),
                 Err(s)
-                    if matches!(s.code(), Code::Unauthenticated | Code::InvalidArgument | Code::PermissionDenied) =>
+                    if matches!(
+                        s.code(),
+                        Code::Unauthenticated
+                            | Code::InvalidArgument
+                            | Code::PermissionDenied
+                            | Code::FailedPrecondition
+                    ) =>
                 {
                     return Err(AgentError::Refused(s.message().to_owned()));
                 }
@@ -219,8 +241,8 @@ impl Agent {
 
     async fn run_job(&self, a: pb::Assignment) {
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        if let Ok(mut m) = self.running.lock() {
-            m.insert(a.job_id, (a.epoch, cancel_tx));
+        if let (Ok(lease), Ok(mut m)) = (Lease::of_assignment(&a), self.running.lock()) {
+            m.insert(a.job_id, (lease, cancel_tx));
         }
         let job_id = a.job_id;
         tracing::info!(job = job_id, stage = %a.stage, attempt = a.attempt, "running job");
