@@ -150,7 +150,7 @@ async fn tick_loop<S: crate::store::Store>(shared: Arc<Shared<S>>, mut stop: tok
                 }
                 ticks += 1;
                 // "Last used" of credentials is informational: written every ten seconds.
-                if ticks % 20 == 0 && let Err(e) = shared.flush_credential_use().await {
+                if ticks.is_multiple_of(20) && let Err(e) = shared.flush_credential_use().await {
                     tracing::warn!(error = %e, "recording agent credential use failed");
                 }
             }
