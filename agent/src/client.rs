@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Code;
 
-use phasegate_proto::client::{AgentClient, ConnectError, agent_client, channel};
+use phasegate_proto::client::{AgentClient, ConnectError, agent_client_as, channel};
+use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
 
 use crate::caps::{CapsConfig, GpuProbe, gather};
@@ -52,8 +53,8 @@ pub enum AgentError {
     Refused(String),
 }
 
-/// Jobs this agent runs now: job id → (epoch, cancel switch).
-type Running = Arc<Mutex<HashMap<u64, (u64, watch::Sender<bool>)>>>;
+/// Jobs this agent runs now: job id → (its lease, token included, and cancel switch).
+type Running = Arc<Mutex<HashMap<u64, (Lease, watch::Sender<bool>)>>>;
 
 #[derive(Debug)]
 struct Agent {
@@ -62,6 +63,8 @@ struct Agent {
     caps: CapsConfig,
     probe: Arc<dyn GpuProbe>,
     running: Running,
+    /// Random per process: tells the coordinator a re-registration is this process again.
+    instance: String,
     heartbeat: Mutex<Duration>,
     /// The coordinator's lease TTL as last registered: a job's calls ride out outages of a few TTLs.
     lease_ttl: Mutex<Duration>,
@@ -83,7 +86,7 @@ pub async fn run(
     if !leftovers.is_empty() {
         tracing::warn!(groups = ?leftovers, "killed jobs left over from an earlier agent");
     }
-    let client = agent_client(channel(&config.coordinator, config.ca_pem.as_deref())?, &config.token)?;
+    let client = agent_client_as(channel(&config.coordinator, config.ca_pem.as_deref())?, &config.token, &config.name)?;
     let mut caps = CapsConfig::new(env!("CARGO_PKG_VERSION"), config.labels.clone());
     if let Some(p) = &config.python_packages {
         caps.python_packages = p.clone();
@@ -94,6 +97,7 @@ pub async fn run(
         caps,
         probe,
         running: Arc::default(),
+        instance: new_instance(),
         heartbeat: Mutex::new(Duration::from_secs(5)),
         lease_ttl: Mutex::new(DEFAULT_LEASE_TTL),
         environment: Mutex::default(),
@@ -113,10 +117,18 @@ pub async fn run(
     Ok(())
 }
 
+/// 128 random bits, hex.
+fn new_instance() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 impl Agent {
     fn leases(&self) -> Vec<pb::JobLease> {
-        let running = self.running.lock().map(|m| m.iter().map(|(j, (e, _))| (*j, *e)).collect::<Vec<_>>());
-        running.unwrap_or_default().into_iter().map(|(job_id, epoch)| pb::JobLease { job_id, epoch }).collect()
+        let running = self.running.lock().map(|m| m.values().map(|(l, _)| pb::JobLease::from(*l)).collect());
+        running.unwrap_or_default()
     }
 
     fn stop(&self, jobs: &[u64]) {
@@ -138,9 +150,13 @@ impl Agent {
             agent_name: self.config.name.clone(),
             capabilities: Some(to_pb(caps, self.config.max_jobs)),
             running: self.leases(),
+            protocol_version: phasegate_proto::PROTOCOL_VERSION,
+            instance: self.instance.clone(),
         };
         let mut client = self.client.clone();
         let resp = client.register(request).await?.into_inner();
+        phasegate_proto::protocol::check("coordinator", resp.protocol_version, "agent")
+            .map_err(|e| tonic::Status::failed_precondition(e.to_string()))?;
         if let Ok(mut hb) = self.heartbeat.lock() {
             *hb = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
         }
@@ -162,7 +178,13 @@ impl Agent {
             match self.register().await {
                 Ok(()) => return Ok(()),
                 Err(s)
-                    if matches!(s.code(), Code::Unauthenticated | Code::InvalidArgument | Code::PermissionDenied) =>
+                    if matches!(
+                        s.code(),
+                        Code::Unauthenticated
+                            | Code::InvalidArgument
+                            | Code::PermissionDenied
+                            | Code::FailedPrecondition
+                    ) =>
                 {
                     return Err(AgentError::Refused(s.message().to_owned()));
                 }
@@ -237,8 +259,8 @@ impl Agent {
 
     async fn run_job(&self, a: pb::Assignment) {
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        if let Ok(mut m) = self.running.lock() {
-            m.insert(a.job_id, (a.epoch, cancel_tx));
+        if let (Ok(lease), Ok(mut m)) = (Lease::of_assignment(&a), self.running.lock()) {
+            m.insert(a.job_id, (lease, cancel_tx));
         }
         let job_id = a.job_id;
         tracing::info!(job = job_id, stage = %a.stage, attempt = a.attempt, "running job");

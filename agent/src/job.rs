@@ -48,7 +48,14 @@ pub(crate) struct JobContext {
 /// Runs an assignment to its end and reports it, unless `cancel` fired because the coordinator no
 /// longer owns the job (then nothing is reported: the lease is gone).
 pub(crate) async fn execute(ctx: JobContext, a: pb::Assignment, cancel: watch::Receiver<bool>) {
-    let lease = Lease { job: phasegate_proto::domain::JobId(a.job_id), epoch: phasegate_proto::domain::Epoch(a.epoch) };
+    let lease = match Lease::of_assignment(&a) {
+        Ok(lease) => lease,
+        Err(e) => {
+            // Without a valid lease nothing this job reports would be accepted.
+            tracing::error!(job = a.job_id, error = %e, "assignment without a usable lease; not running it");
+            return;
+        }
+    };
     let (events_tx, events_rx) = mpsc::channel::<Event>(1024);
     let streamer = tokio::spawn(stream_events(ctx.client.clone(), lease, events_rx));
     let report = run_stages(&ctx, &a, lease, &events_tx, cancel.clone()).await;
@@ -348,6 +355,7 @@ pub(crate) async fn upload(
     let header = pb::ArtifactHeader {
         job_id: lease.job.0,
         epoch: lease.epoch.0,
+        lease_token: lease.token.to_hex(),
         name: name.to_owned(),
         size: bytes.len() as u64,
         sha256: crate::bundle::sha256_hex(&bytes),

@@ -45,6 +45,9 @@ pub enum Command {
     Show(ShowArgs),
     /// List agents.
     Agents(JsonArg),
+    /// Per-agent credentials: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Cancel a run.
     Cancel(RunArg),
     /// Print a run's job logs.
@@ -323,6 +326,10 @@ pub struct ServeArgs {
     /// phasegate.toml: `[github]` reporting and webhook, `[[experiment]]` entries (see the README).
     #[arg(long, env = "PHASEGATE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Refuse the shared agent token of access.toml: agents must present their own credential
+    /// (`phasegate token create --agent NAME`).
+    #[arg(long)]
+    pub no_shared_agent_token: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -425,6 +432,30 @@ pub struct LogsArgs {
     /// Keep printing new lines until the run ends.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a credential for one agent and print it once; the coordinator keeps only its hash.
+    Create(TokenCreateArgs),
+    /// List credentials: id, agent, created, last used, revoked (never the secret).
+    List(JsonArg),
+    /// Revoke a credential by id, or every credential of an agent by name.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenCreateArgs {
+    /// The agent the credential is bound to: it can register under this name only.
+    #[arg(long)]
+    pub agent: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenRevokeArgs {
+    /// A credential id, or an agent name.
+    #[arg(value_name = "NAME|ID")]
+    pub target: String,
 }
 
 #[derive(Debug, Subcommand)]

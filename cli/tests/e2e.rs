@@ -3,6 +3,7 @@
 //! Timings are short (lease TTL 2 s, heartbeats every 500 ms) so the failure scenarios finish in
 //! seconds; every wait polls with a deadline.
 
+#[allow(dead_code)]
 mod common;
 
 use std::path::Path;
@@ -214,4 +215,57 @@ fn import_and_accept_go_through_a_named_coordinator() {
         .map(|r| (r["label"].as_str().unwrap_or_default().to_owned(), r["accepted"].as_bool().unwrap_or(false)))
         .collect();
     assert_eq!(labels, [("7".to_owned(), true), ("8".to_owned(), true)], "{rows}");
+}
+
+/// Starts `phasegate agent` with a per-agent credential (not the access file), stderr piped.
+fn agent_with_credential(cluster: &Cluster, name: &str, token_file: &std::path::Path) -> std::process::Child {
+    Command::new(common::BIN)
+        .arg("agent")
+        .args(["--coordinator", &format!("http://127.0.0.1:{}", cluster.grpc_port)])
+        .arg("--token-file")
+        .arg(token_file)
+        .args(["--name", name, "--grace", "1s"])
+        .arg("--work-dir")
+        .arg(cluster.dir.path().join(format!("work-{name}")))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn agent")
+}
+
+#[test]
+fn a_credential_is_printed_once_listed_without_its_secret_bound_to_its_agent_and_revocable() {
+    let cluster = Cluster::start(&[]);
+    let out = cluster.cli(&["token", "create", "--agent", "gpu-1"]);
+    assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(secret.len(), 64, "the secret alone on stdout: {secret:?}");
+    let token_file = cluster.dir.path().join("gpu-1.token");
+    std::fs::write(&token_file, &secret).unwrap();
+
+    let mut agent = agent_with_credential(&cluster, "gpu-1", &token_file);
+    cluster.wait_agents_online(&["gpu-1"]);
+
+    // The same credential under another name is refused, and the agent says why.
+    let wrong = agent_with_credential(&cluster, "gpu-2", &token_file).wait_with_output().unwrap();
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("belongs to agent gpu-1, not gpu-2"), "{stderr}");
+
+    let list = cluster.cli(&["token", "list", "--json"]);
+    assert!(list.status.success(), "token list failed: {}", String::from_utf8_lossy(&list.stderr));
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(!text.contains(&secret), "a listing never shows the secret: {text}");
+    let tokens: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(tokens[0]["agent"], "gpu-1", "{tokens}");
+    assert!(tokens[0]["last_used_ms"].as_i64().is_some_and(|t| t > 0), "{tokens}");
+    assert!(tokens[0]["revoked_ms"].is_null(), "{tokens}");
+
+    let revoke = cluster.cli(&["token", "revoke", "gpu-1"]);
+    assert!(revoke.status.success(), "token revoke failed: {}", String::from_utf8_lossy(&revoke.stderr));
+    assert!(String::from_utf8_lossy(&revoke.stdout).contains("revoked credential 1 of agent gpu-1"));
+    let again = cluster.cli(&["token", "revoke", "gpu-1"]);
+    assert!(!again.status.success(), "nothing is left to revoke");
+    common::sigkill(&mut agent);
 }

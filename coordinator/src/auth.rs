@@ -12,6 +12,8 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
 
+use crate::credentials::Lookup;
+
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessFile {
@@ -121,6 +123,16 @@ fn tighten(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Who an agent request authenticated as; the agent service's interceptor puts it in the request's
+/// extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AgentCredential {
+    /// The shared agent token: any agent, under the name it gives.
+    Shared,
+    /// A per-agent credential: only agent `agent`.
+    Own { id: i64, agent: phasegate_proto::domain::AgentName },
+}
+
 /// Constant-time comparison of a presented token with the expected one.
 fn same_token(presented: &[u8], expected: &[u8]) -> bool {
     if presented.len() != expected.len() {
@@ -155,6 +167,58 @@ impl tonic::service::Interceptor for RequireToken {
             Some(_) => Err(Status::unauthenticated(format!("invalid {} token", self.role))),
             None => Err(Status::unauthenticated(format!("missing {} token (authorization: Bearer ...)", self.role))),
         }
+    }
+}
+
+/// The agent service's interceptor: accepts the shared agent token (unless it is switched off) or
+/// an unrevoked per-agent credential, and records which in the request's extensions.
+#[derive(Clone)]
+pub(crate) struct AgentAuth {
+    /// `Bearer <shared token>`; `None`: only per-agent credentials are accepted.
+    shared: Option<String>,
+    credentials: std::sync::Arc<crate::credentials::Credentials>,
+}
+
+impl fmt::Debug for AgentAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentAuth").field("shared", &self.shared.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl AgentAuth {
+    pub fn new(shared: Option<&str>, credentials: std::sync::Arc<crate::credentials::Credentials>) -> Self {
+        Self { shared: shared.map(|t| format!("Bearer {t}")), credentials }
+    }
+
+    fn identify(&self, presented: &[u8]) -> Result<AgentCredential, Status> {
+        if let Some(shared) = &self.shared
+            && same_token(presented, shared.as_bytes())
+        {
+            return Ok(AgentCredential::Shared);
+        }
+        let secret = std::str::from_utf8(presented).ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        match self.credentials.resolve(secret, crate::shell::now_ms() as i64) {
+            Lookup::Valid { id, agent } => Ok(AgentCredential::Own { id, agent }),
+            Lookup::Revoked { id, agent } => {
+                Err(Status::unauthenticated(format!("agent credential {id} of agent {agent} was revoked")))
+            }
+            Lookup::Unknown if self.shared.is_none() => Err(Status::unauthenticated(
+                "invalid agent token (the shared agent token is off: use a per-agent credential \
+                 from `phasegate token create --agent NAME`)",
+            )),
+            Lookup::Unknown => Err(Status::unauthenticated("invalid agent token")),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for AgentAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(value) = request.metadata().get("authorization") else {
+            return Err(Status::unauthenticated("missing agent token (authorization: Bearer ...)"));
+        };
+        let credential = self.identify(value.as_bytes())?;
+        request.extensions_mut().insert(credential);
+        Ok(request)
     }
 }
 

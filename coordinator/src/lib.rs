@@ -6,6 +6,7 @@
 
 mod artifacts;
 mod auth;
+mod credentials;
 mod data_dir;
 mod gate_stage;
 pub mod github;

@@ -13,7 +13,7 @@ use phasegate_proto::pb::agent_service_server::AgentServiceServer;
 use phasegate_proto::pb::control_service_server::ControlServiceServer;
 
 use crate::artifacts::ArtifactStore;
-use crate::auth::{AccessFile, RequireToken};
+use crate::auth::{AccessFile, AgentAuth, RequireToken};
 use crate::data_dir::DataDirLock;
 use crate::grpc::{AgentApi, ControlApi};
 use crate::shell::{Shared, ShellConfig};
@@ -109,8 +109,11 @@ pub async fn run_locked(
     let control = ControlServiceServer::new(ControlApi { shared: shared.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let agent =
-        tonic::service::interceptor::InterceptedService::new(agent, RequireToken::new(&access.agent_token, "agent"));
+    let shared_token = config.shell.shared_agent_token.then_some(access.agent_token.as_str());
+    let agent = tonic::service::interceptor::InterceptedService::new(
+        agent,
+        AgentAuth::new(shared_token, shared.credentials.clone()),
+    );
     let control = tonic::service::interceptor::InterceptedService::new(
         control,
         RequireToken::new(&access.client_token, "client"),
@@ -152,11 +155,17 @@ async fn open(config: &ServeConfig, grpc: &TcpListener) -> Result<(Arc<Shared<Sq
 
 async fn tick_loop<S: crate::store::Store>(shared: Arc<Shared<S>>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(Duration::from_millis(500));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = interval.tick() => {
                 if let Err(e) = shared.tick().await {
                     tracing::warn!(error = %e, "lease expiry pass failed");
+                }
+                ticks += 1;
+                // "Last used" of credentials is informational: written every ten seconds.
+                if ticks.is_multiple_of(20) && let Err(e) = shared.flush_credential_use().await {
+                    tracing::warn!(error = %e, "recording agent credential use failed");
                 }
             }
             _ = stop.changed() => return,

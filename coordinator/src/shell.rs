@@ -12,12 +12,14 @@ use tokio::sync::{Mutex, Notify, broadcast};
 use tonic::Status;
 
 use phasegate_proto::domain::{
-    AgentCaps, AgentName, Epoch, JobId, JobState, Lease, Priority, RunId, RunState, Stage, Trigger,
+    AgentCaps, AgentName, Epoch, JobId, JobState, LEASE_TOKEN_BYTES, Lease, LeaseToken, Priority, RunId, RunState,
+    Stage, Trigger,
 };
 use phasegate_proto::pb;
 use phasegate_proto::spec::{PhaseSpec, StageWork};
 
 use crate::artifacts::ArtifactStore;
+use crate::credentials::Credentials;
 use crate::metrics::Stats;
 use crate::scheduler::{Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection, unplaceable};
 use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError};
@@ -40,8 +42,18 @@ pub(crate) fn store_status(e: StoreError) -> Status {
 pub(crate) fn rejection_status(r: Rejection) -> Status {
     match r {
         Rejection::UnknownAgent(_) => Status::failed_precondition(format!("{r}; register first")),
+        _ if r.is_denial() => Status::permission_denied(r.to_string()),
         _ => Status::failed_precondition(r.to_string()),
     }
+}
+
+/// A fresh lease token from the operating system's CSPRNG (through `rand`'s thread RNG, which is
+/// seeded from it and cryptographically secure).
+fn new_lease_token() -> LeaseToken {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; LEASE_TOKEN_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    LeaseToken::from_bytes(bytes)
 }
 
 /// Settings of a running coordinator.
@@ -57,6 +69,9 @@ pub struct ShellConfig {
     /// baselines with the candidate's rules scorer; `None`: the default cache
     /// (`$PHASEGATE_MODEL_CACHE`, else `~/.cache/phasegate/models`).
     pub model_cache: Option<std::path::PathBuf>,
+    /// Whether agents may authenticate with the shared agent token of `access.toml`; when off, only
+    /// per-agent credentials are accepted (`phasegate serve --no-shared-agent-token`).
+    pub shared_agent_token: bool,
 }
 
 /// The scheduling limits users can set.
@@ -75,6 +90,7 @@ impl Default for ShellConfig {
             bundle_limit_bytes: 512 << 20,
             github: None,
             model_cache: None,
+            shared_agent_token: true,
         }
     }
 }
@@ -98,6 +114,8 @@ pub(crate) struct Shared<S> {
     pub runs_changed: broadcast::Sender<RunId>,
     pub stats: Stats,
     pub config: ShellConfig,
+    /// Per-agent credentials, as the agent service's interceptor checks them.
+    pub credentials: Arc<Credentials>,
     lease_started: std::sync::Mutex<HashMap<JobId, Instant>>,
     writes: WriteQueue,
     /// The work of each unfinished job, so a lease needs no store read (filled at submission;
@@ -110,6 +128,7 @@ impl<S: Store> Shared<S> {
     /// its jobs with their epochs and attempts, and the agents known before).
     pub async fn restore(store: S, artifacts: ArtifactStore, config: ShellConfig) -> Result<Arc<Self>, StoreError> {
         let core = Self::load_core(&store, &config).await?;
+        let credentials = Arc::new(Credentials::load(&store.agent_tokens().await?));
         let (runs_changed, _) = broadcast::channel(1024);
         let writes = WriteQueue::spawn(store.clone());
         Ok(Arc::new(Self {
@@ -121,6 +140,7 @@ impl<S: Store> Shared<S> {
             runs_changed,
             stats: Stats::default(),
             config,
+            credentials,
             lease_started: std::sync::Mutex::new(HashMap::new()),
             writes,
             templates: std::sync::Mutex::new(HashMap::new()),
@@ -295,6 +315,7 @@ impl<S: Store> Shared<S> {
                 requires: plan.requires.clone(),
                 state: JobState::Queued,
                 epoch: Epoch(0),
+                token: None,
                 attempt: 0,
                 agent: None,
                 gpu: None,
@@ -328,17 +349,24 @@ impl<S: Store> Shared<S> {
         Ok(true)
     }
 
+    /// Registers an agent. `instance` identifies the agent process; `own_credential` says the caller
+    /// presented this agent's own credential, which may take over a live registration of the name.
     pub async fn register(
         &self,
         name: AgentName,
         caps_pb: pb::Capabilities,
         running: &[Lease],
+        instance: &str,
+        own_credential: bool,
     ) -> Result<Vec<JobId>, Status> {
         let caps = AgentCaps::try_from(&caps_pb).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The lock is held from the check to the change, so two newcomers cannot both take a name,
+        // and a refused one never overwrites the live agent's stored capabilities.
+        let mut core = self.core.lock().await;
+        core.check_registration(&name, instance, own_credential, now_ms()).map_err(rejection_status)?;
         let record = AgentRecord { name: name.to_string(), capabilities: caps_pb, registered_ms: now_ms() as i64 };
         self.store.upsert_agent(&record).await.map_err(store_status)?;
-        let mut core = self.core.lock().await;
-        let (stop, effects) = core.on_agent_registered(name, caps, running, now_ms());
+        let (stop, effects) = core.on_agent_registered(name, caps, instance, running, now_ms());
         // The registration's effects mark work available, so the commit wakes waiting lease requests.
         self.commit(&mut core, &effects, &JobResult::default()).await?;
         Ok(stop)
@@ -363,7 +391,10 @@ impl<S: Store> Shared<S> {
             notified.as_mut().enable();
             {
                 let mut core = self.core.lock().await;
-                if let Some((lease, effects)) = core.on_lease_request(name, now_ms()).map_err(rejection_status)? {
+                let token = new_lease_token();
+                if let Some((lease, effects)) =
+                    core.on_lease_request(name, token, now_ms()).map_err(rejection_status)?
+                {
                     let gpu = effects.jobs.get(&lease.job).and_then(|j| j.gpu);
                     let attempt = effects.jobs.get(&lease.job).map(|j| j.attempt).unwrap_or(1);
                     let pending = self.enqueue(effects, JobResult::default());
@@ -398,6 +429,7 @@ impl<S: Store> Shared<S> {
         let mut a = template.work;
         a.job_id = lease.job.0;
         a.epoch = lease.epoch.0;
+        a.lease_token = lease.token.to_hex();
         a.run_id = template.run.0;
         a.attempt = attempt;
         a.gpu_index = gpu;
@@ -405,9 +437,11 @@ impl<S: Store> Shared<S> {
         Ok(a)
     }
 
-    pub async fn start(&self, lease: Lease) -> Result<(), Status> {
+    /// `caller`, here and below: the agent the request identified itself as (see
+    /// [`crate::scheduler::Core::check_lease`]).
+    pub async fn start(&self, lease: Lease, caller: Option<&AgentName>) -> Result<(), Status> {
         let mut core = self.core.lock().await;
-        let effects = core.on_job_started(lease, now_ms()).map_err(rejection_status)?;
+        let effects = core.on_job_started(lease, caller, now_ms()).map_err(rejection_status)?;
         if effects.is_empty() {
             return Ok(());
         }
@@ -417,12 +451,12 @@ impl<S: Store> Shared<S> {
     }
 
     /// Checks a lease without changing anything (events and uploads are fenced by it).
-    pub async fn check(&self, lease: Lease) -> Result<(RunId, Stage), Status> {
-        self.core.lock().await.check_lease(lease).map_err(rejection_status)
+    pub async fn check(&self, lease: Lease, caller: Option<&AgentName>) -> Result<(RunId, Stage), Status> {
+        self.core.lock().await.check_lease(lease, caller).map_err(rejection_status)
     }
 
-    pub async fn events(&self, lease: Lease, batch: &pb::EventBatch) -> Result<(), Status> {
-        let (run, _) = self.check(lease).await?;
+    pub async fn events(&self, lease: Lease, caller: Option<&AgentName>, batch: &pb::EventBatch) -> Result<(), Status> {
+        let (run, _) = self.check(lease, caller).await?;
         self.store
             .append_events(lease.job, batch.batch_seq, &batch.lines, &batch.metrics)
             .await
@@ -431,9 +465,14 @@ impl<S: Store> Shared<S> {
         Ok(())
     }
 
-    pub async fn complete(&self, lease: Lease, req: pb::CompleteJobRequest) -> Result<(), Status> {
-        // Fence first: a stale lease is refused as such whatever else the report carries.
-        self.check(lease).await?;
+    pub async fn complete(
+        &self,
+        lease: Lease,
+        caller: Option<&AgentName>,
+        req: pb::CompleteJobRequest,
+    ) -> Result<(), Status> {
+        // Fence first: a stale or foreign lease is refused as such whatever else the report carries.
+        self.check(lease, caller).await?;
         for a in &req.artifacts {
             if !self.store.artifact_known(&a.sha256).await.map_err(store_status)? {
                 return Err(Status::invalid_argument(format!(
@@ -443,7 +482,7 @@ impl<S: Store> Shared<S> {
             }
         }
         let mut core = self.core.lock().await;
-        let effects = core.on_job_completed(lease, req.success, &req.error).map_err(rejection_status)?;
+        let effects = core.on_job_completed(lease, caller, req.success, &req.error).map_err(rejection_status)?;
         let result = JobResult {
             job: Some(lease.job),
             metrics: req.metrics,
@@ -478,6 +517,12 @@ fn restored_job(j: &crate::store::JobRecord) -> Result<NewJob, StoreError> {
         requires,
         state: j.state.parse().map_err(bad)?,
         epoch: Epoch(j.epoch as u64),
+        token: j
+            .lease_token
+            .as_deref()
+            .map(|t| LeaseToken::parse("lease_token", t))
+            .transpose()
+            .map_err(|e| bad(format!("job {}: {e}", j.id)))?,
         attempt: j.attempt as u32,
         agent: j.agent.as_deref().and_then(|a| AgentName::parse("agent", a).ok()),
         gpu: j.gpu_index.map(|g| g as u32),

@@ -51,6 +51,7 @@ fn header(name: &str, data: &[u8], lease: Option<&pb::JobLease>) -> pb::Artifact
     pb::ArtifactHeader {
         job_id: lease.map_or(0, |l| l.job_id),
         epoch: lease.map_or(0, |l| l.epoch),
+        lease_token: lease.map(|l| l.token.clone()).unwrap_or_default(),
         name: name.to_owned(),
         size: data.len() as u64,
         sha256: hex::encode(Sha256::digest(data)),
@@ -94,7 +95,13 @@ async fn start(dir: &Path) -> (AgentClient, ControlClient, tokio::sync::oneshot:
 /// Registers the fake agent: a run whose jobs no known agent fits fails at submission.
 async fn register(agent: &mut AgentClient) {
     let caps = pb::Capabilities { hostname: "fake".into(), cpus: 1, max_jobs: 1, ..Default::default() };
-    let register = pb::RegisterRequest { agent_name: "fake".into(), capabilities: Some(caps), running: vec![] };
+    let register = pb::RegisterRequest {
+        agent_name: "fake".into(),
+        capabilities: Some(caps),
+        running: vec![],
+        protocol_version: phasegate_proto::PROTOCOL_VERSION,
+        ..Default::default()
+    };
     agent.register(register).await.unwrap();
 }
 
@@ -102,8 +109,8 @@ async fn finish_finetune(agent: &mut AgentClient) {
     let leased = agent.lease_job(pb::LeaseJobRequest { agent_name: "fake".into(), wait_ms: 5_000 }).await.unwrap();
     let a = leased.into_inner().assignment.expect("the finetune job is leased");
     assert_eq!(a.stage, "finetune");
-    let lease = pb::JobLease { job_id: a.job_id, epoch: a.epoch };
-    agent.start_job(pb::StartJobRequest { lease: Some(lease) }).await.unwrap();
+    let lease = pb::JobLease { job_id: a.job_id, epoch: a.epoch, token: a.lease_token.clone() };
+    agent.start_job(pb::StartJobRequest { lease: Some(lease.clone()) }).await.unwrap();
     let data = rubric();
     let h = header("output/eval_rubric.json", &data, Some(&lease));
     let uploaded = agent.upload_artifact(futures::stream::iter(chunks(h, data))).await.unwrap().into_inner();

@@ -166,7 +166,13 @@ impl Coordinator {
     async fn register_idle_agent(&self) -> AgentClient {
         let mut agent = self.agent();
         let caps = pb::Capabilities { hostname: "h".into(), cpus: 2, max_jobs: 1, ..Default::default() };
-        let req = pb::RegisterRequest { agent_name: "idle".into(), capabilities: Some(caps), running: vec![] };
+        let req = pb::RegisterRequest {
+            agent_name: "idle".into(),
+            capabilities: Some(caps),
+            running: vec![],
+            protocol_version: phasegate_proto::PROTOCOL_VERSION,
+            ..Default::default()
+        };
         agent.register(req).await.unwrap();
         agent
     }
@@ -598,7 +604,7 @@ fn completed(conclusion: &str, title: &str, summary: &str) -> Value {
 async fn fail_next_job(agent: &mut AgentClient, error: &str) {
     let req = pb::LeaseJobRequest { agent_name: "idle".into(), wait_ms: 5000 };
     let a = agent.lease_job(req).await.unwrap().into_inner().assignment.expect("a job to lease");
-    let lease = || Some(pb::JobLease { job_id: a.job_id, epoch: a.epoch });
+    let lease = || Some(pb::JobLease { job_id: a.job_id, epoch: a.epoch, token: a.lease_token.clone() });
     agent.start_job(pb::StartJobRequest { lease: lease() }).await.unwrap();
     let complete = pb::CompleteJobRequest { lease: lease(), success: false, error: error.into(), ..Default::default() };
     agent.complete_job(complete).await.unwrap();

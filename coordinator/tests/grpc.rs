@@ -142,7 +142,13 @@ fn caps(gpus: &[(&str, u64)]) -> pb::Capabilities {
 }
 
 async fn register(agent: &mut AgentClient, name: &str, gpus: &[(&str, u64)]) {
-    let req = pb::RegisterRequest { agent_name: name.into(), capabilities: Some(caps(gpus)), running: vec![] };
+    let req = pb::RegisterRequest {
+        agent_name: name.into(),
+        capabilities: Some(caps(gpus)),
+        running: vec![],
+        protocol_version: phasegate_proto::PROTOCOL_VERSION,
+        ..Default::default()
+    };
     agent.register(req).await.unwrap();
 }
 
@@ -152,7 +158,7 @@ async fn lease(agent: &mut AgentClient, name: &str) -> pb::Assignment {
 }
 
 fn job_lease(a: &pb::Assignment) -> Option<pb::JobLease> {
-    Some(pb::JobLease { job_id: a.job_id, epoch: a.epoch })
+    Some(pb::JobLease { job_id: a.job_id, epoch: a.epoch, token: a.lease_token.clone() })
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -175,6 +181,7 @@ async fn upload(
     let header = pb::ArtifactHeader {
         job_id: a.job_id,
         epoch: a.epoch,
+        lease_token: a.lease_token.clone(),
         name: name.into(),
         size: data.len() as u64,
         sha256: sha256_hex(data),
@@ -254,7 +261,13 @@ async fn requests_without_the_right_token_are_unauthenticated() {
     assert_unauthenticated(c.control_with("not-the-token").list_agents(pb::ListAgentsRequest {}).await);
     assert_unauthenticated(c.control_with(&c.access.agent_token).list_agents(pb::ListAgentsRequest {}).await);
     assert_unauthenticated(c.agent_with(&c.access.client_token).lease_job(req).await);
-    let register = pb::RegisterRequest { agent_name: "a1".into(), capabilities: Some(caps(&[])), running: vec![] };
+    let register = pb::RegisterRequest {
+        agent_name: "a1".into(),
+        capabilities: Some(caps(&[])),
+        running: vec![],
+        protocol_version: phasegate_proto::PROTOCOL_VERSION,
+        ..Default::default()
+    };
     assert_unauthenticated(c.agent_with(&c.access.client_token).register(register.clone()).await);
 
     // Nothing was registered by the rejected calls; the right tokens work.
@@ -273,19 +286,36 @@ async fn malformed_requests_are_invalid_arguments_naming_the_field() {
     assert_invalid(control.get_run(pb::GetRunRequest { run_id: 0 }).await, "run_id");
     assert_invalid(control.cancel_run(pb::CancelRunRequest { run_id: 0 }).await, "run_id");
 
-    let bad_name =
-        pb::RegisterRequest { agent_name: "no spaces".into(), capabilities: Some(caps(&[])), running: vec![] };
+    let bad_name = pb::RegisterRequest {
+        agent_name: "no spaces".into(),
+        capabilities: Some(caps(&[])),
+        running: vec![],
+        protocol_version: phasegate_proto::PROTOCOL_VERSION,
+        ..Default::default()
+    };
     assert_invalid(agent.register(bad_name).await, "agent_name");
-    let no_caps = pb::RegisterRequest { agent_name: "a1".into(), capabilities: None, running: vec![] };
+    let no_caps = pb::RegisterRequest {
+        agent_name: "a1".into(),
+        capabilities: None,
+        running: vec![],
+        protocol_version: phasegate_proto::PROTOCOL_VERSION,
+        ..Default::default()
+    };
     assert_invalid(agent.register(no_caps).await, "capabilities");
     let mut zero_jobs = caps(&[]);
     zero_jobs.max_jobs = 0;
-    let req = pb::RegisterRequest { agent_name: "a1".into(), capabilities: Some(zero_jobs), running: vec![] };
+    let req = pb::RegisterRequest {
+        agent_name: "a1".into(),
+        capabilities: Some(zero_jobs),
+        running: vec![],
+        protocol_version: phasegate_proto::PROTOCOL_VERSION,
+        ..Default::default()
+    };
     assert_invalid(agent.register(req).await, "capabilities.max_jobs");
     assert_invalid(agent.lease_job(pb::LeaseJobRequest { agent_name: String::new(), wait_ms: 0 }).await, "agent_name");
 
-    let zero_job = Some(pb::JobLease { job_id: 0, epoch: 1 });
-    assert_invalid(agent.start_job(pb::StartJobRequest { lease: zero_job }).await, "lease.job_id");
+    let zero_job = Some(pb::JobLease { job_id: 0, epoch: 1, token: String::new() });
+    assert_invalid(agent.start_job(pb::StartJobRequest { lease: zero_job.clone() }).await, "lease.job_id");
     assert_invalid(agent.start_job(pb::StartJobRequest { lease: None }).await, "lease");
     let complete = pb::CompleteJobRequest { lease: zero_job, success: true, ..Default::default() };
     assert_invalid(agent.complete_job(complete).await, "lease.job_id");

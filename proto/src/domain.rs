@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use crate::pb;
 
+pub use crate::lease_token::{LEASE_TOKEN_BYTES, LeaseToken};
+
 /// A wire message that could not become a domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid field `{field}`: {reason}")]
@@ -282,11 +284,12 @@ impl TryFrom<&pb::Capabilities> for AgentCaps {
     }
 }
 
-/// A job lease as reported by an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A job lease as reported by an agent: which lease (job, epoch) and the proof of holding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     pub job: JobId,
     pub epoch: Epoch,
+    pub token: LeaseToken,
 }
 
 impl TryFrom<Option<&pb::JobLease>> for Lease {
@@ -294,13 +297,28 @@ impl TryFrom<Option<&pb::JobLease>> for Lease {
 
     fn try_from(l: Option<&pb::JobLease>) -> Result<Self, WireError> {
         let l = l.ok_or_else(|| WireError::new("lease", "is required"))?;
-        Ok(Self { job: JobId::from_wire("lease.job_id", l.job_id)?, epoch: Epoch(l.epoch) })
+        Ok(Self {
+            job: JobId::from_wire("lease.job_id", l.job_id)?,
+            epoch: Epoch(l.epoch),
+            token: LeaseToken::parse("lease.token", &l.token)?,
+        })
     }
 }
 
 impl From<Lease> for pb::JobLease {
     fn from(l: Lease) -> Self {
-        Self { job_id: l.job.0, epoch: l.epoch.0 }
+        Self { job_id: l.job.0, epoch: l.epoch.0, token: l.token.to_hex() }
+    }
+}
+
+impl Lease {
+    /// The lease an assignment hands out.
+    pub fn of_assignment(a: &pb::Assignment) -> Result<Self, WireError> {
+        Ok(Self {
+            job: JobId::from_wire("assignment.job_id", a.job_id)?,
+            epoch: Epoch(a.epoch),
+            token: LeaseToken::parse("assignment.lease_token", &a.lease_token)?,
+        })
     }
 }
 
@@ -375,8 +393,10 @@ mod tests {
 
     #[test]
     fn lease_requires_job_id() {
-        let err = Lease::try_from(Some(&pb::JobLease { job_id: 0, epoch: 3 })).unwrap_err();
+        let err = Lease::try_from(Some(&pb::JobLease { job_id: 0, epoch: 3, ..Default::default() })).unwrap_err();
         assert_eq!(err.field, "lease.job_id");
+        let err = Lease::try_from(Some(&pb::JobLease { job_id: 1, epoch: 3, token: String::new() })).unwrap_err();
+        assert_eq!(err.field, "lease.token");
         assert_eq!(Lease::try_from(None).unwrap_err().field, "lease");
     }
 

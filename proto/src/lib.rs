@@ -7,7 +7,11 @@
 
 pub mod client;
 pub mod domain;
+mod lease_token;
+pub mod protocol;
 pub mod spec;
+
+pub use protocol::PROTOCOL_VERSION;
 
 /// Generated protobuf and gRPC code (package `phasegate.v1`).
 pub mod pb {

@@ -136,6 +136,8 @@ async fn register(mut client: AgentClient, i: usize) -> Result<()> {
         agent_name: format!("sim-{i:05}"),
         capabilities: Some(pb::Capabilities { hostname: "bench".into(), cpus: 1, max_jobs: 1, ..Default::default() }),
         running: Vec::new(),
+        protocol_version: phasegate_proto::PROTOCOL_VERSION,
+        ..Default::default()
     };
     client.register(req).await.map_err(|s| Failure::infra(format!("register failed: {}", s.message())))?;
     Ok(())
@@ -179,7 +181,7 @@ async fn sim_agent(
         };
         latencies.push(t.elapsed());
         let done = pb::CompleteJobRequest {
-            lease: Some(pb::JobLease { job_id: a.job_id, epoch: a.epoch }),
+            lease: Some(pb::JobLease { job_id: a.job_id, epoch: a.epoch, token: a.lease_token.clone() }),
             success: true,
             ..Default::default()
         };

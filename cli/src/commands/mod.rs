@@ -12,8 +12,9 @@ mod report;
 mod score;
 mod serve;
 mod submit;
+mod token;
 
-use crate::cli::{BenchCommand, Cli, Command, ModelsCommand};
+use crate::cli::{BenchCommand, Cli, Command, ModelsCommand, TokenCommand};
 use crate::exit::{Code, Result};
 
 pub async fn dispatch(cli: Cli) -> Result<Code> {
@@ -26,6 +27,9 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Runs(args) => query::runs(args, &endpoint).await,
         Command::Show(args) => query::show(args, &endpoint).await,
         Command::Agents(args) => query::agents(args, &endpoint).await,
+        Command::Token(TokenCommand::Create(args)) => token::create(args, &endpoint).await,
+        Command::Token(TokenCommand::List(args)) => token::list(args, &endpoint).await,
+        Command::Token(TokenCommand::Revoke(args)) => token::revoke(args, &endpoint).await,
         Command::Cancel(args) => query::cancel(args, &endpoint).await,
         Command::Logs(args) => query::logs(args, &endpoint).await,
         Command::Demo(args) => demo::demo(args).await,

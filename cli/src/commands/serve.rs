@@ -16,6 +16,7 @@ fn serve_config(args: &ServeArgs) -> ServeConfig {
         shell: ShellConfig {
             core: CoreConfigPublic { lease_ttl: args.lease_ttl, max_attempts: args.max_attempts },
             heartbeat_interval: args.heartbeat,
+            shared_agent_token: !args.no_shared_agent_token,
             ..ShellConfig::default()
         },
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),

@@ -10,7 +10,7 @@ use phasegate_github::{
     CheckRunId, CommentId, CommitSha, Conclusion, ConfigError, Delivery, DeliveryError, FakeSink, GithubConfig,
     PrNumber, RepoName, SinkCall, SinkError,
 };
-use phasegate_proto::domain::{AgentName, Epoch, JobId, Lease, Priority, RunId, Trigger};
+use phasegate_proto::domain::{AgentName, Lease, Priority, RunId, Trigger};
 use phasegate_proto::pb;
 
 use super::GithubSetup;
@@ -77,7 +77,7 @@ async fn env_with(sink: FakeSink) -> Env {
     let artifacts = ArtifactStore::open(dir.path().join("artifacts")).unwrap();
     let shared = Shared::restore(store, artifacts, ShellConfig::default()).await.unwrap();
     let caps = pb::Capabilities { hostname: "h".into(), cpus: 1, max_jobs: 1, ..Default::default() };
-    shared.register(AgentName::parse("agent", "a1").unwrap(), caps, &[]).await.unwrap();
+    shared.register(AgentName::parse("agent", "a1").unwrap(), caps, &[], "", false).await.unwrap();
     let setup = GithubSetup { config: config(), retry: DeliveryPolicy::default() };
     let service = GithubService::new(shared.clone(), sink, &setup);
     Env { _dir: dir, shared, service }
@@ -415,9 +415,9 @@ impl Env {
     async fn fail_first_job(&self, error: &str) {
         let agent = AgentName::parse("agent", "a1").unwrap();
         let a = self.shared.lease(&agent, Duration::ZERO).await.unwrap().expect("a job to lease");
-        let lease = Lease { job: JobId(a.job_id), epoch: Epoch(a.epoch) };
+        let lease = Lease::of_assignment(&a).unwrap();
         let req = pb::CompleteJobRequest { success: false, error: error.into(), ..Default::default() };
-        self.shared.complete(lease, req).await.unwrap();
+        self.shared.complete(lease, Some(&agent), req).await.unwrap();
     }
 }
 

@@ -7,13 +7,16 @@ use std::time::Duration;
 use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
-use phasegate_proto::domain::{AgentName, Lease, leases_from_wire};
+use phasegate_proto::domain::{AgentName, Lease, WireError, leases_from_wire};
 use phasegate_proto::pb;
 use phasegate_proto::pb::agent_service_server::AgentService;
 
 use super::upload::{self, ChunkStream};
+use crate::auth::AgentCredential;
 use crate::shell::Shared;
 use crate::store::Store;
+
+use phasegate_proto::client::AGENT_HEADER;
 
 /// The longest a lease request may wait before answering "nothing".
 const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
@@ -27,25 +30,76 @@ fn invalid(e: impl ToString) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// A wire lease; a missing or malformed token is a permission failure (the caller cannot prove it
+/// holds the lease), anything else a bad argument.
+fn lease_of(l: Option<&pb::JobLease>) -> Result<Lease, Status> {
+    Lease::try_from(l).map_err(|e: WireError| {
+        if e.field == "lease.token" { Status::permission_denied(e.to_string()) } else { invalid(e) }
+    })
+}
+
+/// Who the request is from: the agent its credential belongs to, else the name it sent in the
+/// `phasegate-agent` header, else nobody in particular (the shared token, no name: then only the
+/// lease token proves who holds a lease).
+fn caller<T>(req: &Request<T>) -> Result<Option<AgentName>, Status> {
+    let claimed = match req.metadata().get(AGENT_HEADER) {
+        Some(v) => {
+            let raw = v.to_str().map_err(|_| invalid(format!("{AGENT_HEADER}: is not valid text")))?;
+            Some(AgentName::parse(AGENT_HEADER, raw).map_err(invalid)?)
+        }
+        None => None,
+    };
+    match (req.extensions().get::<AgentCredential>(), claimed) {
+        (Some(AgentCredential::Own { id, agent }), Some(claimed)) if *agent != claimed => {
+            Err(Status::permission_denied(format!("agent credential {id} belongs to agent {agent}, not {claimed}")))
+        }
+        (Some(AgentCredential::Own { agent, .. }), _) => Ok(Some(agent.clone())),
+        (_, claimed) => Ok(claimed),
+    }
+}
+
+/// Checks that a request naming agent `name` in its body comes from that agent.
+fn caller_is<T>(req: &Request<T>, name: &AgentName) -> Result<(), Status> {
+    match caller(req)? {
+        Some(c) if c != *name => Err(match req.extensions().get::<AgentCredential>() {
+            Some(AgentCredential::Own { id, .. }) => {
+                Status::permission_denied(format!("agent credential {id} belongs to agent {c}, not {name}"))
+            }
+            _ => Status::permission_denied(format!("agent_name: {name} differs from the {AGENT_HEADER} header {c}")),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn own_credential<T>(req: &Request<T>, name: &AgentName) -> bool {
+    matches!(req.extensions().get::<AgentCredential>(), Some(AgentCredential::Own { agent, .. }) if agent == name)
+}
+
 #[tonic::async_trait]
 impl<S: Store> AgentService for AgentApi<S> {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        phasegate_proto::protocol::check("agent", req.get_ref().protocol_version, "coordinator")
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let name = AgentName::parse("agent_name", &req.get_ref().agent_name).map_err(invalid)?;
+        caller_is(&req, &name)?;
+        let own = own_credential(&req, &name);
         let req = req.into_inner();
-        let name = AgentName::parse("agent_name", &req.agent_name).map_err(invalid)?;
         let caps = req.capabilities.ok_or_else(|| invalid("capabilities: is required"))?;
         let running = leases_from_wire(&req.running).map_err(invalid)?;
+        let stop = self.shared.register(name.clone(), caps.clone(), &running, &req.instance, own).await?;
         tracing::info!(agent = %name, gpus = caps.gpus.len(), running = running.len(), "agent registered");
-        let stop = self.shared.register(name, caps, &running).await?;
         Ok(Response::new(pb::RegisterResponse {
             stop_jobs: stop.into_iter().map(|j| j.0).collect(),
             heartbeat_interval_ms: self.shared.config.heartbeat_interval.as_millis() as u64,
             lease_ttl_ms: self.shared.config.core.lease_ttl.as_millis() as u64,
+            protocol_version: phasegate_proto::PROTOCOL_VERSION,
         }))
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let name = AgentName::parse("agent_name", &req.get_ref().agent_name).map_err(invalid)?;
+        caller_is(&req, &name)?;
         let req = req.into_inner();
-        let name = AgentName::parse("agent_name", &req.agent_name).map_err(invalid)?;
         let running = leases_from_wire(&req.running).map_err(invalid)?;
         let free: Vec<(u32, u64)> = req.gpus.iter().map(|g| (g.index, g.free_vram_mib)).collect();
         let outcome = self.shared.heartbeat(&name, &free, &running).await;
@@ -56,16 +110,17 @@ impl<S: Store> AgentService for AgentApi<S> {
     }
 
     async fn lease_job(&self, req: Request<pb::LeaseJobRequest>) -> Result<Response<pb::LeaseJobResponse>, Status> {
+        let name = AgentName::parse("agent_name", &req.get_ref().agent_name).map_err(invalid)?;
+        caller_is(&req, &name)?;
         let req = req.into_inner();
-        let name = AgentName::parse("agent_name", &req.agent_name).map_err(invalid)?;
         let wait = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_LEASE_WAIT);
         let assignment = self.shared.lease(&name, wait).await?;
         Ok(Response::new(pb::LeaseJobResponse { assignment }))
     }
 
     async fn start_job(&self, req: Request<pb::StartJobRequest>) -> Result<Response<pb::StartJobResponse>, Status> {
-        let lease = Lease::try_from(req.get_ref().lease.as_ref()).map_err(invalid)?;
-        self.shared.start(lease).await?;
+        let lease = lease_of(req.get_ref().lease.as_ref())?;
+        self.shared.start(lease, caller(&req)?.as_ref()).await?;
         Ok(Response::new(pb::StartJobResponse {}))
     }
 
@@ -75,6 +130,7 @@ impl<S: Store> AgentService for AgentApi<S> {
         &self,
         req: Request<Streaming<pb::EventBatch>>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let who = caller(&req)?;
         let mut inbound = req.into_inner();
         let shared = self.shared.clone();
         // One batch at a time: the next is read only after this one is durable and acknowledged,
@@ -82,8 +138,8 @@ impl<S: Store> AgentService for AgentApi<S> {
         let out = async_stream_acks(move |tx| async move {
             while let Some(batch) = inbound.next().await {
                 let batch = batch?;
-                let lease = Lease::try_from(batch.lease.as_ref()).map_err(invalid)?;
-                shared.events(lease, &batch).await?;
+                let lease = lease_of(batch.lease.as_ref())?;
+                shared.events(lease, who.as_ref(), &batch).await?;
                 if tx.send(Ok(pb::EventAck { job_id: lease.job.0, batch_seq: batch.batch_seq })).await.is_err() {
                     break;
                 }
@@ -99,9 +155,11 @@ impl<S: Store> AgentService for AgentApi<S> {
     ) -> Result<Response<pb::UploadArtifactResponse>, Status> {
         let shared = self.shared.clone();
         let limit = shared.config.artifact_limit_bytes;
+        let who = caller(&req)?;
         let artifact = upload::receive(&self.shared, req.into_inner(), limit, |h| async move {
-            let lease = Lease::try_from(Some(&pb::JobLease { job_id: h.job_id, epoch: h.epoch })).map_err(invalid)?;
-            shared.check(lease).await?;
+            let wire = pb::JobLease { job_id: h.job_id, epoch: h.epoch, token: h.lease_token.clone() };
+            let lease = lease_of(Some(&wire))?;
+            shared.check(lease, who.as_ref()).await?;
             Ok(h)
         })
         .await?;
@@ -121,10 +179,12 @@ impl<S: Store> AgentService for AgentApi<S> {
         &self,
         req: Request<pb::CompleteJobRequest>,
     ) -> Result<Response<pb::CompleteJobResponse>, Status> {
+        let who = caller(&req)?;
         let req = req.into_inner();
-        let lease = Lease::try_from(req.lease.as_ref()).map_err(invalid)?;
-        tracing::info!(job = %lease.job, success = req.success, "job completed");
-        self.shared.complete(lease, req).await?;
+        let lease = lease_of(req.lease.as_ref())?;
+        let success = req.success;
+        self.shared.complete(lease, who.as_ref(), req).await?;
+        tracing::info!(job = %lease.job, success, "job completed");
         Ok(Response::new(pb::CompleteJobResponse {}))
     }
 }

@@ -164,6 +164,33 @@ impl<S: Store> ControlService for ControlApi<S> {
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
+    async fn create_agent_token(
+        &self,
+        req: Request<pb::CreateAgentTokenRequest>,
+    ) -> Result<Response<pb::CreateAgentTokenResponse>, Status> {
+        let name = AgentName::parse("agent_name", &req.get_ref().agent_name).map_err(invalid)?;
+        let (token, secret) = self.shared.create_agent_token(&name).await?;
+        Ok(Response::new(pb::CreateAgentTokenResponse { token: Some(token), secret }))
+    }
+
+    async fn list_agent_tokens(
+        &self,
+        _req: Request<pb::ListAgentTokensRequest>,
+    ) -> Result<Response<pb::ListAgentTokensResponse>, Status> {
+        Ok(Response::new(pb::ListAgentTokensResponse { tokens: self.shared.agent_tokens().await? }))
+    }
+
+    async fn revoke_agent_token(
+        &self,
+        req: Request<pb::RevokeAgentTokenRequest>,
+    ) -> Result<Response<pb::RevokeAgentTokenResponse>, Status> {
+        let target = req.get_ref().name_or_id.trim();
+        if target.is_empty() {
+            return Err(invalid("name_or_id: is required (a credential id or an agent name)"));
+        }
+        Ok(Response::new(pb::RevokeAgentTokenResponse { revoked: self.shared.revoke_agent_token(target).await? }))
+    }
+
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelRunResponse>, Status> {
         let id = run_id(req.get_ref().run_id)?;
         if self.shared.store.run(id).await.map_err(store_status)?.is_none() {

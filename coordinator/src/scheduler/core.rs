@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use phasegate_proto::domain::{
-    AgentCaps, AgentName, Epoch, JobId, JobState, Lease, Priority, Requirements, RunId, RunState, Stage,
+    AgentCaps, AgentName, Epoch, JobId, JobState, Lease, LeaseToken, Priority, Requirements, RunId, RunState, Stage,
 };
 
 use super::effects::{AttemptRecord, Effects, JobSnapshot, RunUpdate};
 use super::placement::fit_now;
 
 mod coordinator_jobs;
+mod registration;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CoreConfig {
@@ -54,6 +55,8 @@ pub(crate) struct NewJob {
     pub requires: Requirements,
     pub state: JobState,
     pub epoch: Epoch,
+    /// The token of the current lease; `None` while the job is not leased.
+    pub token: Option<LeaseToken>,
     pub attempt: u32,
     pub agent: Option<AgentName>,
     pub gpu: Option<u32>,
@@ -73,6 +76,23 @@ pub(crate) enum Rejection {
     UnknownAgent(AgentName),
     #[error("job {job} is {state}, not a coordinator job in the right state")]
     NotReady { job: JobId, state: JobState },
+    #[error("lease token for job {job} epoch {epoch} is not the one issued with that lease")]
+    WrongToken { job: JobId, epoch: Epoch },
+    #[error("job {job} is leased to agent {holder}, not to agent {caller}")]
+    NotHolder { job: JobId, holder: String, caller: AgentName },
+    #[error(
+        "agent name {0} belongs to a live agent; register with that agent's own credential \
+         (phasegate token create --agent {0}) or wait until it stops heartbeating"
+    )]
+    NameInUse(AgentName),
+}
+
+impl Rejection {
+    /// The caller is not the lease holder (or not the owner of the name): refused as a permission
+    /// failure, not as a stale report.
+    pub fn is_denial(&self) -> bool {
+        matches!(self, Self::WrongToken { .. } | Self::NotHolder { .. } | Self::NameInUse(_))
+    }
 }
 
 #[derive(Debug)]
@@ -83,6 +103,7 @@ struct Job {
     requires: Requirements,
     state: JobState,
     epoch: Epoch,
+    token: Option<LeaseToken>,
     attempt: u32,
     agent: Option<AgentName>,
     gpu: Option<u32>,
@@ -103,6 +124,8 @@ struct Run {
 #[derive(Debug)]
 struct Agent {
     caps: AgentCaps,
+    /// The registering process (random per agent process); empty for agents restored from the store.
+    instance: String,
     last_seen_ms: u64,
     online: bool,
     running: BTreeSet<JobId>,
@@ -196,6 +219,7 @@ impl Core {
                 requires: j.requires,
                 state: j.state,
                 epoch: j.epoch,
+                token: if j.state.is_leased() { j.token } else { None },
                 attempt: j.attempt,
                 agent: j.agent,
                 gpu: j.gpu,
@@ -245,21 +269,27 @@ impl Core {
     /// Adds an agent known from before a restart: offline until it registers again, but counted
     /// when deciding whether a job could ever be placed.
     pub fn on_agent_restored(&mut self, name: AgentName, caps: AgentCaps, now_ms: u64) {
-        self.agents.insert(name, Agent { caps, last_seen_ms: now_ms, online: false, running: BTreeSet::new() });
+        let agent =
+            Agent { caps, instance: String::new(), last_seen_ms: now_ms, online: false, running: BTreeSet::new() };
+        self.agents.insert(name, agent);
     }
 
     /// Registers or re-attaches an agent. Reported jobs that are still its valid leases are kept;
     /// the others must be stopped. Jobs the core thinks the agent runs but it did not report are lost.
+    /// The caller checked the name with [`Core::check_registration`] first.
     pub fn on_agent_registered(
         &mut self,
         name: AgentName,
         caps: AgentCaps,
+        instance: &str,
         reported: &[Lease],
         now_ms: u64,
     ) -> (Vec<JobId>, Effects) {
         let mut effects = Effects::default();
         let previous = self.agents.remove(&name).map(|a| a.running).unwrap_or_default();
-        self.agents.insert(name.clone(), Agent { caps, last_seen_ms: now_ms, online: true, running: BTreeSet::new() });
+        let agent =
+            Agent { caps, instance: instance.to_owned(), last_seen_ms: now_ms, online: true, running: BTreeSet::new() };
+        self.agents.insert(name.clone(), agent);
         let mut stop = Vec::new();
         for lease in reported {
             if self.owns(&name, *lease) {
@@ -313,7 +343,13 @@ impl Core {
     }
 
     /// Leases the most urgent ready job that fits the agent now, if any.
-    pub fn on_lease_request(&mut self, name: &AgentName, now_ms: u64) -> Result<Option<(Lease, Effects)>, Rejection> {
+    /// `token` is the fresh lease token the shell drew for this lease (used only if a job is leased).
+    pub fn on_lease_request(
+        &mut self,
+        name: &AgentName,
+        token: LeaseToken,
+        now_ms: u64,
+    ) -> Result<Option<(Lease, Effects)>, Rejection> {
         let agent = self.agents.get(name).ok_or_else(|| Rejection::UnknownAgent(name.clone()))?;
         if agent.running.len() >= agent.caps.max_jobs as usize {
             return Ok(None);
@@ -337,11 +373,12 @@ impl Core {
         let Some(job) = self.jobs.get_mut(&id) else { return Ok(None) };
         job.state = JobState::Leased;
         job.epoch = Epoch(job.epoch.0 + 1);
+        job.token = Some(token);
         job.attempt += 1;
         job.agent = Some(name.clone());
         job.gpu = gpu;
         job.lease_expires_ms = now_ms + ttl;
-        let lease = Lease { job: id, epoch: job.epoch };
+        let lease = Lease { job: id, epoch: job.epoch, token };
         let run = job.run;
         if let Some(a) = self.agents.get_mut(name) {
             a.running.insert(id);
@@ -352,8 +389,11 @@ impl Core {
         Ok(Some((lease, effects)))
     }
 
-    /// Checks that a report carries the current lease of an active job.
-    pub fn check_lease(&self, lease: Lease) -> Result<(RunId, Stage), Rejection> {
+    /// Checks that a report carries the current lease of an active job, with the token issued for
+    /// it, from its holder. `caller` is the agent the request identified itself as (its credential's
+    /// agent, or the name it sent); `None` when the shared token was used without a name, so only
+    /// the token proves who holds the lease.
+    pub fn check_lease(&self, lease: Lease, caller: Option<&AgentName>) -> Result<(RunId, Stage), Rejection> {
         let job = self.jobs.get(&lease.job).ok_or(Rejection::UnknownJob(lease.job))?;
         if job.stage.runs_on_coordinator() {
             return Err(Rejection::UnknownJob(lease.job));
@@ -364,11 +404,25 @@ impl Core {
         if !job.state.is_leased() {
             return Err(Rejection::NotLeased { job: lease.job, state: job.state });
         }
+        if job.token != Some(lease.token) {
+            return Err(Rejection::WrongToken { job: lease.job, epoch: lease.epoch });
+        }
+        if let Some(caller) = caller
+            && job.agent.as_ref() != Some(caller)
+        {
+            let holder = job.agent.as_ref().map(ToString::to_string).unwrap_or_default();
+            return Err(Rejection::NotHolder { job: lease.job, holder, caller: caller.clone() });
+        }
         Ok((job.run, job.stage))
     }
 
-    pub fn on_job_started(&mut self, lease: Lease, now_ms: u64) -> Result<Effects, Rejection> {
-        self.check_lease(lease)?;
+    pub fn on_job_started(
+        &mut self,
+        lease: Lease,
+        caller: Option<&AgentName>,
+        now_ms: u64,
+    ) -> Result<Effects, Rejection> {
+        self.check_lease(lease, caller)?;
         let mut effects = Effects::default();
         if let Some(job) = self.jobs.get_mut(&lease.job) {
             job.lease_expires_ms = now_ms + self.config.lease_ttl_ms;
@@ -381,8 +435,14 @@ impl Core {
     }
 
     /// Completes a job. Its dependents become ready, or are cancelled when it failed.
-    pub fn on_job_completed(&mut self, lease: Lease, success: bool, error: &str) -> Result<Effects, Rejection> {
-        let (run, _) = self.check_lease(lease)?;
+    pub fn on_job_completed(
+        &mut self,
+        lease: Lease,
+        caller: Option<&AgentName>,
+        success: bool,
+        error: &str,
+    ) -> Result<Effects, Rejection> {
+        let (run, _) = self.check_lease(lease, caller)?;
         let mut effects = Effects::default();
         let (state, outcome) = if success { (JobState::Succeeded, "succeeded") } else { (JobState::Failed, "failed") };
         self.finish_job(lease.job, state, error, outcome, &mut effects);
@@ -423,6 +483,7 @@ impl Core {
             return;
         }
         let agent = job.agent.take();
+        job.token = None;
         job.history.push(AttemptRecord {
             attempt: job.attempt,
             agent: agent.as_ref().map(ToString::to_string).unwrap_or_default(),
@@ -472,6 +533,7 @@ impl Core {
             });
         }
         job.state = state;
+        job.token = None;
         job.error = error.to_owned();
         if let Some(agent) = job.agent.clone()
             && let Some(a) = self.agents.get_mut(&agent)
@@ -531,9 +593,12 @@ impl Core {
     }
 
     fn owns(&self, agent: &AgentName, lease: Lease) -> bool {
-        self.jobs
-            .get(&lease.job)
-            .is_some_and(|j| j.epoch == lease.epoch && j.state.is_leased() && j.agent.as_ref() == Some(agent))
+        self.jobs.get(&lease.job).is_some_and(|j| {
+            j.epoch == lease.epoch
+                && j.state.is_leased()
+                && j.token == Some(lease.token)
+                && j.agent.as_ref() == Some(agent)
+        })
     }
 
     fn attach(&mut self, agent: &AgentName, job: JobId, now_ms: u64) {
@@ -576,6 +641,7 @@ impl Core {
                 run: j.run,
                 state: j.state,
                 epoch: j.epoch,
+                token: j.token,
                 attempt: j.attempt,
                 agent: j.agent.clone(),
                 gpu: j.gpu,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use phasegate_proto::domain::{AgentName, Epoch, JobId, JobState, RunId, RunState};
+use phasegate_proto::domain::{AgentName, Epoch, JobId, JobState, LeaseToken, RunId, RunState};
 
 /// One attempt of a job, kept in the job's history.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -19,6 +19,8 @@ pub(crate) struct JobSnapshot {
     pub run: RunId,
     pub state: JobState,
     pub epoch: Epoch,
+    /// The lease token, stored with the lease so a restarted coordinator still knows its holder.
+    pub token: Option<LeaseToken>,
     pub attempt: u32,
     pub agent: Option<AgentName>,
     pub gpu: Option<u32>,

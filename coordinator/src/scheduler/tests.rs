@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use proptest::prelude::*;
 
 use phasegate_proto::domain::{
-    AgentCaps, AgentName, Epoch, GpuInfo, JobId, JobState, Lease, Priority, Requirements, RunId, RunState, Stage,
+    AgentCaps, AgentName, Epoch, GpuInfo, JobId, JobState, LEASE_TOKEN_BYTES, Lease, LeaseToken, Priority,
+    Requirements, RunId, RunState, Stage,
 };
 
 use super::{Core, CoreConfig, NewJob, NewRun, Rejection};
@@ -15,6 +16,14 @@ const TTL: u64 = 1_000;
 fn core() -> Core {
     Core::new(CoreConfig { lease_ttl_ms: TTL, max_attempts: 3 })
 }
+
+/// A distinct token per lease, as the shell's CSPRNG would give.
+fn test_token() -> LeaseToken {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+    LeaseToken::from_bytes([NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed); LEASE_TOKEN_BYTES])
+}
+
+const FORGED: LeaseToken = LeaseToken::from_bytes([0; LEASE_TOKEN_BYTES]);
 
 fn name(s: &str) -> AgentName {
     AgentName::parse("name", s).unwrap()
@@ -36,6 +45,7 @@ fn job(id: u64, stage: Stage, deps: &[u64], vram: u64) -> NewJob {
         requires: Requirements { gpu: vram > 0, vram_mib: vram, labels: BTreeSet::new() },
         state: JobState::Queued,
         epoch: Epoch(0),
+        token: None,
         attempt: 0,
         agent: None,
         gpu: None,
@@ -48,19 +58,19 @@ fn run(id: u64, priority: Priority, jobs: Vec<NewJob>) -> NewRun {
 }
 
 fn lease(core: &mut Core, agent: &str, now: u64) -> Option<Lease> {
-    core.on_lease_request(&name(agent), now).unwrap().map(|(l, _)| l)
+    core.on_lease_request(&name(agent), test_token(), now).unwrap().map(|(l, _)| l)
 }
 
 #[test]
 fn a_job_is_leased_once_and_completes_its_run() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 0);
-    c.on_agent_registered(name("b"), gpu_agent(4096, 2), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), "", &[], 0);
+    c.on_agent_registered(name("b"), gpu_agent(4096, 2), "", &[], 0);
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
     let l = lease(&mut c, "a", 1).unwrap();
-    assert_eq!(l, Lease { job: JobId(1), epoch: Epoch(1) });
+    assert_eq!((l.job, l.epoch), (JobId(1), Epoch(1)));
     assert_eq!(lease(&mut c, "b", 1), None, "the same job must not be leased twice");
-    let effects = c.on_job_completed(l, true, "").unwrap();
+    let effects = c.on_job_completed(l, None, true, "").unwrap();
     assert_eq!(effects.jobs[&JobId(1)].state, JobState::Succeeded);
     assert_eq!(effects.runs[&RunId(1)].state, RunState::Succeeded);
     assert!(!c.is_active_run(RunId(1)));
@@ -69,7 +79,7 @@ fn a_job_is_leased_once_and_completes_its_run() {
 #[test]
 fn expired_lease_requeues_with_next_attempt_then_fails_with_history() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 1), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "", &[], 0);
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
     let mut now = 0;
     for attempt in 1..=3u32 {
@@ -94,7 +104,7 @@ fn expired_lease_requeues_with_next_attempt_then_fails_with_history() {
 #[test]
 fn heartbeat_keeps_a_lease_alive() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 1), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "", &[], 0);
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
     let l = lease(&mut c, "a", 0).unwrap();
     for t in (500..5_000).step_by(500) {
@@ -106,26 +116,26 @@ fn heartbeat_keeps_a_lease_alive() {
 #[test]
 fn stale_epoch_changes_nothing() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 1), &[], 0);
-    c.on_agent_registered(name("b"), gpu_agent(4096, 1), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "", &[], 0);
+    c.on_agent_registered(name("b"), gpu_agent(4096, 1), "", &[], 0);
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
     let old = lease(&mut c, "a", 0).unwrap();
     c.on_tick(TTL + 1);
     let new = lease(&mut c, "b", TTL + 2).unwrap();
     assert_eq!(new.epoch, Epoch(2));
-    let err = c.on_job_completed(old, true, "").unwrap_err();
+    let err = c.on_job_completed(old, None, true, "").unwrap_err();
     assert_eq!(err, Rejection::StaleEpoch { job: JobId(1), given: Epoch(1), current: Epoch(2) });
-    assert!(c.on_job_started(old, TTL + 3).is_err());
+    assert!(c.on_job_started(old, None, TTL + 3).is_err());
     // The old agent is told to stop the job it no longer owns.
     assert_eq!(c.on_heartbeat(&name("a"), &[], &[old], TTL + 4).stop, vec![JobId(1)]);
     // The current holder is unaffected.
-    assert!(c.on_job_completed(new, true, "").is_ok());
+    assert!(c.on_job_completed(new, None, true, "").is_ok());
 }
 
 #[test]
 fn priorities_pr_then_nightly_then_manual_fifo_within() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 10), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 10), "", &[], 0);
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
     c.on_run_submitted(run(2, Priority::Nightly, vec![job(2, Stage::Finetune, &[], 0)]), 0);
     c.on_run_submitted(run(3, Priority::Pr, vec![job(3, Stage::Finetune, &[], 0)]), 0);
@@ -137,7 +147,7 @@ fn priorities_pr_then_nightly_then_manual_fifo_within() {
 #[test]
 fn dependent_stage_waits_and_is_cancelled_when_its_dependency_fails() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), "", &[], 0);
     c.on_run_submitted(
         run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0), job(2, Stage::Eval, &[1], 0)]),
         0,
@@ -145,7 +155,7 @@ fn dependent_stage_waits_and_is_cancelled_when_its_dependency_fails() {
     let l = lease(&mut c, "a", 0).unwrap();
     assert_eq!(l.job, JobId(1));
     assert_eq!(lease(&mut c, "a", 0), None, "eval must wait for finetune");
-    let effects = c.on_job_completed(l, false, "command exited with status 1").unwrap();
+    let effects = c.on_job_completed(l, None, false, "command exited with status 1").unwrap();
     assert_eq!(effects.jobs[&JobId(2)].state, JobState::Cancelled);
     let run = &effects.runs[&RunId(1)];
     assert_eq!(run.state, RunState::Failed);
@@ -155,7 +165,7 @@ fn dependent_stage_waits_and_is_cancelled_when_its_dependency_fails() {
 #[test]
 fn placement_respects_free_vram_and_promises() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), "", &[], 0);
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 2500)]), 0);
     c.on_run_submitted(run(2, Priority::Manual, vec![job(2, Stage::Finetune, &[], 2500)]), 0);
     assert!(lease(&mut c, "a", 0).is_some());
@@ -172,23 +182,23 @@ fn placement_respects_free_vram_and_promises() {
 #[test]
 fn reregistration_keeps_owned_leases_and_stops_the_rest() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), "", &[], 0);
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
     let l = lease(&mut c, "a", 0).unwrap();
-    let foreign = Lease { job: JobId(99), epoch: Epoch(1) };
-    let (stop, effects) = c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[l, foreign], 10);
+    let foreign = Lease { job: JobId(99), epoch: Epoch(1), token: test_token() };
+    let (stop, effects) = c.on_agent_registered(name("a"), gpu_agent(4096, 2), "", &[l, foreign], 10);
     assert_eq!(stop, vec![JobId(99)]);
     assert!(effects.jobs.is_empty(), "the kept lease changes nothing durable");
-    assert!(c.on_job_completed(l, true, "").is_ok());
+    assert!(c.on_job_completed(l, None, true, "").is_ok());
 }
 
 #[test]
 fn agent_restarting_without_its_job_requeues_it() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), "", &[], 0);
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
     lease(&mut c, "a", 0).unwrap();
-    let (_, effects) = c.on_agent_registered(name("a"), gpu_agent(4096, 2), &[], 10);
+    let (_, effects) = c.on_agent_registered(name("a"), gpu_agent(4096, 2), "", &[], 10);
     assert_eq!(effects.jobs[&JobId(1)].state, JobState::Queued);
     assert_eq!(lease(&mut c, "a", 11).unwrap().epoch, Epoch(2));
 }
@@ -239,7 +249,7 @@ proptest! {
         let mut c = core();
         let agents = ["a", "b", "c"];
         for a in agents {
-            c.on_agent_registered(name(a), gpu_agent(4096, 3), &[], 0);
+            c.on_agent_registered(name(a), gpu_agent(4096, 3), "", &[], 0);
         }
         let mut now = 0u64;
         let mut next_id = 1u64;
@@ -260,7 +270,7 @@ proptest! {
                 }
                 Op::Complete(a, ok) => {
                     if let Some((&job, &(_, l, _))) = held.iter().find(|(_, (h, _, _))| *h == a)
-                        && c.on_job_completed(l, ok, "").is_ok() {
+                        && c.on_job_completed(l, None, ok, "").is_ok() {
                             held.remove(&job);
                         }
                 }
@@ -274,7 +284,7 @@ proptest! {
                 }
             }
             for l in &stale {
-                prop_assert!(c.check_lease(*l).is_err(), "a stale lease was accepted");
+                prop_assert!(c.check_lease(*l, None).is_err(), "a stale lease was accepted");
             }
             // Exclusivity: the core's view has each active job on at most one agent.
             let mut seen = BTreeSet::new();
@@ -300,13 +310,13 @@ fn gate_run(id: u64) -> NewRun {
 #[test]
 fn gate_jobs_are_never_leased_and_become_ready_after_their_dependencies() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), "", &[], 0);
     c.on_run_submitted(gate_run(1), 0);
     assert!(c.ready_coordinator_jobs().is_empty(), "the gate waits for the finetune");
     let l = lease(&mut c, "a", 1).unwrap();
     assert_eq!(l.job, JobId(10));
     assert_eq!(lease(&mut c, "a", 1), None, "the gate job must not be leased to an agent");
-    let effects = c.on_job_completed(l, true, "").unwrap();
+    let effects = c.on_job_completed(l, None, true, "").unwrap();
     assert!(effects.work_available);
     assert_eq!(c.ready_coordinator_jobs(), vec![(RunId(1), JobId(11))]);
     assert_eq!(lease(&mut c, "a", 2), None, "a ready gate job is still not for agents");
@@ -315,17 +325,17 @@ fn gate_jobs_are_never_leased_and_become_ready_after_their_dependencies() {
 #[test]
 fn a_started_gate_job_runs_once_and_its_success_ends_the_run() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), "", &[], 0);
     c.on_run_submitted(gate_run(1), 0);
     let l = lease(&mut c, "a", 1).unwrap();
-    c.on_job_completed(l, true, "").unwrap();
+    c.on_job_completed(l, None, true, "").unwrap();
     let started = c.on_coordinator_job_started(JobId(11)).unwrap();
     assert_eq!(started.jobs[&JobId(11)].state, JobState::Running);
     assert!(c.ready_coordinator_jobs().is_empty(), "a started gate job is not ready again");
     assert!(matches!(c.on_coordinator_job_started(JobId(11)), Err(Rejection::NotReady { .. })));
     // No agent can report on it, even with a guessed lease.
-    let guess = Lease { job: JobId(11), epoch: Epoch(0) };
-    assert_eq!(c.on_job_completed(guess, true, ""), Err(Rejection::UnknownJob(JobId(11))));
+    let guess = Lease { job: JobId(11), epoch: Epoch(0), token: FORGED };
+    assert_eq!(c.on_job_completed(guess, None, true, ""), Err(Rejection::UnknownJob(JobId(11))));
     // Nor does it expire like an agent's lease.
     assert!(c.on_tick(10 * TTL).jobs.is_empty());
     let done = c.on_coordinator_job_done(JobId(11), true, "").unwrap();
@@ -337,10 +347,10 @@ fn a_started_gate_job_runs_once_and_its_success_ends_the_run() {
 #[test]
 fn a_gate_that_cannot_run_fails_the_run_with_its_error() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), "", &[], 0);
     c.on_run_submitted(gate_run(1), 0);
     let l = lease(&mut c, "a", 1).unwrap();
-    c.on_job_completed(l, true, "").unwrap();
+    c.on_job_completed(l, None, true, "").unwrap();
     c.on_coordinator_job_started(JobId(11)).unwrap();
     let done = c.on_coordinator_job_done(JobId(11), false, "no file matched results").unwrap();
     assert_eq!(done.jobs[&JobId(11)].state, JobState::Failed);
@@ -352,12 +362,12 @@ fn a_gate_that_cannot_run_fails_the_run_with_its_error() {
 #[test]
 fn gate_not_ready_cannot_start_and_failed_finetune_cancels_it() {
     let mut c = core();
-    c.on_agent_registered(name("a"), gpu_agent(4096, 4), &[], 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 4), "", &[], 0);
     c.on_run_submitted(gate_run(1), 0);
     assert!(matches!(c.on_coordinator_job_started(JobId(11)), Err(Rejection::NotReady { .. })));
     assert!(matches!(c.on_coordinator_job_started(JobId(10)), Err(Rejection::NotReady { .. })));
     let l = lease(&mut c, "a", 1).unwrap();
-    let effects = c.on_job_completed(l, false, "oom").unwrap();
+    let effects = c.on_job_completed(l, None, false, "oom").unwrap();
     assert_eq!(effects.jobs[&JobId(11)].state, JobState::Cancelled);
     assert!(c.ready_coordinator_jobs().is_empty());
     assert_eq!(c.on_coordinator_job_done(JobId(11), true, ""), Err(Rejection::UnknownJob(JobId(11))));
@@ -373,4 +383,40 @@ fn a_gate_job_running_when_the_coordinator_stopped_is_queued_again_on_restore() 
     let effects = c.on_run_submitted(run(1, Priority::Manual, vec![finetune, gate]), 0);
     assert_eq!(effects.jobs[&JobId(11)].state, JobState::Queued);
     assert_eq!(c.ready_coordinator_jobs(), vec![(RunId(1), JobId(11))]);
+}
+
+#[test]
+fn a_wrong_token_or_another_agent_is_denied_and_changes_nothing() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "pa", &[], 0);
+    c.on_agent_registered(name("b"), gpu_agent(4096, 1), "pb", &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let l = lease(&mut c, "a", 0).unwrap();
+    let forged = Lease { token: FORGED, ..l };
+    let err = c.on_job_completed(forged, Some(&name("b")), true, "").unwrap_err();
+    assert_eq!(err, Rejection::WrongToken { job: JobId(1), epoch: Epoch(1) });
+    assert!(err.is_denial());
+    assert!(c.on_job_started(forged, None, 1).is_err());
+    // The right token from the wrong agent is refused too.
+    let err = c.on_job_completed(l, Some(&name("b")), true, "").unwrap_err();
+    assert_eq!(err, Rejection::NotHolder { job: JobId(1), holder: "a".into(), caller: name("b") });
+    // A heartbeat with a forged token renews nothing and stops nothing on the holder.
+    assert_eq!(c.on_heartbeat(&name("a"), &[], &[forged], 1).stop, vec![JobId(1)]);
+    assert!(c.on_heartbeat(&name("a"), &[], &[l], 2).stop.is_empty());
+    let effects = c.on_job_completed(l, Some(&name("a")), true, "").unwrap();
+    assert_eq!(effects.jobs[&JobId(1)].state, JobState::Succeeded);
+    assert_eq!(effects.jobs[&JobId(1)].token, None, "a finished job keeps no token");
+}
+
+#[test]
+fn a_live_name_is_kept_from_other_processes() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "first", &[], 0);
+    let err = c.check_registration(&name("a"), "second", false, TTL - 1).unwrap_err();
+    assert_eq!(err, Rejection::NameInUse(name("a")));
+    assert!(err.to_string().contains("agent name a belongs to a live agent"), "{err}");
+    assert!(c.check_registration(&name("a"), "first", false, TTL - 1).is_ok(), "the same process");
+    assert!(c.check_registration(&name("a"), "second", true, TTL - 1).is_ok(), "its own credential");
+    assert!(c.check_registration(&name("a"), "second", false, TTL).is_ok(), "silent for a TTL: not live");
+    assert!(c.check_registration(&name("new"), "x", false, 0).is_ok());
 }

@@ -11,8 +11,8 @@ use std::future::Future;
 
 pub use fault::StorageFault;
 pub(crate) use records::{
-    AgentRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, LogRecord, NewGithubNotice, NewJobRecord,
-    NewRunRecord, NoticeId, PhaseRecord, RunRecord, VerdictRecord,
+    AgentRecord, AgentTokenRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, LogRecord, NewGithubNotice,
+    NewJobRecord, NewRunRecord, NoticeId, PhaseRecord, RunRecord, VerdictRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -84,6 +84,19 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
     fn artifact_known(&self, sha256: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn upsert_agent(&self, agent: &AgentRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+    /// Stores a new credential of `agent` by its secret's SHA-256; returns its id.
+    fn insert_agent_token(
+        &self,
+        agent: &str,
+        secret_sha256: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Every credential, revoked ones included, by id.
+    fn agent_tokens(&self) -> impl Future<Output = Result<Vec<AgentTokenRecord>, StoreError>> + Send;
+    /// Marks credentials revoked (those already revoked keep their first revocation time).
+    fn revoke_agent_tokens(&self, ids: &[i64], now_ms: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records when credentials were last used: `(id, time)`; a time never moves backwards.
+    fn touch_agent_tokens(&self, used: &[(i64, i64)]) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Runs that are not finished, with all their jobs: what the scheduler rebuilds itself from.
     fn active_runs(&self) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
     fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send;

@@ -5,6 +5,17 @@ use phasegate_proto::pb;
 
 use crate::scheduler::AttemptRecord;
 
+/// A per-agent credential: its secret is never stored, only the secret's SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AgentTokenRecord {
+    pub id: i64,
+    pub agent_name: String,
+    pub secret_sha256: String,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct NewJobRecord {
     pub stage: Stage,
@@ -41,6 +52,8 @@ pub(crate) struct JobRecord {
     pub work: pb::Assignment,
     pub state: String,
     pub epoch: i64,
+    /// The current lease's token (hex); `None` while the job is not leased.
+    pub lease_token: Option<String>,
     pub attempt: i64,
     pub agent: Option<String>,
     pub gpu_index: Option<i64>,

@@ -25,11 +25,12 @@ use phasegate_proto::domain::{JobId, RunId, Trigger};
 use phasegate_proto::pb;
 
 use super::{
-    AgentRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, JobResult, LogRecord, NewGithubNotice,
-    NewRunRecord, NoticeId, PhaseRecord, RunRecord, Store, StoreError, VerdictRecord,
+    AgentRecord, AgentTokenRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, JobResult, LogRecord,
+    NewGithubNotice, NewRunRecord, NoticeId, PhaseRecord, RunRecord, Store, StoreError, VerdictRecord,
 };
 use crate::scheduler::Effects;
 
+mod agent_tokens;
 mod github;
 mod github_notices;
 mod phases;
@@ -84,7 +85,8 @@ impl SqliteStore {
         let mut out = Vec::new();
         for run in run_ids {
             let rows = sqlx::query(
-                "SELECT id, run_id, stage, depends_on, requires, work, state, epoch, attempt, agent, gpu_index, \
+                "SELECT id, run_id, stage, depends_on, requires, work, state, epoch, lease_token, attempt, agent, \
+                 gpu_index, \
                  error, history, metrics, result_json FROM jobs WHERE run_id = ? ORDER BY id",
             )
             .bind(run)
@@ -211,6 +213,7 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRecord, StoreError> {
         work: decode("jobs", &row.try_get::<Vec<u8>, _>("work")?)?,
         state: row.try_get("state")?,
         epoch: row.try_get("epoch")?,
+        lease_token: row.try_get("lease_token")?,
         attempt: row.try_get("attempt")?,
         agent: row.try_get("agent")?,
         gpu_index: row.try_get("gpu_index")?,
@@ -259,11 +262,12 @@ async fn write_effects(
     for job in effects.jobs.values() {
         let history = serde_json::to_string(&job.history).map_err(|e| corrupt("jobs", e))?;
         sqlx::query(
-            "UPDATE jobs SET state = ?, epoch = ?, attempt = ?, agent = ?, gpu_index = ?, error = ?, \
-                 history = ?, updated_ms = ? WHERE id = ?",
+            "UPDATE jobs SET state = ?, epoch = ?, lease_token = ?, attempt = ?, agent = ?, gpu_index = ?, \
+                 error = ?, history = ?, updated_ms = ? WHERE id = ?",
         )
         .bind(job.state.as_str())
         .bind(job.epoch.0 as i64)
+        .bind(job.token.map(|t| t.to_hex()))
         .bind(i64::from(job.attempt))
         .bind(job.agent.as_ref().map(|a| a.as_str().to_owned()))
         .bind(job.gpu.map(i64::from))
@@ -503,6 +507,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_agent_token(&self, agent: &str, secret_sha256: &str, now_ms: i64) -> Result<i64, StoreError> {
+        agent_tokens::insert(&self.pool, agent, secret_sha256, now_ms).await
+    }
+
+    async fn agent_tokens(&self) -> Result<Vec<AgentTokenRecord>, StoreError> {
+        agent_tokens::all(&self.pool).await
+    }
+
+    async fn revoke_agent_tokens(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
+        agent_tokens::revoke(&self.pool, ids, now_ms).await
+    }
+
+    async fn touch_agent_tokens(&self, used: &[(i64, i64)]) -> Result<(), StoreError> {
+        agent_tokens::touch(&self.pool, used).await
+    }
+
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query("SELECT name, capabilities, registered_ms FROM agents ORDER BY name")
             .fetch_all(&self.pool)
@@ -550,7 +570,8 @@ impl Store for SqliteStore {
 
     async fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, run_id, stage, depends_on, requires, work, state, epoch, attempt, agent, gpu_index, \
+            "SELECT id, run_id, stage, depends_on, requires, work, state, epoch, lease_token, attempt, agent, \
+                 gpu_index, \
              error, history, metrics, result_json FROM jobs WHERE id = ?",
         )
         .bind(id.0 as i64)

@@ -4,7 +4,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use phasegate_proto::domain::{AgentCaps, AgentName, Epoch, JobState, Lease, Priority, RunState, Stage};
+use phasegate_proto::domain::{
+    AgentCaps, AgentName, Epoch, JobState, LEASE_TOKEN_BYTES, Lease, LeaseToken, Priority, RunState, Stage,
+};
+
+fn test_token() -> LeaseToken {
+    LeaseToken::from_bytes([7; LEASE_TOKEN_BYTES])
+}
 
 use super::*;
 use crate::scheduler::{Core, CoreConfig, NewJob, NewRun};
@@ -71,6 +77,7 @@ fn core_with(run: RunId, jobs: &[JobId]) -> Core {
             requires: requires.clone(),
             state: JobState::Queued,
             epoch: Epoch(0),
+            token: None,
             attempt: 0,
             agent: None,
             gpu: None,
@@ -85,7 +92,7 @@ fn core_with(run: RunId, jobs: &[JobId]) -> Core {
         free_vram_mib: 40_000,
     };
     let caps = AgentCaps { gpus: vec![gpu], labels: BTreeSet::from(["a100".to_owned()]), max_jobs: 1 };
-    let _ = core.on_agent_registered(agent(), caps, &[], NOW);
+    let _ = core.on_agent_registered(agent(), caps, "", &[], NOW);
     core
 }
 
@@ -112,9 +119,9 @@ fn line(seq: u64, text: &str) -> pb::LogLine {
 
 /// Leases and starts the run's job; returns the lease.
 async fn lease_and_start(store: &SqliteStore, core: &mut Core) -> Lease {
-    let (lease, effects) = core.on_lease_request(&agent(), NOW).unwrap().expect("a job to lease");
+    let (lease, effects) = core.on_lease_request(&agent(), test_token(), NOW).unwrap().expect("a job to lease");
     store.apply(&effects, &JobResult::default(), NOW as i64).await.unwrap();
-    let effects = core.on_job_started(lease, NOW).unwrap();
+    let effects = core.on_job_started(lease, None, NOW).unwrap();
     store.apply(&effects, &JobResult::default(), NOW as i64).await.unwrap();
     lease
 }
@@ -223,7 +230,7 @@ async fn apply_writes_the_job_snapshot_run_update_and_result_together() {
     assert_eq!((job.agent.as_deref(), job.gpu_index), (Some("a1"), Some(0)));
     assert_eq!(store.run(run_id).await.unwrap().unwrap().state, "running");
 
-    let effects = core.on_job_completed(lease, true, "").unwrap();
+    let effects = core.on_job_completed(lease, None, true, "").unwrap();
     assert!(!effects.jobs.is_empty() && !effects.runs.is_empty(), "completion changes a job and its run");
     store.apply(&effects, &success(lease), NOW as i64 + 5).await.unwrap();
 
@@ -255,7 +262,7 @@ async fn a_failing_apply_writes_nothing() {
     .execute(&store.pool)
     .await
     .unwrap();
-    let effects = core.on_job_completed(lease, true, "").unwrap();
+    let effects = core.on_job_completed(lease, None, true, "").unwrap();
     let err = store.apply(&effects, &success(lease), NOW as i64 + 5).await.expect_err("the trigger refuses");
     assert!(err.to_string().contains("refused by test"), "{err}");
 
@@ -317,7 +324,7 @@ async fn committed_state_survives_a_crash_and_reopen() {
     let lease = lease_and_start(&store, &mut core).await;
     store.append_events(done_jobs[0], 1, &[line(1, "step 1"), line(2, "step 2")], &[]).await.unwrap();
     store.record_artifact(&artifact().sha256, artifact().size, 7).await.unwrap();
-    let effects = core.on_job_completed(lease, true, "").unwrap();
+    let effects = core.on_job_completed(lease, None, true, "").unwrap();
     store.apply(&effects, &success(lease), NOW as i64).await.unwrap();
     let (queued_id, _) = store.insert_run(&new_run("e", RunState::Queued, "")).await.unwrap();
     let caps = pb::Capabilities { hostname: "box".into(), max_jobs: 1, ..Default::default() };
@@ -356,7 +363,7 @@ async fn active_runs_are_the_unfinished_ones_with_their_jobs() {
 
     let mut core = core_with(finished, &finished_jobs);
     let lease = lease_and_start(&store, &mut core).await;
-    let effects = core.on_job_completed(lease, false, "exit code 1").unwrap();
+    let effects = core.on_job_completed(lease, None, false, "exit code 1").unwrap();
     store.apply(&effects, &JobResult::default(), NOW as i64).await.unwrap();
     let mut core = core_with(running, &running_jobs);
     let lease = lease_and_start(&store, &mut core).await;
@@ -369,4 +376,5 @@ async fn active_runs_are_the_unfinished_ones_with_their_jobs() {
     let job = &active[1].jobs[0];
     assert_eq!((job.id as u64, job.state.as_str()), (running_jobs[0].0, "running"));
     assert_eq!((job.epoch as u64, job.agent.as_deref()), (lease.epoch.0, Some("a1")));
+    assert_eq!(job.lease_token.as_deref(), Some(lease.token.to_hex().as_str()), "the lease token is durable");
 }

@@ -1,0 +1,27 @@
+//! Who may take an agent name: a live registration keeps its name against newcomers.
+
+use phasegate_proto::domain::AgentName;
+
+use super::{Core, Rejection};
+
+impl Core {
+    /// Whether a registration under `name` may replace the one the core holds. A name whose agent
+    /// is live (online, heard from within the lease TTL) is taken: only the same process
+    /// (`instance`) or a caller holding that agent's own credential (`own_credential`) may register
+    /// under it again. Changes nothing.
+    pub fn check_registration(
+        &self,
+        name: &AgentName,
+        instance: &str,
+        own_credential: bool,
+        now_ms: u64,
+    ) -> Result<(), Rejection> {
+        let Some(agent) = self.agents.get(name) else { return Ok(()) };
+        let live = agent.online && agent.last_seen_ms + self.config.lease_ttl_ms > now_ms;
+        let same_process = !instance.is_empty() && agent.instance == instance;
+        if !live || same_process || own_credential {
+            return Ok(());
+        }
+        Err(Rejection::NameInUse(name.clone()))
+    }
+}
