@@ -3,7 +3,6 @@
 //! Timings are short (lease TTL 2 s, heartbeats every 500 ms) so the failure scenarios finish in
 //! seconds; every wait polls with a deadline.
 
-#[allow(dead_code)]
 mod common;
 
 use std::path::Path;

@@ -1,8 +1,6 @@
 //! Faults a fleet meets every week, with real processes on loopback: a coordinator outage while a
 //! job starts or finishes, an agent killed under its job, a job quiet before it exits.
 
-// Shared with the other end-to-end tests; this file uses part of it.
-#[allow(dead_code)]
 mod common;
 
 use std::path::PathBuf;

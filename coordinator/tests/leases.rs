@@ -1,18 +1,20 @@
 //! Lease tokens, per-agent credentials, live agent names and protocol versions, over real gRPC on
 //! `127.0.0.1:0` with a temp data dir. The tests play the agents through the raw protocol.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod common;
+
+use std::path::PathBuf;
 
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
-use tokio::net::TcpListener;
 use tonic::Code;
 
-use phasegate_coordinator::{AccessFile, ServeConfig, ShellConfig};
+use phasegate_coordinator::ShellConfig;
 use phasegate_proto::PROTOCOL_VERSION;
 use phasegate_proto::client::{AgentClient, ControlClient, agent_client, agent_client_as, channel, control_client};
 use phasegate_proto::pb;
+
+use common::Coordinator;
 
 const SPEC: &str = r#"experiment = "lease-test"
 phase = "1"
@@ -27,53 +29,8 @@ timeout = "1m"
 /// A lease token nobody was issued (the right length, so it is checked, not rejected as malformed).
 const FORGED: &str = "00112233445566778899aabbccddeeff";
 
-/// A coordinator served in process on a data dir that outlives it (for restarts).
-struct Coordinator {
-    access: AccessFile,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
+/// What these tests ask of the shared in-process coordinator.
 impl Coordinator {
-    async fn start(data_dir: &Path, shell: ShellConfig) -> Self {
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", grpc.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = ServeConfig { data_dir: data_dir.to_owned(), shell, tls: None };
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = phasegate_coordinator::run(config, grpc, http, shutdown).await {
-                panic!("coordinator failed: {e}");
-            }
-        });
-        let path = data_dir.join("access.toml");
-        let mut tries = 0;
-        let access = loop {
-            if let Ok(a) = AccessFile::load(&path)
-                && a.address == address
-            {
-                break a;
-            }
-            tries += 1;
-            assert!(tries < 200, "the coordinator never wrote {}", path.display());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        };
-        Self { access, stop: Some(stop), task: Some(task) }
-    }
-
-    /// Shuts the coordinator down and waits until it has stopped.
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
-    }
-
     /// An agent client with the shared token that names itself `name`.
     fn agent(&self, name: &str) -> AgentClient {
         agent_client_as(channel(&self.access.address, None).unwrap(), &self.access.agent_token, name).unwrap()
@@ -102,14 +59,6 @@ impl Coordinator {
         let req = pb::CreateAgentTokenRequest { agent_name: agent.into() };
         let resp = self.control().create_agent_token(req).await.unwrap().into_inner();
         (resp.token.expect("the created credential"), resp.secret)
-    }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

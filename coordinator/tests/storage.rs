@@ -3,18 +3,21 @@
 //! Needs permission to mount (root); without it the test says so and passes, unless
 //! `PHASEGATE_REQUIRE_TMPFS=1` makes the missing mount a failure.
 
+mod common;
+
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
-use tokio::net::TcpListener;
 use tonic::Code;
 
-use phasegate_coordinator::{AccessFile, ServeConfig, ShellConfig};
+use phasegate_coordinator::ShellConfig;
 use phasegate_proto::client::{ControlClient, channel, control_client};
 use phasegate_proto::pb;
+
+use common::Coordinator;
 
 /// A tmpfs of `size` mounted on a fresh temp dir; unmounted when dropped.
 struct Tmpfs {
@@ -81,30 +84,6 @@ fn large_spec() -> String {
     format!("{comment}{SPEC}")
 }
 
-async fn start(data_dir: &Path) -> (AccessFile, tokio::sync::oneshot::Sender<()>) {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ServeConfig { data_dir: data_dir.to_owned(), shell: ShellConfig::default(), tls: None };
-    tokio::spawn(async move {
-        let result = phasegate_coordinator::run(config, grpc, http, async move {
-            let _ = stopped.await;
-        })
-        .await;
-        if let Err(e) = result {
-            panic!("coordinator failed: {e}");
-        }
-    });
-    let path = data_dir.join("access.toml");
-    for _ in 0..400 {
-        if let Ok(a) = AccessFile::load(&path) {
-            return (a, stop);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the coordinator never wrote {}", path.display());
-}
-
 /// Uploads a small source bundle, then submits `spec` with it: what `phasegate submit` does.
 async fn submit(client: &mut ControlClient, spec: &str, with_bundle: bool) -> Result<u64, tonic::Status> {
     let mut bundle_sha256 = String::new();
@@ -151,7 +130,8 @@ fn assert_out_of_space(what: &str, outcome: Result<u64, tonic::Status>) {
 async fn a_full_data_dir_refuses_writes_keeps_reads_and_recovers_without_restart() {
     let Some(fs) = Tmpfs::mount("6m") else { return };
     let data_dir = fs.mount.join("data");
-    let (access, _stop) = start(&data_dir).await;
+    let coordinator = Coordinator::start(&data_dir, ShellConfig::default()).await;
+    let access = &coordinator.access;
     let mut client = control_client(channel(&access.address, None).unwrap(), &access.client_token).unwrap();
 
     let mut acknowledged = Vec::new();

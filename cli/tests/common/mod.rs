@@ -4,6 +4,9 @@
 //! test leaves nothing running. Child stderr goes to files in the cluster's temp dir; when a test
 //! panics the guard prints them, which is usually all it takes to see why.
 
+// Each test binary uses part of this.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
