@@ -11,6 +11,7 @@ pub mod github;
 mod grpc;
 pub mod history;
 mod http;
+mod http_serve;
 mod metrics;
 pub mod rescore;
 mod scheduler;
@@ -20,5 +21,6 @@ mod store;
 mod writer;
 
 pub use auth::{AccessError, AccessFile};
+pub use http_serve::HttpLimits;
 pub use server::{ServeConfig, ServeError, run};
 pub use shell::{CoreConfigPublic, ShellConfig};

@@ -52,6 +52,8 @@ pub struct ShellConfig {
     /// baselines with the candidate's rules scorer; `None`: the default cache
     /// (`$PHASEGATE_MODEL_CACHE`, else `~/.cache/phasegate/models`).
     pub model_cache: Option<std::path::PathBuf>,
+    /// Bounds of the HTTP side port (connections, timeouts, webhook body size).
+    pub http: crate::HttpLimits,
 }
 
 /// The scheduling limits users can set.
@@ -70,6 +72,7 @@ impl Default for ShellConfig {
             bundle_limit_bytes: 512 << 20,
             github: None,
             model_cache: None,
+            http: crate::HttpLimits::default(),
         }
     }
 }
