@@ -258,7 +258,10 @@ fn entry_count_and_path_depth_are_limited() {
 
     let deep = vec!["d"; MAX_PATH_DEPTH].join("/") + "/f.txt";
     let msg = unpack_error(&zeros_archive(&[(deep.as_str(), 1)]));
-    assert!(msg.contains(&format!("the path depth reaches {}, over the limit of {MAX_PATH_DEPTH}", MAX_PATH_DEPTH + 1)), "{msg}");
+    assert!(
+        msg.contains(&format!("the path depth reaches {}, over the limit of {MAX_PATH_DEPTH}", MAX_PATH_DEPTH + 1)),
+        "{msg}"
+    );
     let ok = vec!["d"; MAX_PATH_DEPTH - 1].join("/") + "/f.txt";
     let dest = tempfile::tempdir().unwrap();
     unpack(&zeros_archive(&[(ok.as_str(), 1)]), dest.path()).unwrap();

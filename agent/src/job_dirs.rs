@@ -23,7 +23,7 @@ pub(crate) fn to_delete(names: &[String], keep: usize, running: &HashSet<u64>) -
         .filter_map(|n| parse_name(n).map(|id| (id, n)))
         .filter(|((job, _), _)| !running.contains(job))
         .collect();
-    finished.sort_by(|a, b| b.0.cmp(&a.0));
+    finished.sort_by_key(|f| std::cmp::Reverse(f.0));
     finished.into_iter().skip(keep).map(|(_, n)| n.clone()).collect()
 }
 
@@ -66,10 +66,8 @@ mod tests {
             deleted.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
         deleted.sort();
         assert_eq!(deleted, ["10-1", "7-1"]);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();
         assert_eq!(left, ["10-2", "12-1", "3-1", "9-x", "notes"]);
         // Nothing more to do the second time.

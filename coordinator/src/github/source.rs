@@ -221,7 +221,8 @@ pub(crate) mod tests {
         let err = source_bundle(&tarball, "experiments/persona/phase.toml", 1 << 20).unwrap_err();
         assert!(err.to_string().contains("the path depth reaches 41, over the limit of 32"), "{err}");
         let big = vec![0_u8; 4 << 20];
-        let tarball = github_tarball(SHA, &[("experiments/persona/phase.toml", b"x"), ("experiments/persona/z.bin", &big)]);
+        let tarball =
+            github_tarball(SHA, &[("experiments/persona/phase.toml", b"x"), ("experiments/persona/z.bin", &big)]);
         assert!(tarball.len() < 64 * 1024);
         let err = source_bundle(&tarball, "experiments/persona/phase.toml", 1 << 20).unwrap_err();
         assert!(matches!(err, SourceError::TooLarge { limit: 1048576, .. }), "{err}");

@@ -46,7 +46,8 @@ pub(crate) fn router<S: Store, G: GithubSink + 'static>(
     limits: &HttpLimits,
 ) -> Option<Router> {
     service.config().webhook_secret.as_ref()?;
-    let state = Arc::new(Webhook { service, limits: *limits, reading: Semaphore::new(limits.webhook_in_flight.max(1)) });
+    let state =
+        Arc::new(Webhook { service, limits: *limits, reading: Semaphore::new(limits.webhook_in_flight.max(1)) });
     Some(Router::new().route(PATH, post(receive::<S, G>)).with_state(state))
 }
 

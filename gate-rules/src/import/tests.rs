@@ -324,7 +324,10 @@ fn repeated_samples_of_a_question_are_samples_but_a_repeated_sample_is_an_error(
 
     let keyed = r#"{"phase": 6, "scores": {"Q1": {"score": 3, "max_score": 10}, "Q1": {"score": 4, "max_score": 10}}}"#;
     let err = parse_file("keyed.json", keyed, None).unwrap_err().to_string();
-    assert!(err.contains("keyed.json") && err.contains("`scores.Q1`") && err.contains("duplicate question id Q1"), "{err}");
+    assert!(
+        err.contains("keyed.json") && err.contains("`scores.Q1`") && err.contains("duplicate question id Q1"),
+        "{err}"
+    );
 }
 
 #[test]
