@@ -8,7 +8,9 @@
 //! and skipped (listed in [`PackedBundle::skipped_links`]) otherwise.
 //!
 //! Unpacking trusts nothing in the archive: absolute paths, `..` components, links that could lead
-//! outside the destination, writes through links, hard links and special files are rejected.
+//! outside the destination, writes through links, hard links and special files are rejected, and
+//! [`UnpackLimits`] bound what a small archive may expand to (total bytes, entries, path depth). The
+//! archive is read as a stream; each entry's size is checked against the limit before it is written.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -45,6 +47,29 @@ impl std::fmt::Debug for PackedBundle {
             .field("content_bytes", &self.content_bytes)
             .field("skipped_links", &self.skipped_links)
             .finish()
+    }
+}
+
+/// Most bytes an unpacked bundle may hold by default: twice the coordinator's default bundle limit.
+pub const MAX_UNPACKED_BYTES: u64 = 1 << 30;
+/// Most entries (files, directories, links) an unpacked bundle may hold by default.
+pub const MAX_UNPACKED_ENTRIES: usize = 100_000;
+/// Most path components an entry of a bundle may have.
+pub const MAX_PATH_DEPTH: usize = 32;
+
+/// What an archive may expand to; see [`unpack_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Sum of the entries' sizes.
+    pub max_bytes: u64,
+    pub max_entries: usize,
+    /// Components of an entry's path (`a/b/c` is 3).
+    pub max_depth: usize,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits { max_bytes: MAX_UNPACKED_BYTES, max_entries: MAX_UNPACKED_ENTRIES, max_depth: MAX_PATH_DEPTH }
     }
 }
 
@@ -91,6 +116,8 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to unpack the bundle: {what} reaches {value}, over the limit of {limit}")]
+    Limit { what: &'static str, value: u64, limit: u64 },
     #[error("failed to unpack entry `{entry}`: {reason}")]
     UnsafeEntry { entry: String, reason: String },
     #[error("failed to unpack entry `{entry}` into {dest}: {source}")]
@@ -239,19 +266,26 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, dir: &Path, rel: &str, item: 
     }
 }
 
-/// Unpacks a bundle into `dest` (created if missing; expected fresh). Fails on the first unsafe or
-/// duplicate entry, naming it.
+/// Unpacks a bundle into `dest` (created if missing; expected fresh) within the default
+/// [`UnpackLimits`]. Fails on the first unsafe or duplicate entry, naming it.
 pub fn unpack(bytes: &[u8], dest: &Path) -> Result<UnpackSummary, BundleError> {
+    unpack_with(bytes, dest, &UnpackLimits::default())
+}
+
+/// [`unpack`] within `limits`: an entry that would pass one fails the unpack before it is written.
+pub fn unpack_with(bytes: &[u8], dest: &Path, limits: &UnpackLimits) -> Result<UnpackSummary, BundleError> {
     fs::create_dir_all(dest).map_err(|source| read_err(dest, source))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
     archive.set_preserve_mtime(false);
     let mut file_count = 0;
+    let mut budget = Budget::new(limits);
     let entries = archive.entries().map_err(|source| BundleError::Archive { source })?;
     for entry in entries {
         let mut entry = entry.map_err(|source| BundleError::Archive { source })?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let rel = checked_entry_path(&name)?;
+        budget.take(&rel, entry.size())?;
         let kind = entry.header().entry_type();
         match kind {
             tar::EntryType::Directory | tar::EntryType::Regular | tar::EntryType::Continuous => {}
@@ -276,6 +310,42 @@ pub fn unpack(bytes: &[u8], dest: &Path) -> Result<UnpackSummary, BundleError> {
         file_count += usize::from(!kind.is_dir());
     }
     Ok(UnpackSummary { file_count })
+}
+
+/// What is left of [`UnpackLimits`] while entries are read. The tar reader copies exactly the
+/// size a header declares, so checking the declared size bounds what is written.
+#[derive(Debug)]
+pub struct Budget {
+    limits: UnpackLimits,
+    bytes: u64,
+    entries: usize,
+}
+
+impl Budget {
+    pub fn new(limits: &UnpackLimits) -> Budget {
+        Budget { limits: *limits, bytes: 0, entries: 0 }
+    }
+
+    /// Counts one entry at `rel` of `size` bytes, or names the limit it passes.
+    pub fn take(&mut self, rel: &Path, size: u64) -> Result<(), BundleError> {
+        let depth = rel.components().count();
+        if depth > self.limits.max_depth {
+            return Err(limit("the path depth", depth as u64, self.limits.max_depth as u64));
+        }
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(limit("the entry count", self.entries as u64, self.limits.max_entries as u64));
+        }
+        self.bytes = self.bytes.saturating_add(size);
+        if self.bytes > self.limits.max_bytes {
+            return Err(limit("the unpacked size in bytes", self.bytes, self.limits.max_bytes));
+        }
+        Ok(())
+    }
+}
+
+fn limit(what: &'static str, value: u64, limit: u64) -> BundleError {
+    BundleError::Limit { what, value, limit }
 }
 
 /// The entry's path as a relative path of plain components.

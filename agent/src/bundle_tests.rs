@@ -195,3 +195,74 @@ fn sha256_of_file_matches_bytes() {
     assert_eq!(sha256_hex(b"abc"), expected);
     assert_eq!(sha256_file(&dir.path().join("x")).unwrap(), expected);
 }
+
+/// A gzipped tar of `files` (name, size of zeros): a few KiB that expand to their sum.
+fn zeros_archive(files: &[(&str, usize)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    for (name, size) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(*size as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, std::io::repeat(0).take(*size as u64)).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() { dir_bytes(&entry.path()) } else { meta.len() };
+    }
+    total
+}
+
+#[test]
+fn a_bundle_bomb_fails_naming_the_limit_and_writes_nothing_big() {
+    let bomb = zeros_archive(&[("small.txt", 10), ("bomb.bin", 8 << 20)]);
+    assert!(bomb.len() < 64 * 1024, "the bomb is small: {} bytes", bomb.len());
+    let dest = tempfile::tempdir().unwrap();
+    let limits = UnpackLimits { max_bytes: 1 << 20, ..UnpackLimits::default() };
+    let err = unpack_with(&bomb, dest.path(), &limits).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("unpacked size in bytes reaches 8388618, over the limit of 1048576"), "{msg}");
+    assert!(!dest.path().join("bomb.bin").exists());
+    assert!(dir_bytes(dest.path()) <= 10);
+}
+
+#[test]
+fn the_default_limit_rejects_an_entry_declaring_more_than_it_before_reading_it() {
+    // A header declaring 2 GiB followed by no data: rejected on the declared size alone.
+    let mut header = tar::Header::new_gnu();
+    header.set_path("huge.bin").unwrap();
+    header.set_size(2 << 30);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(header.as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    let msg = unpack_error(&bytes);
+    assert!(msg.contains(&format!("over the limit of {MAX_UNPACKED_BYTES}")), "{msg}");
+}
+
+#[test]
+fn entry_count_and_path_depth_are_limited() {
+    let many: Vec<(String, usize)> = (0..6).map(|i| (format!("f{i}.txt"), 1)).collect();
+    let many: Vec<(&str, usize)> = many.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    let dest = tempfile::tempdir().unwrap();
+    let limits = UnpackLimits { max_entries: 5, ..UnpackLimits::default() };
+    let msg = unpack_with(&zeros_archive(&many), dest.path(), &limits).unwrap_err().to_string();
+    assert!(msg.contains("the entry count reaches 6, over the limit of 5"), "{msg}");
+
+    let deep = vec!["d"; MAX_PATH_DEPTH].join("/") + "/f.txt";
+    let msg = unpack_error(&zeros_archive(&[(deep.as_str(), 1)]));
+    assert!(
+        msg.contains(&format!("the path depth reaches {}, over the limit of {MAX_PATH_DEPTH}", MAX_PATH_DEPTH + 1)),
+        "{msg}"
+    );
+    let ok = vec!["d"; MAX_PATH_DEPTH - 1].join("/") + "/f.txt";
+    let dest = tempfile::tempdir().unwrap();
+    unpack(&zeros_archive(&[(ok.as_str(), 1)]), dest.path()).unwrap();
+}

@@ -4,7 +4,7 @@
 //! registers again with the leases it holds; the coordinator keeps those it still owns and names the
 //! ones to stop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub lease_wait: Duration,
     /// The model cache eval jobs resolve model names in (`phasegate models pull` fills it).
     pub model_cache: PathBuf,
+    /// Finished job directories kept for debugging; older ones are deleted after each job.
+    pub keep_job_dirs: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,8 +276,20 @@ impl Agent {
             retry: RetryPolicy::for_lease_ttl(self.lease_ttl.lock().map(|t| *t).unwrap_or(DEFAULT_LEASE_TTL)),
         };
         execute(ctx, a, cancel_rx).await;
-        if let Ok(mut m) = self.running.lock() {
-            m.remove(&job_id);
+        let running: HashSet<u64> = match self.running.lock() {
+            Ok(mut m) => {
+                m.remove(&job_id);
+                m.keys().copied().collect()
+            }
+            Err(_) => return,
+        };
+        let (jobs_dir, keep) = (self.config.work_dir.join("jobs"), self.config.keep_job_dirs);
+        let deleted =
+            tokio::task::spawn_blocking(move || crate::job_dirs::collect_garbage(&jobs_dir, keep, &running)).await;
+        if let Ok(deleted) = deleted.as_deref()
+            && !deleted.is_empty()
+        {
+            tracing::debug!(count = deleted.len(), keep, "old job directories deleted");
         }
     }
 }

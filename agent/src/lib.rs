@@ -16,6 +16,7 @@ pub mod collect;
 mod eval_job;
 mod events;
 mod job;
+mod job_dirs;
 mod judge;
 mod lifeline;
 pub mod metrics;
@@ -25,6 +26,7 @@ pub mod runner;
 mod score_job;
 
 pub use client::{AgentConfig, AgentError, run};
+pub use job_dirs::DEFAULT_KEEP_JOB_DIRS;
 pub use score_job::rules_scores_file;
 
 pub(crate) fn now_ms() -> u64 {

@@ -351,6 +351,9 @@ pub struct AgentArgs {
     /// Time between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: std::time::Duration,
+    /// Finished job directories kept for debugging; older ones are deleted after each job.
+    #[arg(long, default_value_t = phasegate_agent::DEFAULT_KEEP_JOB_DIRS)]
+    pub keep_job_dirs: usize,
     #[command(flatten)]
     pub models: ModelCacheArg,
 }

@@ -119,6 +119,7 @@ async fn start(root: &Path, model_cache: &Path) -> Local {
         grace: Duration::from_secs(2),
         lease_wait: Duration::from_secs(2),
         model_cache: model_cache.to_owned(),
+        keep_job_dirs: phasegate_agent::DEFAULT_KEEP_JOB_DIRS,
     };
     let probe = Arc::new(phasegate_agent::caps::FakeGpuProbe::default());
     let mut agent_stop = stop_rx;

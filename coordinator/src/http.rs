@@ -1,5 +1,5 @@
 //! The HTTP side port: `/healthz`, `/metrics` and, with a webhook secret configured,
-//! `POST /github/webhook`.
+//! `POST /github/webhook`. It is served within [`crate::HttpLimits`] (see `http_serve`).
 
 use std::sync::Arc;
 
@@ -19,8 +19,9 @@ pub(crate) fn router<S: Store>(shared: Arc<Shared<S>>) -> Router {
 pub(crate) fn with_github<S: Store, G: phasegate_github::GithubSink + 'static>(
     router: Router,
     github: Option<&Arc<crate::github::GithubService<S, G>>>,
+    limits: &crate::HttpLimits,
 ) -> Router {
-    match github.and_then(|g| crate::github::router(g.clone())) {
+    match github.and_then(|g| crate::github::router(g.clone(), limits)) {
         Some(webhook) => router.merge(webhook),
         None => router,
     }

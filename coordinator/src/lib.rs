@@ -13,6 +13,7 @@ pub mod github;
 mod grpc;
 pub mod history;
 mod http;
+mod http_serve;
 mod metrics;
 pub mod rescore;
 mod scheduler;
@@ -23,5 +24,6 @@ mod writer;
 
 pub use auth::{AccessError, AccessFile};
 pub use data_dir::{DataDirError, DataDirLock, LOCK_FILE as DATA_DIR_LOCK_FILE, create_private_dir};
+pub use http_serve::HttpLimits;
 pub use server::{ServeConfig, ServeError, run, run_locked};
 pub use shell::{CoreConfigPublic, ShellConfig};

@@ -93,15 +93,9 @@ pub async fn run_locked(
         None => None,
     };
     let deliveries = github.clone().map(|g| tokio::spawn(g.run(stop_rx.clone())));
-    let http_router = crate::http::with_github(crate::http::router(shared.clone()), github.as_ref());
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        let _ = axum::serve(http, http_router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let limits = config.shell.http;
+    let http_router = crate::http::with_github(crate::http::router(shared.clone()), github.as_ref(), &limits);
+    let http_task = tokio::spawn(crate::http_serve::serve(http, http_router, limits, stop_rx.clone()));
 
     let agent = AgentServiceServer::new(AgentApi { shared: shared.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -72,6 +72,8 @@ pub struct ShellConfig {
     /// Whether agents may authenticate with the shared agent token of `access.toml`; when off, only
     /// per-agent credentials are accepted (`phasegate serve --no-shared-agent-token`).
     pub shared_agent_token: bool,
+    /// Bounds of the HTTP side port (connections, timeouts, webhook body size).
+    pub http: crate::HttpLimits,
 }
 
 /// The scheduling limits users can set.
@@ -91,6 +93,7 @@ impl Default for ShellConfig {
             github: None,
             model_cache: None,
             shared_agent_token: true,
+            http: crate::HttpLimits::default(),
         }
     }
 }

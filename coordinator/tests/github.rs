@@ -201,6 +201,7 @@ impl Coordinator {
             grace: Duration::from_secs(1),
             lease_wait: Duration::from_secs(1),
             model_cache: self.dir.path().join("models"),
+            keep_job_dirs: phasegate_agent::DEFAULT_KEEP_JOB_DIRS,
         };
         let probe = Arc::new(phasegate_agent::caps::FakeGpuProbe::default());
         let mut stop = self.stop.subscribe();
@@ -393,7 +394,7 @@ async fn webhook_signatures_are_checked_before_anything_else() {
     );
     let ping = br#"{"zen": "hi"}"#;
     assert_eq!(coordinator.webhook("ping", ping, Some(&sign(&Secret::new(SECRET), ping))).await, 200);
-    let huge = vec![b' '; phasegate_github::webhook::MAX_BODY_BYTES + 1];
+    let huge = vec![b' '; phasegate_coordinator::HttpLimits::default().max_webhook_bytes + 1];
     assert_eq!(coordinator.webhook("pull_request", &huge, Some("sha256=00")).await, 413);
     // Nothing reached GitHub: rejected deliveries do nothing.
     assert!(server.received_requests().await.unwrap_or_default().is_empty());

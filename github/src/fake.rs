@@ -245,7 +245,7 @@ impl GithubSink for FakeSink {
         Ok(self.record(SinkCall::ListPrFiles { repo: repo.to_string(), pr }).pr_files.clone())
     }
 
-    async fn download_tarball(&self, repo: &RepoName, sha: &CommitSha) -> Result<Vec<u8>, SinkError> {
+    async fn download_tarball(&self, repo: &RepoName, sha: &CommitSha, _max_bytes: u64) -> Result<Vec<u8>, SinkError> {
         self.note(SinkCall::DownloadTarball { repo: repo.to_string(), sha: sha.to_string() });
         Ok(Vec::new())
     }

@@ -392,12 +392,30 @@ impl GithubSink for OctocrabSink {
         Ok(files)
     }
 
-    async fn download_tarball(&self, repo: &RepoName, sha: &CommitSha) -> Result<Vec<u8>, SinkError> {
-        self.call("download tarball", repo, || async {
-            let response = self.crab.repos(repo.owner(), repo.name()).download_tarball(sha.as_str()).await?;
-            let response = octocrab::map_github_error(response).await?;
-            Ok(response.into_body().collect().await?.to_bytes().to_vec())
+    async fn download_tarball(&self, repo: &RepoName, sha: &CommitSha, max_bytes: u64) -> Result<Vec<u8>, SinkError> {
+        let operation = "download tarball";
+        let read = self
+            .call(operation, repo, || async {
+                let response = self.crab.repos(repo.owner(), repo.name()).download_tarball(sha.as_str()).await?;
+                let mut body = octocrab::map_github_error(response).await?.into_body();
+                // Streamed into memory frame by frame, stopping at the cap: the size GitHub
+                // announces is not trusted.
+                let mut bytes = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame?.into_data() {
+                        if (bytes.len() + data.len()) as u64 > max_bytes {
+                            return Ok(None);
+                        }
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+                Ok(Some(bytes))
+            })
+            .await?;
+        read.ok_or_else(|| SinkError::Response {
+            operation,
+            repo: repo.to_string(),
+            message: format!("the tarball is larger than the limit of {max_bytes} bytes"),
         })
-        .await
     }
 }

@@ -181,10 +181,12 @@ pub trait GithubSink: Send + Sync {
         pr: PrNumber,
     ) -> impl Future<Output = Result<Vec<String>, SinkError>> + Send;
 
-    /// The repository at `sha` as a gzipped tarball (the run's source bundle).
+    /// The repository at `sha` as a gzipped tarball (the run's source bundle), read as a stream
+    /// and failing (a [`SinkError::Response`]) as soon as it passes `max_bytes`.
     fn download_tarball(
         &self,
         repo: &RepoName,
         sha: &CommitSha,
+        max_bytes: u64,
     ) -> impl Future<Output = Result<Vec<u8>, SinkError>> + Send;
 }

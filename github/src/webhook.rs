@@ -17,8 +17,6 @@ use crate::types::{CommitSha, IdError, PrNumber, RepoName};
 pub const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
 /// The header naming the event (`pull_request`, `push`, `ping`, ...).
 pub const EVENT_HEADER: &str = "X-GitHub-Event";
-/// GitHub caps webhook payloads at 25 MB; anything larger is not from GitHub.
-pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 
 /// Why a delivery's signature was rejected. Never includes the body or the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

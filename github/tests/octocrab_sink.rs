@@ -424,6 +424,9 @@ async fn pr_files_walk_every_page_and_tarballs_follow_the_redirect() {
         .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![0x1f, 0x8b, 8, 0]))
         .mount(&server)
         .await;
-    let bytes = sink(&server).download_tarball(&repo(), &CommitSha::try_from(SHA).unwrap()).await.unwrap();
+    let sha = CommitSha::try_from(SHA).unwrap();
+    let bytes = sink(&server).download_tarball(&repo(), &sha, 4).await.unwrap();
     assert_eq!(bytes, [0x1f, 0x8b, 8, 0]);
+    let err = sink(&server).download_tarball(&repo(), &sha, 3).await.unwrap_err().to_string();
+    assert!(err.contains("download tarball") && err.contains("larger than the limit of 3 bytes"), "{err}");
 }

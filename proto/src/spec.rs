@@ -131,6 +131,10 @@ pub enum StageWork {
 /// Default timeout of a command stage when the spec gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
+/// The longest duration a spec may give (30 days): anything longer is a typo, and durations are
+/// sent on as milliseconds, where a larger value would wrap.
+pub const MAX_SPEC_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Artifact names the eval and score stages upload.
 pub const EVAL_RESPONSES: &str = "eval/responses.json";
 pub const SCORES: &str = "score/scores.json";
@@ -256,9 +260,9 @@ fn gate_stage(raw: RawGateStage, scored: bool) -> Result<GateStage, String> {
     if results.is_empty() {
         return Err("`gate.results` must list at least one glob of result files".to_owned());
     }
-    for glob in &results {
-        relative_path("`gate.results` glob", glob)?;
-        globset::Glob::new(glob).map_err(|e| format!("`gate.results` glob {glob:?} is not a valid glob: {e}"))?;
+    for (i, glob) in results.iter().enumerate() {
+        relative_path(&format!("`gate.results[{i}]` glob"), glob)?;
+        globset::Glob::new(glob).map_err(|e| format!("`gate.results[{i}]` glob {glob:?} is not a valid glob: {e}"))?;
     }
     Ok(GateStage { config: raw.config, results })
 }
@@ -274,26 +278,48 @@ fn check_name(key: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// A duration the spec gives at `key`: humantime syntax, above zero and at most
+/// [`MAX_SPEC_DURATION`].
+pub(crate) fn spec_duration(key: &str, value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value)
+        .map_err(|e| format!("`{key}` = {value:?} is not a duration such as \"2h\" or \"90m\": {e}"))?;
+    if d.is_zero() {
+        return Err(format!("`{key}` = {value:?} must be positive"));
+    }
+    if d > MAX_SPEC_DURATION {
+        return Err(format!("`{key}` = {value:?} is longer than the limit of 30 days"));
+    }
+    Ok(d)
+}
+
+/// Globs the agent matches in the job directory, compiled as it compiles them (a `/` is never
+/// matched by `*`), so a bad one fails the submission, not the job after it ran.
+fn check_job_globs(key: &str, globs: &[String]) -> Result<(), String> {
+    for (i, glob) in globs.iter().enumerate() {
+        if glob.starts_with('/') || glob.split('/').any(|p| p == "..") {
+            return Err(format!("`{key}[{i}]`: glob {glob:?} must be relative to the job directory"));
+        }
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("`{key}[{i}]`: invalid glob {glob:?}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn command_stage(section: &str, raw: RawCommandStage) -> Result<CommandStage, String> {
     if raw.command.is_empty() || raw.command[0].is_empty() {
         return Err(format!("`{section}.command` must name a program"));
     }
-    let timeout = match raw.timeout {
+    let timeout = match raw.timeout.as_deref() {
         None => DEFAULT_TIMEOUT,
-        Some(t) => humantime::parse_duration(&t)
-            .map_err(|e| format!("`{section}.timeout` = {t:?} is not a duration such as \"2h\" or \"90m\": {e}"))?,
+        Some(t) => spec_duration(&format!("{section}.timeout"), t)?,
     };
-    if timeout.is_zero() {
-        return Err(format!("`{section}.timeout` must be positive"));
-    }
     if raw.requires.vram_mib > 0 && !raw.requires.gpu {
         return Err(format!("`{section}.requires.vram_mib` is set but `gpu` is false"));
     }
-    for glob in raw.metrics.iter().chain(&raw.artifacts) {
-        if glob.starts_with('/') || glob.split('/').any(|p| p == "..") {
-            return Err(format!("`{section}` glob {glob:?} must be relative to the job directory"));
-        }
-    }
+    check_job_globs(&format!("{section}.metrics"), &raw.metrics)?;
+    check_job_globs(&format!("{section}.artifacts"), &raw.artifacts)?;
     Ok(CommandStage {
         command: raw.command,
         requires: raw.requires,
@@ -349,6 +375,31 @@ artifacts = ["output/**/adapter/**"]
         let text = SPEC.replace("\"2h\"", "\"soon\"");
         let msg = PhaseSpec::parse(&text, "p.toml").unwrap_err().to_string();
         assert!(msg.contains("finetune.timeout") && msg.contains("soon"), "{msg}");
+    }
+
+    #[test]
+    fn absurd_or_overflowing_durations_are_errors_not_wrapped() {
+        for t in ["18446744073709552s", "31days", "0s"] {
+            let text = SPEC.replace("\"2h\"", &format!("{t:?}"));
+            let msg = PhaseSpec::parse(&text, "p.toml").unwrap_err().to_string();
+            assert!(msg.contains("`finetune.timeout`") && msg.contains(t), "{msg}");
+        }
+        let text = SPEC.replace("\"2h\"", "\"30days\"");
+        assert_eq!(PhaseSpec::parse(&text, "p.toml").unwrap().finetune.unwrap().timeout, MAX_SPEC_DURATION);
+        let eval = "[eval]\nmodel = \"m\"\nsuite = \"suite.json\"\ntimeout = \"18446744073709552s\"\n";
+        let text = format!("experiment = \"e\"\nphase = \"1\"\n{eval}");
+        let msg = PhaseSpec::parse(&text, "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("`eval.timeout`") && msg.contains("longer than the limit of 30 days"), "{msg}");
+    }
+
+    #[test]
+    fn bad_metric_and_artifact_globs_are_named_at_parse_time() {
+        let text = SPEC.replace("artifacts = [\"output/**/adapter/**\"]", "artifacts = [\"a/**\", \"out/[\"]");
+        let msg = PhaseSpec::parse(&text, "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("`finetune.artifacts[1]`: invalid glob \"out/[\""), "{msg}");
+        let text = SPEC.replace("metrics = [\"output/**/trainer_state.json\"]", "metrics = [\"{a,b\"]");
+        let msg = PhaseSpec::parse(&text, "p.toml").unwrap_err().to_string();
+        assert!(msg.contains("`finetune.metrics[0]`: invalid glob \"{a,b\""), "{msg}");
     }
 
     #[test]

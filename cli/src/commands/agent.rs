@@ -28,6 +28,7 @@ pub async fn agent(args: AgentArgs, endpoint: &Endpoint) -> Result<Code> {
         grace: args.grace,
         lease_wait: Duration::from_secs(20),
         model_cache: args.models.dir(),
+        keep_job_dirs: args.keep_job_dirs,
     };
     phasegate_agent::run(config, Arc::new(NvmlProbe::new()), shutdown_signal())
         .await

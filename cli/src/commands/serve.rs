@@ -129,6 +129,7 @@ pub async fn start_local(
         grace: std::time::Duration::from_secs(10),
         lease_wait: std::time::Duration::from_secs(20),
         model_cache,
+        keep_job_dirs: phasegate_agent::DEFAULT_KEEP_JOB_DIRS,
     };
     let probe = Arc::new(phasegate_agent::caps::NvmlProbe::new());
     let mut agent_stop = stop_rx;

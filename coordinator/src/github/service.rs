@@ -255,11 +255,12 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
         sha: &CommitSha,
         branch: String,
     ) -> Result<(RunId, Vec<RunId>), StartFailure> {
+        let (spec, limit) = (experiment.spec.clone(), self.shared.config.bundle_limit_bytes);
+        // The compressed repository is capped by the bundle limit too: it is held in memory.
         let tarball =
-            self.deliverer.sink().download_tarball(repo, sha).await.map_err(|e| {
+            self.deliverer.sink().download_tarball(repo, sha, limit).await.map_err(|e| {
                 StartFailure::public(format!("failed to download the repository at {}: {e}", short(sha)))
             })?;
-        let (spec, limit) = (experiment.spec.clone(), self.shared.config.bundle_limit_bytes);
         let artifacts = self.shared.artifacts.clone();
         let (source, (digest, size)) = tokio::task::spawn_blocking(move || {
             let source = source_bundle(&tarball, &spec, limit).map_err(StartFailure::from_source)?;

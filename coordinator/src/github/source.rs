@@ -13,7 +13,7 @@ use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 
-use phasegate_agent::bundle::{BundleError, PackedBundle};
+use phasegate_agent::bundle::{Budget, BundleError, PackedBundle, UnpackLimits};
 
 /// Largest phase spec read from a repository (the control API's limit too).
 const MAX_SPEC_BYTES: u64 = 256 * 1024;
@@ -55,7 +55,8 @@ pub(crate) fn source_bundle(tarball: &[u8], spec: &str, limit: u64) -> Result<So
     let spec_dir = spec_rel.parent().map(Path::to_path_buf).unwrap_or_default();
     let filtered = subtree(tarball, &spec_dir, limit)?;
     let dir = tempfile::tempdir().map_err(SourceError::Io)?;
-    phasegate_agent::bundle::unpack(&filtered, dir.path())?;
+    let limits = UnpackLimits { max_bytes: limit, ..UnpackLimits::default() };
+    phasegate_agent::bundle::unpack_with(&filtered, dir.path(), &limits)?;
     let file_name = spec_rel.file_name().map(PathBuf::from).unwrap_or_default();
     let spec_file = dir.path().join(file_name);
     if !spec_file.is_file() {
@@ -90,12 +91,14 @@ fn relative(path: &str) -> Option<PathBuf> {
 }
 
 /// A new gzipped tar of the entries below `top/dir/`, renamed relative to it; pax headers are
-/// dropped and the top-level folder must be the same for every entry.
+/// dropped and the top-level folder must be the same for every entry. The tarball is read as a
+/// stream; the entries kept are bounded by `limit` bytes and the default entry count and depth.
 fn subtree(tarball: &[u8], dir: &Path, limit: u64) -> Result<Vec<u8>, SourceError> {
     let mut archive = tar::Archive::new(GzDecoder::new(tarball));
     let mut out = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
     let mut top: Option<PathBuf> = None;
     let mut total: u64 = 0;
+    let mut budget = Budget::new(&UnpackLimits::default());
     for entry in archive.entries().map_err(SourceError::Archive)? {
         let mut entry = entry.map_err(SourceError::Archive)?;
         let kind = entry.header().entry_type();
@@ -123,6 +126,7 @@ fn subtree(tarball: &[u8], dir: &Path, limit: u64) -> Result<Vec<u8>, SourceErro
         if total > limit {
             return Err(SourceError::TooLarge { dir: dir.display().to_string(), limit });
         }
+        budget.take(&rel, 0)?;
         let mut header = entry.header().clone();
         if kind == tar::EntryType::Symlink {
             let target = entry.link_name().map_err(SourceError::Archive)?.unwrap_or_default().into_owned();
@@ -208,5 +212,19 @@ pub(crate) mod tests {
         let err = source_bundle(&tarball, "experiments/persona/phase.toml", 5).unwrap_err();
         assert!(matches!(err, SourceError::TooLarge { .. }), "{err}");
         assert!(matches!(source_bundle(b"not a tarball", "phase.toml", 1 << 20), Err(SourceError::Archive(_))));
+    }
+
+    #[test]
+    fn deep_paths_and_bombs_in_the_tarball_name_their_limit() {
+        let deep = format!("experiments/persona/{}/f.txt", vec!["d"; 40].join("/"));
+        let tarball = github_tarball(SHA, &[("experiments/persona/phase.toml", b"x"), (deep.as_str(), b"1")]);
+        let err = source_bundle(&tarball, "experiments/persona/phase.toml", 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("the path depth reaches 41, over the limit of 32"), "{err}");
+        let big = vec![0_u8; 4 << 20];
+        let tarball =
+            github_tarball(SHA, &[("experiments/persona/phase.toml", b"x"), ("experiments/persona/z.bin", &big)]);
+        assert!(tarball.len() < 64 * 1024);
+        let err = source_bundle(&tarball, "experiments/persona/phase.toml", 1 << 20).unwrap_err();
+        assert!(matches!(err, SourceError::TooLarge { limit: 1048576, .. }), "{err}");
     }
 }

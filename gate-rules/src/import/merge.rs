@@ -2,7 +2,7 @@
 //! files before total-only ones), responses attach to those samples in order, and scalar training
 //! metrics come from the most authoritative file that has them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use phasegate_rubric::{Instrument, Rubric};
 
@@ -70,11 +70,15 @@ fn label(parts: &[ImportedPart]) -> Result<Option<String>, ImportError> {
 
 fn questions(ranked: &[&ImportedPart]) -> Result<Vec<QuestionEval>, ImportError> {
     let mut out: Vec<(QuestionEval, &str)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
     for part in ranked {
         for q in &part.questions {
-            match out.iter().find(|(have, _)| have.id == q.id) {
-                Some((have, other)) => check_same(have, q, part, other)?,
-                None => out.push((q.clone(), &part.file)),
+            match index.get(q.id.as_str()) {
+                Some(&i) => check_same(&out[i].0, q, part, out[i].1)?,
+                None => {
+                    index.insert(&q.id, out.len());
+                    out.push((q.clone(), &part.file));
+                }
             }
         }
     }
@@ -130,11 +134,12 @@ fn check_same(have: &QuestionEval, q: &QuestionEval, part: &ImportedPart, other:
 /// sample whose response hit an automatic-zero trigger.
 fn attach_responses(eval: &mut [QuestionEval], parts: &[ImportedPart], rubric: &Rubric) -> Result<(), ImportError> {
     let mut used: BTreeMap<String, usize> = BTreeMap::new();
+    let index: HashMap<String, usize> = eval.iter().enumerate().map(|(i, q)| (q.id.clone(), i)).collect();
     for part in parts {
         for r in &part.responses {
             let unscored =
                 || ImportError::Unscored { file: part.file.clone(), field: r.field.clone(), qid: r.qid.clone() };
-            let q = eval.iter_mut().find(|q| q.id == r.qid).ok_or_else(unscored)?;
+            let q = index.get(&r.qid).map(|&i| &mut eval[i]).ok_or_else(unscored)?;
             let index = used.entry(r.qid.clone()).or_default();
             let sample = q.samples.get_mut(*index).ok_or_else(unscored)?;
             *index += 1;

@@ -3,6 +3,8 @@
 //! list with `qid` or an object keyed by question id. Totals written in the file must match the
 //! weighted sum the rubric computes.
 
+use std::collections::{HashMap, HashSet};
+
 use phasegate_rubric::Rubric;
 
 use super::json::{At, Json};
@@ -11,7 +13,9 @@ use crate::phase::{ConfigEntry, QuestionEval, Sample};
 use crate::rubric::{DimensionScore, aggregate};
 
 pub(crate) fn rubric_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(), ImportError> {
+    let mut questions = Questions::default();
     for (qid, q) in at.field("scores")?.entries()? {
+        questions.check_unique(&q, qid, true)?;
         let score = q.field("score")?;
         let max = q.field("max_score")?;
         let (points, max_points) = (score.f64()?, max.f64()?);
@@ -23,7 +27,7 @@ pub(crate) fn rubric_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(), Im
         }
         let mut sample = blank_sample(points);
         sample.response = q.opt_str("response_preview")?.map(str::to_owned);
-        push_sample(part, qid, q.opt_str("question")?, (0.0, max_points), sample);
+        questions.push(part, qid, q.opt_str("question")?, (0.0, max_points), sample);
     }
     check_overall(at, part)?;
     part.training.final_loss = at.opt_f64("training_loss_final")?;
@@ -32,6 +36,7 @@ pub(crate) fn rubric_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(), Im
 
 pub(crate) fn dimension_file(at: &At<'_>, part: &mut ImportedPart, rubric: &Rubric) -> Result<(), ImportError> {
     let scores = at.field("scores")?;
+    let keyed = !matches!(scores.value, Json::Array(_));
     let entries: Vec<(String, At<'_>)> = match scores.value {
         Json::Array(_) => scores
             .array()?
@@ -40,7 +45,9 @@ pub(crate) fn dimension_file(at: &At<'_>, part: &mut ImportedPart, rubric: &Rubr
             .collect::<Result<_, ImportError>>()?,
         _ => scores.entries()?.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
     };
+    let mut questions = Questions::default();
     for (qid, q) in entries {
+        questions.check_unique(&q, &qid, keyed)?;
         let dims = dimensions(&q, rubric)?;
         let points = aggregate(rubric, &dims, &[]);
         if let Some(total) = q.get("total") {
@@ -56,7 +63,7 @@ pub(crate) fn dimension_file(at: &At<'_>, part: &mut ImportedPart, rubric: &Rubr
             None => q.opt_str("response_preview")?.map(str::to_owned),
         };
         let range = (rubric.question_min(), rubric.question_max());
-        push_sample(part, &qid, q.opt_str("question")?, range, sample);
+        questions.push(part, &qid, q.opt_str("question")?, range, sample);
     }
     part.training.final_loss = at.opt_f64("training_loss")?;
     if let Some(version) = at.opt_str("rubric_version")? {
@@ -120,18 +127,57 @@ fn blank_sample(points: f64) -> Sample {
     Sample { seed: None, points, dimensions: Vec::new(), response: None, truncated: false, auto_zero: Vec::new() }
 }
 
-/// Adds a sample to its question; a question id seen again is another of its K samples.
-/// `(min, max)` are the fewest and most points a sample can earn.
-fn push_sample(part: &mut ImportedPart, qid: &str, question: Option<&str>, (min, max): (f64, f64), sample: Sample) {
-    match part.questions.iter_mut().find(|q| q.id == qid) {
-        Some(q) => q.samples.push(sample),
-        None => part.questions.push(QuestionEval {
+/// The questions of one score file as they are read: where each question is in
+/// `part.questions` (so adding a sample is constant time, not a scan), and which samples were seen.
+#[derive(Debug, Default)]
+struct Questions {
+    index: HashMap<String, usize>,
+    /// `(qid, sample)` pairs of entries that name their sample.
+    samples: HashSet<(String, u64)>,
+}
+
+impl Questions {
+    /// Rejects an entry that repeats a question's sample: the same `sample` number twice, or (in
+    /// an object keyed by question id, `keyed`) the same key twice without sample numbers.
+    /// Repeated entries of a question with distinct `sample` numbers, or in a list, are its K samples.
+    fn check_unique(&mut self, q: &At<'_>, qid: &str, keyed: bool) -> Result<(), ImportError> {
+        match q.get("sample") {
+            Some(at) => {
+                let sample = at.u64()?;
+                if !self.samples.insert((qid.to_owned(), sample)) {
+                    return Err(at.invalid(format!("duplicate sample {sample} of question {qid}")));
+                }
+            }
+            None if keyed && self.index.contains_key(qid) => {
+                return Err(q.invalid(format!("duplicate question id {qid}")));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Adds a sample to its question; a question id seen again is another of its K samples.
+    /// `(min, max)` are the fewest and most points a sample can earn.
+    fn push(
+        &mut self,
+        part: &mut ImportedPart,
+        qid: &str,
+        question: Option<&str>,
+        (min, max): (f64, f64),
+        sample: Sample,
+    ) {
+        if let Some(&i) = self.index.get(qid) {
+            part.questions[i].samples.push(sample);
+            return;
+        }
+        self.index.insert(qid.to_owned(), part.questions.len());
+        part.questions.push(QuestionEval {
             id: qid.to_owned(),
             question: question.unwrap_or_default().to_owned(),
             max_points: max,
             min_points: min,
             samples: vec![sample],
-        }),
+        });
     }
 }
 

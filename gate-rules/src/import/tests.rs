@@ -301,3 +301,41 @@ fn scorer_sets_the_instrument_of_files_that_do_not_record_it() {
     assert_eq!(part.instrument, Some(Instrument::Human));
     assert_eq!(parse("t.json", TRAINER).instrument, None);
 }
+
+fn dims_entry(qid: &str, sample: Option<u64>) -> String {
+    let sample = sample.map(|s| format!(r#""sample": {s}, "#)).unwrap_or_default();
+    format!(r#"{{"qid": "{qid}", {sample}"d1": 1, "d2": 1, "d3": 1, "d4": 1, "d5": 1}}"#)
+}
+
+#[test]
+fn repeated_samples_of_a_question_are_samples_but_a_repeated_sample_is_an_error() {
+    let file = |entries: &[String]| format!(r#"{{"phase": 8, "scores": [{}]}}"#, entries.join(","));
+    let samples = file(&[dims_entry("Q1", Some(0)), dims_entry("Q1", Some(1)), dims_entry("Q2", Some(0))]);
+    let part = parse("k.json", &samples);
+    assert_eq!(part.questions.len(), 2);
+    assert_eq!(part.questions[0].samples.len(), 2);
+    // Without sample numbers, list entries of one question are its samples in order.
+    assert_eq!(parse("k.json", &file(&[dims_entry("Q1", None), dims_entry("Q1", None)])).questions[0].samples.len(), 2);
+
+    let twice = file(&[dims_entry("Q1", Some(0)), dims_entry("Q2", Some(0)), dims_entry("Q1", Some(0))]);
+    let err = parse_file("dup.json", &twice, None).unwrap_err().to_string();
+    assert!(err.contains("dup.json") && err.contains("scores[2].sample"), "{err}");
+    assert!(err.contains("duplicate sample 0 of question Q1"), "{err}");
+
+    let keyed = r#"{"phase": 6, "scores": {"Q1": {"score": 3, "max_score": 10}, "Q1": {"score": 4, "max_score": 10}}}"#;
+    let err = parse_file("keyed.json", keyed, None).unwrap_err().to_string();
+    assert!(
+        err.contains("keyed.json") && err.contains("`scores.Q1`") && err.contains("duplicate question id Q1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_large_import_keeps_every_question() {
+    let n = 100_000;
+    let entries: Vec<String> = (0..n).map(|i| format!(r#""Q{i}": {{"score": 1, "max_score": 2}}"#)).collect();
+    let text = format!(r#"{{"phase": 6, "scores": {{{}}}}}"#, entries.join(","));
+    let phase = merge(vec![parse("big.json", &text)], "persona").unwrap();
+    assert_eq!(phase.eval.len(), n);
+    assert!(phase.eval.iter().all(|q| q.samples.len() == 1));
+}

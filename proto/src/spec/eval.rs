@@ -295,8 +295,7 @@ pub(super) fn eval_stage(raw: RawEvalStage) -> Result<EvalStage, String> {
 fn timeout_s(key: &str, raw: Option<&str>) -> Result<u64, String> {
     let timeout = match raw {
         None => super::DEFAULT_TIMEOUT,
-        Some(t) => humantime::parse_duration(t)
-            .map_err(|e| format!("`{key}` = {t:?} is not a duration such as \"2h\" or \"90m\": {e}"))?,
+        Some(t) => super::spec_duration(key, t)?,
     };
     if timeout.as_secs() == 0 {
         return Err(format!("`{key}` must be at least one second"));
