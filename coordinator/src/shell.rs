@@ -21,7 +21,10 @@ use phasegate_proto::spec::{PhaseSpec, StageWork};
 use crate::artifacts::ArtifactStore;
 use crate::credentials::Credentials;
 use crate::metrics::Stats;
-use crate::scheduler::{Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection, unplaceable};
+use crate::scheduler::{
+    CompletedLease, Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection, is_repeat_completion,
+    unplaceable,
+};
 use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError};
 use crate::writer::{Pending, WriteQueue};
 
@@ -475,7 +478,15 @@ impl<S: Store> Shared<S> {
         req: pb::CompleteJobRequest,
     ) -> Result<(), Status> {
         // Fence first: a stale or foreign lease is refused as such whatever else the report carries.
-        self.check(lease, caller).await?;
+        // A repeat of the completion that ended the job (its answer lost in a restart) is answered
+        // as delivered and changes nothing.
+        if let Err(refused) = self.check(lease, caller).await {
+            if self.repeats_completion(lease, caller, req.success).await? {
+                tracing::info!(job = %lease.job, "repeated completion acknowledged again");
+                return Ok(());
+            }
+            return Err(refused);
+        }
         for a in &req.artifacts {
             if !self.store.artifact_known(&a.sha256).await.map_err(store_status)? {
                 return Err(Status::invalid_argument(format!(
@@ -496,6 +507,29 @@ impl<S: Store> Shared<S> {
         let pending = self.enqueue(effects, result);
         drop(core);
         self.settle(pending).await
+    }
+
+    /// Whether the core, or for a job whose run has ended the store, remembers this exact
+    /// completion (see [`crate::scheduler::is_repeat_completion`]).
+    async fn repeats_completion(
+        &self,
+        lease: Lease,
+        caller: Option<&AgentName>,
+        success: bool,
+    ) -> Result<bool, Status> {
+        if self.core.lock().await.repeats_completion(lease, caller, success) {
+            return Ok(true);
+        }
+        let Some(job) = self.store.job(lease.job).await.map_err(store_status)? else { return Ok(false) };
+        let (Ok(state), Ok(token)) = (
+            job.state.parse::<JobState>(),
+            job.lease_token.as_deref().map(|t| LeaseToken::parse("lease_token", t)).transpose(),
+        ) else {
+            return Ok(false);
+        };
+        let agent = job.agent.as_deref().and_then(|a| AgentName::parse("agent", a).ok());
+        let done = CompletedLease { state, epoch: Epoch(job.epoch as u64), token, agent: agent.as_ref() };
+        Ok(is_repeat_completion(done, lease, caller, success))
     }
 
     /// Expires leases; called periodically.

@@ -333,3 +333,39 @@ async fn an_agent_of_another_protocol_is_refused_naming_both_versions() {
     let resp = register(&mut c.agent("new"), "new").await;
     assert_eq!(resp.protocol_version, PROTOCOL_VERSION);
 }
+
+/// A completion whose answer was lost (the coordinator restarted after committing it) is sent
+/// again by the agent: the repeat is acknowledged and changes nothing, before and after a restart.
+/// A repeat with another outcome, token or holder is still refused.
+#[tokio::test]
+async fn a_repeated_completion_is_acknowledged_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), ShellConfig::default()).await;
+    let (mut real, mut rogue) = (c.agent("real"), c.agent("rogue"));
+    register(&mut real, "real").await;
+    register(&mut rogue, "rogue").await;
+    let run_id = c.submit().await;
+    let a = lease_and_start(&mut real, "real").await;
+    complete_for_real(&mut real, &a).await;
+    let done = c.job(run_id).await;
+    assert_eq!(done.state, "succeeded");
+
+    let mut repeat = completion(lease(&a, &a.lease_token));
+    repeat.metrics = Some(pb::JobMetrics { final_loss: Some(0.9), ..Default::default() });
+    real.complete_job(repeat.clone()).await.expect("the repeat is acknowledged");
+    let mut flipped = repeat.clone();
+    flipped.success = false;
+    assert_code(real.complete_job(flipped.clone()).await, Code::FailedPrecondition, "not known or no longer active");
+    assert_code(rogue.complete_job(repeat.clone()).await, Code::FailedPrecondition, "");
+    assert_code(real.complete_job(completion(lease(&a, FORGED))).await, Code::FailedPrecondition, "");
+    assert_eq!(c.job(run_id).await, done, "no repeat changed the job");
+
+    // After a restart the run has left the scheduler: the store remembers the completion.
+    c.stop().await;
+    let c = Coordinator::start(dir.path(), ShellConfig::default()).await;
+    let mut real = c.agent("real");
+    register(&mut real, "real").await;
+    real.complete_job(repeat).await.expect("the repeat is acknowledged after a restart");
+    assert_code(real.complete_job(flipped).await, Code::FailedPrecondition, "");
+    assert_eq!(c.job(run_id).await, done, "nothing changed");
+}

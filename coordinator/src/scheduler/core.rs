@@ -446,11 +446,30 @@ impl Core {
         let mut effects = Effects::default();
         let (state, outcome) = if success { (JobState::Succeeded, "succeeded") } else { (JobState::Failed, "failed") };
         self.finish_job(lease.job, state, error, outcome, &mut effects);
+        // The completed lease's token stays with the job: a repeat of this completion (its answer
+        // lost in a restart) is recognised by it, and nothing else can use it (the job is not leased).
+        if let Some(job) = self.jobs.get_mut(&lease.job) {
+            job.token = Some(lease.token);
+        }
+        self.snapshot(lease.job, &mut effects);
         if success {
             effects.work_available = true;
         }
         self.refresh_run(run, &mut effects);
         Ok(effects)
+    }
+
+    /// Whether a completion the core refuses repeats the one that completed the job: same lease,
+    /// token and holder, same outcome. Such a report is answered as delivered and changes nothing.
+    pub fn repeats_completion(&self, lease: Lease, caller: Option<&AgentName>, success: bool) -> bool {
+        self.jobs.get(&lease.job).is_some_and(|j| {
+            is_repeat_completion(
+                CompletedLease { state: j.state, epoch: j.epoch, token: j.token, agent: j.agent.as_ref() },
+                lease,
+                caller,
+                success,
+            )
+        })
     }
 
     /// Expires leases whose TTL passed (requeue, or fail after `max_attempts`) and marks silent agents
@@ -650,4 +669,28 @@ impl Core {
             },
         );
     }
+}
+
+/// How a finished job was completed, as the core or the store remembers it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CompletedLease<'a> {
+    pub state: JobState,
+    pub epoch: Epoch,
+    pub token: Option<LeaseToken>,
+    pub agent: Option<&'a AgentName>,
+}
+
+/// A completion repeats the one that ended the job when it carries that lease (epoch and token),
+/// comes from its holder (when the caller is known) and reports the same outcome.
+pub(crate) fn is_repeat_completion(
+    done: CompletedLease<'_>,
+    lease: Lease,
+    caller: Option<&AgentName>,
+    success: bool,
+) -> bool {
+    let outcome = if success { JobState::Succeeded } else { JobState::Failed };
+    done.state == outcome
+        && done.epoch == lease.epoch
+        && done.token == Some(lease.token)
+        && caller.is_none_or(|c| done.agent == Some(c))
 }

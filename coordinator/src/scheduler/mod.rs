@@ -11,6 +11,8 @@ mod placement;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use self::core::{Core, CoreConfig, HeartbeatOutcome, NewJob, NewRun, Rejection, superseded_by};
+pub(crate) use self::core::{
+    CompletedLease, Core, CoreConfig, HeartbeatOutcome, NewJob, NewRun, Rejection, is_repeat_completion, superseded_by,
+};
 pub(crate) use self::effects::{AttemptRecord, Effects};
 pub(crate) use self::placement::unplaceable;

@@ -9,7 +9,7 @@ use phasegate_proto::domain::{
     Requirements, RunId, RunState, Stage,
 };
 
-use super::{Core, CoreConfig, NewJob, NewRun, Rejection};
+use super::{CompletedLease, Core, CoreConfig, NewJob, NewRun, Rejection, is_repeat_completion};
 
 const TTL: u64 = 1_000;
 
@@ -405,7 +405,16 @@ fn a_wrong_token_or_another_agent_is_denied_and_changes_nothing() {
     assert!(c.on_heartbeat(&name("a"), &[], &[l], 2).stop.is_empty());
     let effects = c.on_job_completed(l, Some(&name("a")), true, "").unwrap();
     assert_eq!(effects.jobs[&JobId(1)].state, JobState::Succeeded);
-    assert_eq!(effects.jobs[&JobId(1)].token, None, "a finished job keeps no token");
+    assert_eq!(effects.jobs[&JobId(1)].token, Some(l.token), "the completing lease's token, for repeats");
+    assert!(c.on_job_started(l, Some(&name("a")), 3).is_err(), "a finished job's token leases nothing");
+    // The run ended and left the core; the stored snapshot recognises a repeat.
+    let snap = &effects.jobs[&JobId(1)];
+    let done = CompletedLease { state: snap.state, epoch: snap.epoch, token: snap.token, agent: snap.agent.as_ref() };
+    assert!(is_repeat_completion(done, l, Some(&name("a")), true), "the same completion again");
+    assert!(is_repeat_completion(done, l, None, true), "the same completion, caller unnamed");
+    assert!(!is_repeat_completion(done, l, Some(&name("a")), false), "another outcome");
+    assert!(!is_repeat_completion(done, l, Some(&name("b")), true), "another agent");
+    assert!(!is_repeat_completion(done, forged, Some(&name("a")), true), "another token");
 }
 
 #[test]

@@ -52,7 +52,8 @@ pub(crate) struct JobRecord {
     pub work: pb::Assignment,
     pub state: String,
     pub epoch: i64,
-    /// The current lease's token (hex); `None` while the job is not leased.
+    /// The current lease's token (hex); after a completion, the completing lease's (a repeated
+    /// completion is recognised by it); `None` otherwise.
     pub lease_token: Option<String>,
     pub attempt: i64,
     pub agent: Option<String>,
