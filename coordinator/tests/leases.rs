@@ -369,3 +369,81 @@ async fn a_repeated_completion_is_acknowledged_and_changes_nothing() {
     assert_code(real.complete_job(flipped).await, Code::FailedPrecondition, "");
     assert_eq!(c.job(run_id).await, done, "nothing changed");
 }
+
+/// Every refusal of a caller and every error about the access file is read for secret text: the
+/// shared tokens, an agent credential, a lease token and the near misses presented with them
+/// appear in none of them, not even in part.
+#[tokio::test]
+async fn no_error_message_contains_secret_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), ShellConfig::default()).await;
+    let (_, secret) = c.create_token("gpu-1").await;
+    let near_miss = |t: &str| format!("{}{}", &t[..t.len() - 1], if t.ends_with('0') { '1' } else { '0' });
+    let (client_miss, agent_miss, secret_miss) =
+        (near_miss(&c.access.client_token), near_miss(&c.access.agent_token), near_miss(&secret));
+    let mut messages = Vec::new();
+    let mut note = |r: Result<String, tonic::Status>| messages.push(r.expect_err("refused").message().to_owned());
+    let ch = || channel(&c.access.address, None).unwrap();
+
+    for token in [&client_miss, &c.access.agent_token, &secret] {
+        let mut control = control_client(ch(), token).unwrap();
+        note(control.list_runs(pb::ListRunsRequest::default()).await.map(|r| format!("{r:?}")));
+    }
+    for token in [&agent_miss, &c.access.client_token, &secret_miss] {
+        let mut agent = agent_client(ch(), token).unwrap();
+        note(agent.register(register_request("gpu-1", "p", vec![])).await.map(|r| format!("{r:?}")));
+    }
+    let mut credentialed = c.agent_with(&secret);
+    note(credentialed.register(register_request("gpu-2", "p", vec![])).await.map(|r| format!("{r:?}")));
+
+    let (mut real, mut rogue) = (c.agent("real"), c.agent("rogue"));
+    register(&mut real, "real").await;
+    register(&mut rogue, "rogue").await;
+    c.submit().await;
+    let a = lease_and_start(&mut real, "real").await;
+    let miss = near_miss(&a.lease_token);
+    for token in [&a.lease_token, &miss] {
+        note(rogue.complete_job(completion(lease(&a, token))).await.map(|r| format!("{r:?}")));
+        let start = pb::StartJobRequest { lease: Some(lease(&a, token)) };
+        note(rogue.start_job(start).await.map(|r| format!("{r:?}")));
+    }
+    note(real.start_job(pb::StartJobRequest { lease: Some(lease(&a, &miss)) }).await.map(|r| format!("{r:?}")));
+
+    c.create_token("gpu-3").await;
+    let revoke = pb::RevokeAgentTokenRequest { name_or_id: "gpu-1".into() };
+    c.control().revoke_agent_token(revoke).await.unwrap();
+    note(credentialed.register(register_request("gpu-1", "p", vec![])).await.map(|r| format!("{r:?}")));
+
+    // The access file truncated inside a token, and edited so a token lost its closing quote.
+    let text = std::fs::read_to_string(dir.path().join("access.toml")).unwrap();
+    let cut = text.find(&c.access.agent_token).unwrap() + 20;
+    let broken =
+        [text[..cut].to_owned(), text.replacen(&format!("{}\"", c.access.client_token), &c.access.client_token, 1)];
+    for (i, body) in broken.iter().enumerate() {
+        let path = dir.path().join(format!("broken-{i}.toml"));
+        std::fs::write(&path, body).unwrap();
+        messages.push(phasegate_coordinator::AccessFile::load(&path).expect_err("broken").to_string());
+    }
+
+    let secrets = [
+        &c.access.client_token,
+        &c.access.agent_token,
+        &secret,
+        &a.lease_token,
+        &client_miss,
+        &agent_miss,
+        &secret_miss,
+        &miss,
+    ];
+    assert_eq!(messages.len(), 15);
+    for m in &messages {
+        assert!(!m.is_empty());
+        for s in secrets {
+            // No 12-hex-digit run of a secret (48 bits) appears anywhere in an error.
+            for w in s.as_bytes().windows(12) {
+                let piece = std::str::from_utf8(w).unwrap();
+                assert!(!m.contains(piece), "an error shows secret text {piece:?}: {m}");
+            }
+        }
+    }
+}
