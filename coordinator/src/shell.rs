@@ -520,15 +520,9 @@ impl<S: Store> Shared<S> {
         if self.core.lock().await.repeats_completion(lease, caller, success) {
             return Ok(true);
         }
-        let Some(job) = self.store.job(lease.job).await.map_err(store_status)? else { return Ok(false) };
-        let (Ok(state), Ok(token)) = (
-            job.state.parse::<JobState>(),
-            job.lease_token.as_deref().map(|t| LeaseToken::parse("lease_token", t)).transpose(),
-        ) else {
-            return Ok(false);
-        };
-        let agent = job.agent.as_deref().and_then(|a| AgentName::parse("agent", a).ok());
-        let done = CompletedLease { state, epoch: Epoch(job.epoch as u64), token, agent: agent.as_ref() };
+        let Some(record) = self.store.job(lease.job).await.map_err(store_status)? else { return Ok(false) };
+        let Ok(job) = restored_job(&record) else { return Ok(false) };
+        let done = CompletedLease { state: job.state, epoch: job.epoch, token: job.token, agent: job.agent.as_ref() };
         Ok(is_repeat_completion(done, lease, caller, success))
     }
 

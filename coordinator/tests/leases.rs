@@ -127,15 +127,22 @@ async fn complete_for_real(holder: &mut AgentClient, a: &pb::Assignment) {
     holder.complete_job(done).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_forged_completion_from_a_second_agent_with_the_shared_token_is_denied() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = Coordinator::start(dir.path(), ShellConfig::default()).await;
+/// Agents `real` and `rogue` with the shared token, both registered, and one submitted run whose
+/// job `real` leased and started.
+async fn real_and_rogue(c: &Coordinator) -> (AgentClient, AgentClient, u64, pb::Assignment) {
     let (mut real, mut rogue) = (c.agent("real"), c.agent("rogue"));
     register(&mut real, "real").await;
     register(&mut rogue, "rogue").await;
     let run_id = c.submit().await;
     let a = lease_and_start(&mut real, "real").await;
+    (real, rogue, run_id, a)
+}
+
+#[tokio::test]
+async fn a_forged_completion_from_a_second_agent_with_the_shared_token_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(dir.path(), ShellConfig::default()).await;
+    let (mut real, mut rogue, run_id, a) = real_and_rogue(&c).await;
 
     // The job id and epoch are easy to guess; the token is not.
     let msg = assert_code(rogue.complete_job(completion(lease(&a, FORGED))).await, Code::PermissionDenied, "token");
@@ -341,11 +348,7 @@ async fn an_agent_of_another_protocol_is_refused_naming_both_versions() {
 async fn a_repeated_completion_is_acknowledged_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let c = Coordinator::start(dir.path(), ShellConfig::default()).await;
-    let (mut real, mut rogue) = (c.agent("real"), c.agent("rogue"));
-    register(&mut real, "real").await;
-    register(&mut rogue, "rogue").await;
-    let run_id = c.submit().await;
-    let a = lease_and_start(&mut real, "real").await;
+    let (mut real, mut rogue, run_id, a) = real_and_rogue(&c).await;
     complete_for_real(&mut real, &a).await;
     let done = c.job(run_id).await;
     assert_eq!(done.state, "succeeded");
@@ -396,11 +399,7 @@ async fn no_error_message_contains_secret_text() {
     let mut credentialed = c.agent_with(&secret);
     note(credentialed.register(register_request("gpu-2", "p", vec![])).await.map(|r| format!("{r:?}")));
 
-    let (mut real, mut rogue) = (c.agent("real"), c.agent("rogue"));
-    register(&mut real, "real").await;
-    register(&mut rogue, "rogue").await;
-    c.submit().await;
-    let a = lease_and_start(&mut real, "real").await;
+    let (mut real, mut rogue, _, a) = real_and_rogue(&c).await;
     let miss = near_miss(&a.lease_token);
     for token in [&a.lease_token, &miss] {
         note(rogue.complete_job(completion(lease(&a, token))).await.map(|r| format!("{r:?}")));

@@ -259,7 +259,7 @@ impl Core {
         let Some(r) = self.runs.get(&run) else { return effects };
         for id in r.jobs.clone() {
             if self.jobs.get(&id).is_some_and(|j| !j.state.is_terminal()) {
-                self.finish_job(id, JobState::Cancelled, reason, "cancelled", &mut effects);
+                self.finish_job(id, JobState::Cancelled, reason, "cancelled", None, &mut effects);
             }
         }
         self.refresh_run(run, &mut effects);
@@ -445,13 +445,9 @@ impl Core {
         let (run, _) = self.check_lease(lease, caller)?;
         let mut effects = Effects::default();
         let (state, outcome) = if success { (JobState::Succeeded, "succeeded") } else { (JobState::Failed, "failed") };
-        self.finish_job(lease.job, state, error, outcome, &mut effects);
         // The completed lease's token stays with the job: a repeat of this completion (its answer
         // lost in a restart) is recognised by it, and nothing else can use it (the job is not leased).
-        if let Some(job) = self.jobs.get_mut(&lease.job) {
-            job.token = Some(lease.token);
-        }
-        self.snapshot(lease.job, &mut effects);
+        self.finish_job(lease.job, state, error, outcome, Some(lease.token), &mut effects);
         if success {
             effects.work_available = true;
         }
@@ -535,7 +531,17 @@ impl Core {
         }
     }
 
-    fn finish_job(&mut self, id: JobId, state: JobState, error: &str, outcome: &str, effects: &mut Effects) {
+    /// Ends a job in `state`. `token`: the lease token the finished job keeps (the completing
+    /// lease's, so a repeated completion is recognised), or none.
+    fn finish_job(
+        &mut self,
+        id: JobId,
+        state: JobState,
+        error: &str,
+        outcome: &str,
+        token: Option<LeaseToken>,
+        effects: &mut Effects,
+    ) {
         let Some(job) = self.jobs.get_mut(&id) else { return };
         if job.state == JobState::Queued {
             let key = self.runs.get(&job.run).map(|r| (r.priority, r.seq, id));
@@ -552,7 +558,7 @@ impl Core {
             });
         }
         job.state = state;
-        job.token = None;
+        job.token = token;
         job.error = error.to_owned();
         if let Some(agent) = job.agent.clone()
             && let Some(a) = self.agents.get_mut(&agent)
@@ -575,7 +581,7 @@ impl Core {
             let error = format!("stage {} failed: {err}", stage.as_str());
             for (id, state, _, _) in &states {
                 if !state.is_terminal() {
-                    self.finish_job(*id, JobState::Cancelled, &reason, "cancelled", effects);
+                    self.finish_job(*id, JobState::Cancelled, &reason, "cancelled", None, effects);
                 }
             }
             return self.end_run(run_id, RunState::Failed, error, effects);

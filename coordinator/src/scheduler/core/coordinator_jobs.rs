@@ -49,7 +49,7 @@ impl Core {
         let run = job.run;
         let mut effects = Effects::default();
         let (state, outcome) = if success { (JobState::Succeeded, "succeeded") } else { (JobState::Failed, "failed") };
-        self.finish_job(id, state, error, outcome, &mut effects);
+        self.finish_job(id, state, error, outcome, None, &mut effects);
         if success {
             effects.work_available = true;
         }
