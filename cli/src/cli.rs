@@ -469,6 +469,40 @@ pub enum BenchCommand {
     Gate(BenchGateArgs),
     /// Eval engine speed: single-stream tokens/s, the whole suite batched, peak RSS.
     Eval(BenchEvalArgs),
+    /// A real coordinator and agents on loopback under random SIGKILLs: counts lost runs, false
+    /// failures, double runs and incomplete logs; exits 1 when any is found.
+    Chaos(BenchChaosArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchChaosArgs {
+    /// Kills: each picks the coordinator or one agent at random, 0.5-2 s after the last.
+    #[arg(long, default_value_t = 100)]
+    pub trials: u32,
+    /// Agents (a1, a2, ...), each running up to 2 jobs.
+    #[arg(long, default_value_t = 2)]
+    pub agents: u32,
+    /// The coordinator's lease TTL (agents heartbeat at a quarter of it).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// Leases an expired job may get before it fails with `agent lost`.
+    #[arg(long, default_value_t = 10)]
+    pub max_attempts: u32,
+    /// Longest pause before a killed process is restarted (each pause is drawn from 0 to this).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub max_down: std::time::Duration,
+    /// Time between two submits of the job stream.
+    #[arg(long, default_value = "600ms", value_parser = humantime::parse_duration)]
+    pub submit_every: std::time::Duration,
+    /// How long the runs may take to end after the last trial.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    pub settle: std::time::Duration,
+    /// Seed of the kill schedule (printed; random when not given).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the data dir, ledgers and process logs here (a failing run keeps its temp dir anyway).
+    #[arg(long, value_name = "DIR")]
+    pub keep_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

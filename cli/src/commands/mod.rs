@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod calibrate;
+mod chaos;
 mod demo;
 mod dictionary;
 mod gate;
@@ -44,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,
         Command::Bench(BenchCommand::Gate(args)) => Ok(gate::bench(&args)),
         Command::Bench(BenchCommand::Eval(args)) => models::bench_eval(args).await,
+        Command::Bench(BenchCommand::Chaos(args)) => chaos::chaos(args).await,
         Command::Models(ModelsCommand::Pull(args)) => models::pull(args).await,
         Command::Models(ModelsCommand::List(args)) => models::list(&args),
     }
