@@ -147,7 +147,8 @@ impl<S: Store> Shared<S> {
             .collect();
         if chosen.is_empty() {
             return Err(Status::not_found(format!(
-                "no unrevoked agent credential has id or agent name {name_or_id:?}"
+                "no unrevoked agent credential has id or agent name {}",
+                phasegate_proto::redact::shown(name_or_id)
             )));
         }
         let ids: Vec<i64> = chosen.iter().map(|r| r.id).collect();

@@ -70,7 +70,14 @@ impl AgentName {
         if !ok {
             return Err(WireError::new(
                 field,
-                format!("{raw:?} must be 1-64 characters of letters, digits, '.', '_' or '-'"),
+                format!("{} must be 1-64 characters of letters, digits, '.', '_' or '-'", crate::redact::shown(raw)),
+            ));
+        }
+        // A pasted token would be shown in every agent list and log line.
+        if crate::redact::looks_secret(raw) {
+            return Err(WireError::new(
+                field,
+                format!("{} is not an agent name (a token in the wrong place?)", crate::redact::shown(raw)),
             ));
         }
         Ok(Self(raw.to_owned()))
@@ -389,6 +396,16 @@ mod tests {
         let err = AgentName::parse("agent_name", "a b").unwrap_err();
         assert_eq!(err.field, "agent_name");
         assert!(AgentName::parse("agent_name", "").is_err());
+    }
+
+    #[test]
+    fn a_token_pasted_as_an_agent_name_is_refused_without_being_shown() {
+        let token = "0123456789abcdef".repeat(4);
+        let err = AgentName::parse("agent_name", &token).unwrap_err().to_string();
+        assert!(err.contains("not an agent name"), "{err}");
+        assert!(!err.contains("0123456789ab"), "{err}");
+        let err = AgentName::parse("agent_name", &format!("{token} x")).unwrap_err().to_string();
+        assert!(!err.contains("0123456789ab"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod client;
 pub mod domain;
 mod lease_token;
 pub mod protocol;
+pub mod redact;
 pub mod spec;
 
 pub use protocol::PROTOCOL_VERSION;

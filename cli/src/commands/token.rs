@@ -43,7 +43,12 @@ pub async fn create(args: TokenCreateArgs, endpoint: &Endpoint) -> Result<Code> 
     let resp = client
         .create_agent_token(pb::CreateAgentTokenRequest { agent_name: args.agent.clone() })
         .await
-        .map_err(|s| Failure::from_status(&format!("failed to create a credential for agent {}", args.agent), &s))?
+        .map_err(|s| {
+            Failure::from_status(
+                &format!("failed to create a credential for agent {}", phasegate_proto::redact::shown(&args.agent)),
+                &s,
+            )
+        })?
         .into_inner();
     let id = resp.token.map(|t| t.id).unwrap_or_default();
     // The secret alone on stdout, so `phasegate token create --agent X > token-file` works.
@@ -78,7 +83,12 @@ pub async fn revoke(args: TokenRevokeArgs, endpoint: &Endpoint) -> Result<Code> 
     let revoked = client
         .revoke_agent_token(pb::RevokeAgentTokenRequest { name_or_id: args.target.clone() })
         .await
-        .map_err(|s| Failure::from_status(&format!("failed to revoke agent credential {}", args.target), &s))?
+        .map_err(|s| {
+            Failure::from_status(
+                &format!("failed to revoke agent credential {}", phasegate_proto::redact::shown(&args.target)),
+                &s,
+            )
+        })?
         .into_inner()
         .revoked;
     for t in &revoked {
