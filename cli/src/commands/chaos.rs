@@ -74,7 +74,7 @@ async fn drive(fleet: &mut Fleet, args: &BenchChaosArgs, seed: u64) -> Result<(T
         fleet.start_agent(&name)?;
     }
     fleet.wait_online(&mut control).await?;
-    let submitted = Arc::new(Mutex::new(Vec::<(String, Option<u64>)>::new()));
+    let submitted: Submitted = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let submitter = tokio::spawn(submit_stream(
         connect(&access)?,
@@ -155,13 +155,16 @@ fn render(t: &Tally, args: &BenchChaosArgs, seed: u64, coordinator: u32, agents:
     s
 }
 
+/// Each submit's idempotency key and, when the coordinator answered, the run it created.
+type Submitted = Arc<Mutex<Vec<(String, Option<u64>)>>>;
+
 /// Submits a job every `every` until told to stop. Each submit gets a fresh key: a submit that
 /// errored may still have been stored, and its key tells the two apart afterwards.
 async fn submit_stream(
     mut client: ControlClient,
     root: PathBuf,
     every: Duration,
-    submitted: Arc<Mutex<Vec<(String, Option<u64>)>>>,
+    submitted: Submitted,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut n = 0u64;
