@@ -43,8 +43,8 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show one run.
     Show(ShowArgs),
-    /// List agents.
-    Agents(JsonArg),
+    /// List agents; `agents drain NAME` / `agents undrain NAME` take one out of service and back.
+    Agents(AgentsArgs),
     /// Per-agent credentials: create (printed once), list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -354,6 +354,11 @@ pub struct AgentArgs {
     /// Finished job directories kept for debugging; older ones are deleted after each job.
     #[arg(long, default_value_t = phasegate_agent::DEFAULT_KEEP_JOB_DIRS)]
     pub keep_job_dirs: usize,
+    /// On SIGTERM or SIGINT the agent drains: it leases nothing new and waits this long for its
+    /// running jobs, then stops them and gives them back to be run elsewhere. A second signal
+    /// stops them at once.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
     #[command(flatten)]
     pub models: ModelCacheArg,
 }
@@ -416,6 +421,29 @@ pub struct ShowArgs {
     pub run: u64,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `phasegate agents [--json]`, or `phasegate agents drain|undrain NAME`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub action: Option<AgentsCommand>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentsCommand {
+    /// Lease the agent nothing new; its running jobs finish normally. Kept across restarts.
+    Drain(AgentNameArg),
+    /// Lease the agent jobs again.
+    Undrain(AgentNameArg),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentNameArg {
+    /// The agent's name, as `phasegate agents` lists it.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -14,7 +14,7 @@ mod serve;
 mod submit;
 mod token;
 
-use crate::cli::{BenchCommand, Cli, Command, ModelsCommand, TokenCommand};
+use crate::cli::{AgentsArgs, AgentsCommand, BenchCommand, Cli, Command, JsonArg, ModelsCommand, TokenCommand};
 use crate::exit::{Code, Result};
 
 pub async fn dispatch(cli: Cli) -> Result<Code> {
@@ -26,7 +26,13 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Submit(args) => submit::submit(args, &endpoint).await,
         Command::Runs(args) => query::runs(args, &endpoint).await,
         Command::Show(args) => query::show(args, &endpoint).await,
-        Command::Agents(args) => query::agents(args, &endpoint).await,
+        Command::Agents(AgentsArgs { action: None, json }) => query::agents(JsonArg { json }, &endpoint).await,
+        Command::Agents(AgentsArgs { action: Some(AgentsCommand::Drain(a)), .. }) => {
+            query::set_draining(&a.name, true, &endpoint).await
+        }
+        Command::Agents(AgentsArgs { action: Some(AgentsCommand::Undrain(a)), .. }) => {
+            query::set_draining(&a.name, false, &endpoint).await
+        }
         Command::Token(TokenCommand::Create(args)) => token::create(args, &endpoint).await,
         Command::Token(TokenCommand::List(args)) => token::list(args, &endpoint).await,
         Command::Token(TokenCommand::Revoke(args)) => token::revoke(args, &endpoint).await,
@@ -47,6 +53,30 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Models(ModelsCommand::Pull(args)) => models::pull(args).await,
         Command::Models(ModelsCommand::List(args)) => models::list(&args),
     }
+}
+
+/// Each SIGINT or SIGTERM, as a stream (the agent drains on the first, stops on the next).
+pub fn stop_signals() -> impl futures::Stream<Item = ()> + Send + Unpin {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            while tokio::signal::ctrl_c().await.is_ok() && tx.send(()).is_ok() {}
+            return;
+        };
+        let Ok(mut int) = signal(SignalKind::interrupt()) else { return };
+        loop {
+            tokio::select! {
+                Some(()) = int.recv() => {}
+                Some(()) = term.recv() => {}
+                else => return,
+            }
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
 }
 
 /// Resolves on SIGINT or SIGTERM.
