@@ -122,8 +122,10 @@ pub async fn run(
     let (agent, mut loops) = start(config, probe).await?;
     shutdown.await;
     tracing::info!("agent shutting down; stopping running jobs");
-    for job in agent.running.lock().map(|m| m.values().map(|j| j.cancel.clone()).collect()).unwrap_or(Vec::new()) {
-        let _ = job.send(true);
+    if let Ok(running) = agent.running.lock() {
+        for job in running.values() {
+            let _ = job.cancel.send(true);
+        }
     }
     loops.leases.abort_all();
     loops.heartbeat.abort_all();

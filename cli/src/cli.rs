@@ -566,3 +566,38 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub models: ModelCacheArg,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("phasegate").chain(args.iter().copied())).expect("parses").command
+    }
+
+    #[test]
+    fn agents_lists_as_before_and_drains_and_undrains_by_name() {
+        assert!(matches!(parse(&["agents"]), Command::Agents(AgentsArgs { action: None, json: false })));
+        assert!(matches!(parse(&["agents", "--json"]), Command::Agents(AgentsArgs { action: None, json: true })));
+        let Command::Agents(AgentsArgs { action: Some(AgentsCommand::Drain(a)), .. }) =
+            parse(&["agents", "drain", "gpu-1"])
+        else {
+            panic!("agents drain NAME")
+        };
+        assert_eq!(a.name, "gpu-1");
+        let undrain = parse(&["agents", "undrain", "gpu-1"]);
+        assert!(matches!(undrain, Command::Agents(AgentsArgs { action: Some(AgentsCommand::Undrain(_)), .. })));
+        assert!(Cli::try_parse_from(["phasegate", "agents", "drain"]).is_err(), "a name is required");
+    }
+
+    #[test]
+    fn the_agents_drain_timeout_defaults_to_an_hour_and_parses_like_other_durations() {
+        let Command::Agent(args) = parse(&["agent"]) else { panic!("agent") };
+        assert_eq!(args.drain_timeout, std::time::Duration::from_secs(3600));
+        let Command::Agent(args) = parse(&["agent", "--drain-timeout", "90s"]) else { panic!("agent") };
+        assert_eq!(args.drain_timeout, std::time::Duration::from_secs(90));
+        assert!(Cli::try_parse_from(["phasegate", "agent", "--drain-timeout", "soon"]).is_err());
+    }
+}

@@ -22,8 +22,8 @@ use crate::artifacts::ArtifactStore;
 use crate::credentials::Credentials;
 use crate::metrics::Stats;
 use crate::scheduler::{
-    AgentStatus, CompletedLease, Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection, is_repeat_completion,
-    unplaceable,
+    AgentStatus, CompletedLease, Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection,
+    is_repeat_completion, unplaceable,
 };
 use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError};
 use crate::writer::{Pending, WriteQueue};
@@ -370,7 +370,12 @@ impl<S: Store> Shared<S> {
         // and a refused one never overwrites the live agent's stored capabilities.
         let mut core = self.core.lock().await;
         core.check_registration(&name, instance, own_credential, now_ms()).map_err(rejection_status)?;
-        let record = AgentRecord { name: name.to_string(), capabilities: caps_pb, registered_ms: now_ms() as i64, draining_ms: None };
+        let record = AgentRecord {
+            name: name.to_string(),
+            capabilities: caps_pb,
+            registered_ms: now_ms() as i64,
+            draining_ms: None,
+        };
         self.store.upsert_agent(&record).await.map_err(store_status)?;
         let (stop, effects) = core.on_agent_registered(name, caps, instance, running, now_ms());
         // The registration's effects mark work available, so the commit wakes waiting lease requests.

@@ -190,7 +190,10 @@ impl<S: Store> AgentService for AgentApi<S> {
         Ok(Response::new(pb::CompleteJobResponse {}))
     }
 
-    async fn release_job(&self, req: Request<pb::ReleaseJobRequest>) -> Result<Response<pb::ReleaseJobResponse>, Status> {
+    async fn release_job(
+        &self,
+        req: Request<pb::ReleaseJobRequest>,
+    ) -> Result<Response<pb::ReleaseJobResponse>, Status> {
         let lease = lease_of(req.get_ref().lease.as_ref())?;
         let who = caller(&req)?;
         let reason = req.get_ref().reason.trim();

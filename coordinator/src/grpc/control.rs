@@ -165,7 +165,8 @@ impl<S: Store> ControlService for ControlApi<S> {
         let name = AgentName::parse("agent_name", &req.agent_name).map_err(invalid)?;
         let status = self.shared.set_draining(&name, req.draining).await?;
         tracing::info!(agent = %name, draining = req.draining, "agent drain set by an operator");
-        let record = self.shared.store.agents().await.map_err(store_status)?.into_iter().find(|r| r.name == req.agent_name);
+        let record =
+            self.shared.store.agents().await.map_err(store_status)?.into_iter().find(|r| r.name == req.agent_name);
         let agent = agent_to_pb(req.agent_name, record.map(|r| r.capabilities), Some(&status));
         Ok(Response::new(pb::SetAgentDrainingResponse { agent: Some(agent) }))
     }

@@ -61,12 +61,7 @@ fn job_to_pb(job: JobRecord, progress: Option<pb::Progress>) -> pb::Job {
         history: job
             .history
             .into_iter()
-            .map(|h| pb::AttemptRecord {
-                attempt: h.attempt,
-                agent: h.agent,
-                outcome: h.outcome,
-                released: h.released,
-            })
+            .map(|h| pb::AttemptRecord { attempt: h.attempt, agent: h.agent, outcome: h.outcome, released: h.released })
             .collect(),
         progress,
         artifacts: job.artifacts,

@@ -209,9 +209,25 @@ async fn runs_and_jobs_round_trip() {
 
     // Agents round trip (and upsert replaces).
     let mut caps = pb::Capabilities { hostname: "box".into(), cpus: 8, max_jobs: 1, ..Default::default() };
-    store.upsert_agent(&AgentRecord { name: "a1".into(), capabilities: caps.clone(), registered_ms: 1, draining_ms: None }).await.unwrap();
+    store
+        .upsert_agent(&AgentRecord {
+            name: "a1".into(),
+            capabilities: caps.clone(),
+            registered_ms: 1,
+            draining_ms: None,
+        })
+        .await
+        .unwrap();
     caps.cpus = 16;
-    store.upsert_agent(&AgentRecord { name: "a1".into(), capabilities: caps.clone(), registered_ms: 2, draining_ms: None }).await.unwrap();
+    store
+        .upsert_agent(&AgentRecord {
+            name: "a1".into(),
+            capabilities: caps.clone(),
+            registered_ms: 2,
+            draining_ms: None,
+        })
+        .await
+        .unwrap();
     let agents = store.agents().await.unwrap();
     assert_eq!(agents.len(), 1);
     assert_eq!((agents[0].capabilities.clone(), agents[0].registered_ms), (caps, 2));
@@ -336,7 +352,15 @@ async fn committed_state_survives_a_crash_and_reopen() {
     store.apply(&effects, &success(lease), NOW as i64).await.unwrap();
     let (queued_id, _) = store.insert_run(&new_run("e", RunState::Queued, "")).await.unwrap();
     let caps = pb::Capabilities { hostname: "box".into(), max_jobs: 1, ..Default::default() };
-    store.upsert_agent(&AgentRecord { name: "a1".into(), capabilities: caps.clone(), registered_ms: 3, draining_ms: None }).await.unwrap();
+    store
+        .upsert_agent(&AgentRecord {
+            name: "a1".into(),
+            capabilities: caps.clone(),
+            registered_ms: 3,
+            draining_ms: None,
+        })
+        .await
+        .unwrap();
 
     let expected_done = store.run(done_id).await.unwrap().unwrap();
     let crashed = tempfile::tempdir().unwrap();
