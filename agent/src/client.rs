@@ -134,15 +134,24 @@ pub async fn run(
 
 /// Runs the agent until it has drained: the first request drains (a [`StopRequest::Now`] also
 /// stops the jobs at once), a later one stops the jobs now, and one after that abandons them
-/// (their lifelines kill them). Returns once no job runs. A stream that ends asks nothing more.
+/// (their lifelines kill them). Returns once no job runs. A stream that ends before it asked
+/// anything counts as [`StopRequest::Now`]; once it asked, an end asks nothing more. A request
+/// while the agent is still registering (the coordinator unreachable) ends it at once: it runs
+/// nothing yet.
 pub async fn run_until(
     config: AgentConfig,
     probe: Arc<dyn GpuProbe>,
     requests: impl Stream<Item = StopRequest> + Send + Unpin,
 ) -> Result<(), AgentError> {
     let drain_timeout = config.drain_timeout;
-    let (agent, mut loops) = start(config, probe).await?;
     let mut requests = requests.fuse();
+    let (agent, mut loops) = tokio::select! {
+        started = start(config, probe) => started?,
+        _ = requests.next() => {
+            tracing::info!("asked to stop before the agent registered; exiting");
+            return Ok(());
+        }
+    };
     let first = requests.next().await.unwrap_or(StopRequest::Now);
     agent.begin_drain().await;
     let stop_reason = if first == StopRequest::Now {

@@ -15,7 +15,8 @@ use common::{Cluster, command_spec, wait_for};
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A job that runs for a minute on its first attempt and finishes at once on a later one.
-const SLOW_FIRST_ATTEMPT: &str = "if [ \"$PHASEGATE_ATTEMPT\" = 1 ]; then sleep 60; fi; echo done";
+const SLOW_FIRST_ATTEMPT: &str =
+    "echo $$ > leader.pid; if [ \"$PHASEGATE_ATTEMPT\" = 1 ]; then sleep 60; fi; echo done";
 
 fn job(run: &Value) -> &Value {
     run["jobs"].as_array().and_then(|j| j.first()).unwrap_or_else(|| panic!("run has no job: {run}"))
@@ -31,6 +32,20 @@ fn wait_job_state(cluster: &Cluster, run: u64, state: &str) -> Value {
 fn listed_agent(cluster: &Cluster, name: &str) -> Option<Value> {
     let agents = cluster.json(&["agents", "--json"]).ok()?;
     agents.as_array()?.iter().find(|a| a["name"] == name).cloned()
+}
+
+/// The pid the first attempt's shell wrote in its job directory on agent `name`.
+fn first_attempt_pid(cluster: &Cluster, name: &str, run: &Value) -> u32 {
+    let dir = cluster.dir.path().join(format!("work-{name}/jobs/{}-1", job(run)["id"]));
+    let text = std::fs::read_to_string(dir.join("leader.pid")).expect("the job wrote its pid");
+    text.trim().parse().expect("a pid")
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| t.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
+        .is_some_and(|dead| !dead)
 }
 
 /// `(agent, released)` of each attempt in the job's history.
@@ -76,6 +91,7 @@ fn past_the_drain_timeout_the_job_is_released_and_another_agent_runs_it() {
     assert!(status.success(), "the agent exits 0 after giving its job back: {status}\n{}", cluster.child_logs());
 
     let run = cluster.show(run_id);
+    assert!(!alive(first_attempt_pid(&cluster, "a1", &run)), "the job was stopped");
     assert_eq!(job(&run)["state"], "queued", "released and queued again at once: {run}\n{}", cluster.child_logs());
     assert_eq!(history(job(&run)), [("a1".to_owned(), true)], "{run}");
     assert!(job(&run)["history"][0]["outcome"].as_str().is_some_and(|o| o.contains("drain timeout")), "{run}");

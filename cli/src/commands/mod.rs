@@ -55,26 +55,36 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
     }
 }
 
-/// Each SIGINT or SIGTERM, as a stream (the agent drains on the first, stops on the next).
+/// Each SIGINT or SIGTERM, as a stream (the agent drains on the first, stops on the next). The
+/// stream never ends: an ended stream would ask the agent to stop.
 pub fn stop_signals() -> impl futures::Stream<Item = ()> + Send + Unpin {
-    use tokio::signal::unix::{SignalKind, signal};
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn recv(s: &mut Option<Signal>) -> Option<()> {
+        match s {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
+        }
+    }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let (mut term, mut int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+        if term.is_none() && int.is_none() {
             while tokio::signal::ctrl_c().await.is_ok() && tx.send(()).is_ok() {}
-            return;
-        };
-        let Ok(mut int) = signal(SignalKind::interrupt()) else { return };
-        loop {
-            tokio::select! {
-                Some(()) = int.recv() => {}
-                Some(()) = term.recv() => {}
-                else => return,
-            }
-            if tx.send(()).is_err() {
-                return;
+        } else {
+            loop {
+                tokio::select! {
+                    Some(()) = recv(&mut term) => {}
+                    Some(()) = recv(&mut int) => {}
+                    else => break,
+                }
+                if tx.send(()).is_err() {
+                    return;
+                }
             }
         }
+        // Keep the sender: the stream must not end.
+        std::future::pending::<()>().await;
+        drop(tx);
     });
     tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
 }
