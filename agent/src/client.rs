@@ -187,7 +187,7 @@ async fn join_all(set: &mut JoinSet<()>) {
 }
 
 /// The next request; never resolves once the stream has ended.
-async fn next_request(requests: &mut (impl Stream<Item = StopRequest> + Unpin + futures::stream::FusedStream)) {
+async fn next_request(requests: &mut (impl futures::stream::FusedStream<Item = StopRequest> + Unpin)) {
     if requests.next().await.is_none() {
         std::future::pending::<()>().await;
     }
