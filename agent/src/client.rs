@@ -3,14 +3,23 @@
 //! The agent owns no durable state. After a coordinator restart it keeps its jobs running and
 //! registers again with the leases it holds; the coordinator keeps those it still owns and names the
 //! ones to stop.
+//!
+//! Draining ([`run_until`] with [`StopRequest::Drain`]): the agent tells the coordinator in its
+//! heartbeats, its lease loops end (an assignment that arrives meanwhile is given back unstarted),
+//! and it waits for its running jobs before it returns. When the drain timeout passes, or a
+//! [`StopRequest::Now`] comes, it stops its jobs and gives them back (`ReleaseJob`), so they are
+//! queued again at once without costing an attempt.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt as _};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tonic::Code;
 
 use phasegate_proto::client::{AgentClient, ConnectError, agent_client_as, channel};
@@ -18,7 +27,7 @@ use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
 
 use crate::caps::{CapsConfig, GpuProbe, gather};
-use crate::job::{JobContext, execute};
+use crate::job::{JobContext, JobEnd, execute, release};
 use crate::retry::RetryPolicy;
 
 /// The lease TTL assumed until the coordinator names its own (the coordinator's default).
@@ -43,6 +52,17 @@ pub struct AgentConfig {
     pub model_cache: PathBuf,
     /// Finished job directories kept for debugging; older ones are deleted after each job.
     pub keep_job_dirs: usize,
+    /// How long a drain waits for running jobs before it stops them and gives them back.
+    pub drain_timeout: Duration,
+}
+
+/// What the agent is asked to do ([`run_until`]), in the order asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// Lease nothing new, let running jobs finish, then return (SIGTERM, SIGINT).
+    Drain,
+    /// Stop running jobs now and give them back, then return (a second SIGTERM or SIGINT).
+    Now,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +75,18 @@ pub enum AgentError {
     Refused(String),
 }
 
-/// Jobs this agent runs now: job id → (its lease, token included, and cancel switch).
-type Running = Arc<Mutex<HashMap<u64, (Lease, watch::Sender<bool>)>>>;
+/// A job this agent runs now.
+#[derive(Debug)]
+struct RunningJob {
+    /// Its lease, token included.
+    lease: Lease,
+    cancel: watch::Sender<bool>,
+    /// Set when the agent stops the job to give it back: the reason sent with the release.
+    release: Option<String>,
+}
+
+/// Jobs this agent runs now, by job id.
+type Running = Arc<Mutex<HashMap<u64, RunningJob>>>;
 
 #[derive(Debug)]
 struct Agent {
@@ -72,14 +102,99 @@ struct Agent {
     lease_ttl: Mutex<Duration>,
     /// The environment fingerprint of the last registration, for eval results.
     environment: Mutex<BTreeMap<String, String>>,
+    /// Set (under the `running` lock) when a drain begins: nothing new is leased or started.
+    draining: AtomicBool,
 }
 
-/// Runs the agent until `shutdown` resolves. Running jobs are stopped on shutdown.
+/// The agent's loops: the heartbeat, and one lease loop per job slot (each runs its jobs).
+struct Loops {
+    heartbeat: JoinSet<()>,
+    leases: JoinSet<()>,
+}
+
+/// Runs the agent until `shutdown` resolves. Running jobs are stopped on shutdown and not given
+/// back (`phasegate up` and `demo` stop their coordinator at the same time).
 pub async fn run(
     config: AgentConfig,
     probe: Arc<dyn GpuProbe>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    let (agent, mut loops) = start(config, probe).await?;
+    shutdown.await;
+    tracing::info!("agent shutting down; stopping running jobs");
+    if let Ok(running) = agent.running.lock() {
+        for job in running.values() {
+            let _ = job.cancel.send(true);
+        }
+    }
+    loops.leases.abort_all();
+    loops.heartbeat.abort_all();
+    Ok(())
+}
+
+/// Runs the agent until it has drained: the first request drains (a [`StopRequest::Now`] also
+/// stops the jobs at once), a later one stops the jobs now, and one after that abandons them
+/// (their lifelines kill them). Returns once no job runs. A stream that ends before it asked
+/// anything counts as [`StopRequest::Now`]; once it asked, an end asks nothing more. A request
+/// while the agent is still registering (the coordinator unreachable) ends it at once: it runs
+/// nothing yet.
+pub async fn run_until(
+    config: AgentConfig,
+    probe: Arc<dyn GpuProbe>,
+    requests: impl Stream<Item = StopRequest> + Send + Unpin,
+) -> Result<(), AgentError> {
+    let drain_timeout = config.drain_timeout;
+    let mut requests = requests.fuse();
+    let (agent, mut loops) = tokio::select! {
+        started = start(config, probe) => started?,
+        _ = requests.next() => {
+            tracing::info!("asked to stop before the agent registered; exiting");
+            return Ok(());
+        }
+    };
+    let first = requests.next().await.unwrap_or(StopRequest::Now);
+    agent.begin_drain().await;
+    let stop_reason = if first == StopRequest::Now {
+        Some(format!("agent {} was asked to stop now", agent.config.name))
+    } else {
+        tokio::select! {
+            () = join_all(&mut loops.leases) => None,
+            () = tokio::time::sleep(drain_timeout) => Some(format!(
+                "the drain timeout ({}) of agent {} passed",
+                humantime::format_duration(drain_timeout),
+                agent.config.name
+            )),
+            () = next_request(&mut requests) => Some(format!("agent {} was asked to stop now", agent.config.name)),
+        }
+    };
+    if let Some(reason) = stop_reason {
+        agent.stop_and_release(&reason);
+        tokio::select! {
+            () = join_all(&mut loops.leases) => {}
+            () = next_request(&mut requests) => {
+                tracing::warn!("asked again: abandoning the running jobs (their lifelines end them)");
+                loops.leases.abort_all();
+            }
+        }
+    }
+    loops.heartbeat.abort_all();
+    tracing::info!(agent = %agent.config.name, "agent drained; exiting");
+    Ok(())
+}
+
+async fn join_all(set: &mut JoinSet<()>) {
+    while set.join_next().await.is_some() {}
+}
+
+/// The next request; never resolves once the stream has ended.
+async fn next_request(requests: &mut (impl futures::stream::FusedStream<Item = StopRequest> + Unpin)) {
+    if requests.next().await.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Prepares the work dir, registers, and starts the heartbeat and lease loops.
+async fn start(config: AgentConfig, probe: Arc<dyn GpuProbe>) -> Result<(Arc<Agent>, Loops), AgentError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|source| AgentError::WorkDir { path: config.work_dir.clone(), source })?;
     // Jobs of an earlier agent on this work dir belong to nobody now (this agent holds no lease
@@ -103,20 +218,15 @@ pub async fn run(
         heartbeat: Mutex::new(Duration::from_secs(5)),
         lease_ttl: Mutex::new(DEFAULT_LEASE_TTL),
         environment: Mutex::default(),
+        draining: AtomicBool::new(false),
     });
     agent.register_until_accepted().await?;
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(agent.clone().heartbeat_loop());
+    let mut loops = Loops { heartbeat: JoinSet::new(), leases: JoinSet::new() };
+    loops.heartbeat.spawn(agent.clone().heartbeat_loop());
     for _ in 0..agent.config.max_jobs.max(1) {
-        tasks.spawn(agent.clone().lease_loop());
+        loops.leases.spawn(agent.clone().lease_loop());
     }
-    shutdown.await;
-    tracing::info!("agent shutting down; stopping running jobs");
-    for (_, (_, cancel)) in agent.running.lock().map(|m| m.clone()).unwrap_or_default() {
-        let _ = cancel.send(true);
-    }
-    tasks.abort_all();
-    Ok(())
+    Ok((agent, loops))
 }
 
 /// 128 random bits, hex.
@@ -129,18 +239,67 @@ fn new_instance() -> String {
 
 impl Agent {
     fn leases(&self) -> Vec<pb::JobLease> {
-        let running = self.running.lock().map(|m| m.values().map(|(l, _)| pb::JobLease::from(*l)).collect());
+        let running = self.running.lock().map(|m| m.values().map(|j| pb::JobLease::from(j.lease)).collect());
         running.unwrap_or_default()
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     fn stop(&self, jobs: &[u64]) {
         let Ok(map) = self.running.lock() else { return };
         for job in jobs {
-            if let Some((_, cancel)) = map.get(job) {
+            if let Some(j) = map.get(job) {
                 tracing::warn!(job, "coordinator no longer owns this job; stopping it");
-                let _ = cancel.send(true);
+                let _ = j.cancel.send(true);
             }
         }
+    }
+
+    /// Stops leasing and tells the coordinator at once (the heartbeats say so from now on), so a
+    /// lease request it holds open ends.
+    async fn begin_drain(&self) {
+        if let Ok(_guard) = self.running.lock() {
+            self.draining.store(true, Ordering::SeqCst);
+        }
+        let jobs = self.running.lock().map(|m| m.len()).unwrap_or(0);
+        tracing::info!(
+            jobs,
+            timeout = %humantime::format_duration(self.config.drain_timeout),
+            "draining: leasing nothing new; waiting for the running jobs"
+        );
+        // Bounded: a coordinator that does not answer learns it from the heartbeats later.
+        match tokio::time::timeout(Duration::from_secs(5), self.beat()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => tracing::info!(error = s.message(), "failed to tell the coordinator about the drain"),
+            Err(_) => tracing::info!("the coordinator did not answer the drain's heartbeat in 5 s"),
+        }
+    }
+
+    /// Stops every running job; each is given back once it has stopped ([`Agent::run_job`]).
+    fn stop_and_release(&self, reason: &str) {
+        let Ok(mut map) = self.running.lock() else { return };
+        tracing::warn!(jobs = map.len(), reason, "stopping the running jobs to give them back");
+        for job in map.values_mut() {
+            job.release = Some(reason.to_owned());
+            let _ = job.cancel.send(true);
+        }
+    }
+
+    /// Takes a job on, unless a drain began: then it is handed back for the caller to give back.
+    fn admit(&self, lease: Lease) -> Option<watch::Receiver<bool>> {
+        let mut map = self.running.lock().ok()?;
+        if self.is_draining() {
+            return None;
+        }
+        let (cancel, cancelled) = watch::channel(false);
+        map.insert(lease.job.0, RunningJob { lease, cancel, release: None });
+        Some(cancelled)
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::for_lease_ttl(self.lease_ttl.lock().map(|t| *t).unwrap_or(DEFAULT_LEASE_TTL))
     }
 
     async fn register(&self) -> Result<(), tonic::Status> {
@@ -209,22 +368,9 @@ impl Agent {
                 lost = self.register().await.is_err();
                 continue;
             }
-            let request = pb::HeartbeatRequest {
-                agent_name: self.config.name.clone(),
-                gpus: self
-                    .probe
-                    .measure_free_vram()
-                    .into_iter()
-                    .map(|(index, free_vram_mib)| pb::GpuFree { index, free_vram_mib })
-                    .collect(),
-                running: self.leases(),
-            };
-            let mut client = self.client.clone();
-            match client.heartbeat(request).await {
-                Ok(resp) => {
-                    let resp = resp.into_inner();
-                    self.stop(&resp.stop_jobs);
-                    if resp.reregister {
+            match self.beat().await {
+                Ok(reregister) => {
+                    if reregister {
                         lost = self.register().await.is_err();
                     }
                 }
@@ -236,8 +382,29 @@ impl Agent {
         }
     }
 
+    /// One heartbeat: renews the leases, stops the jobs the coordinator names; returns whether it
+    /// asks the agent to register again.
+    async fn beat(&self) -> Result<bool, tonic::Status> {
+        let request = pb::HeartbeatRequest {
+            agent_name: self.config.name.clone(),
+            gpus: self
+                .probe
+                .measure_free_vram()
+                .into_iter()
+                .map(|(index, free_vram_mib)| pb::GpuFree { index, free_vram_mib })
+                .collect(),
+            running: self.leases(),
+            draining: self.is_draining(),
+        };
+        let mut client = self.client.clone();
+        let resp = client.heartbeat(request).await?.into_inner();
+        self.stop(&resp.stop_jobs);
+        Ok(resp.reregister)
+    }
+
+    /// Leases and runs jobs until a drain begins.
     async fn lease_loop(self: Arc<Self>) {
-        loop {
+        while !self.is_draining() {
             let mut client = self.client.clone();
             let request = pb::LeaseJobRequest {
                 agent_name: self.config.name.clone(),
@@ -259,12 +426,18 @@ impl Agent {
         }
     }
 
+    /// Runs an assignment, or gives it back unstarted when a drain began while it was on its way.
     async fn run_job(&self, a: pb::Assignment) {
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        if let (Ok(lease), Ok(mut m)) = (Lease::of_assignment(&a), self.running.lock()) {
-            m.insert(a.job_id, (lease, cancel_tx));
-        }
         let job_id = a.job_id;
+        let Ok(lease) = Lease::of_assignment(&a) else {
+            tracing::error!(job = job_id, "assignment without a usable lease; not running it");
+            return;
+        };
+        let Some(cancel_rx) = self.admit(lease) else {
+            let reason = format!("agent {} is draining; the job was not started", self.config.name);
+            release(&self.client, self.retry_policy(), lease, &reason).await;
+            return;
+        };
         tracing::info!(job = job_id, stage = %a.stage, attempt = a.attempt, "running job");
         let ctx = JobContext {
             client: self.client.clone(),
@@ -273,16 +446,19 @@ impl Agent {
             grace: self.config.grace,
             model_cache: self.config.model_cache.clone(),
             environment: self.environment.lock().map(|e| e.clone()).unwrap_or_default(),
-            retry: RetryPolicy::for_lease_ttl(self.lease_ttl.lock().map(|t| *t).unwrap_or(DEFAULT_LEASE_TTL)),
+            retry: self.retry_policy(),
         };
-        execute(ctx, a, cancel_rx).await;
-        let running: HashSet<u64> = match self.running.lock() {
+        let end = execute(ctx, a, cancel_rx).await;
+        let (running, given_back): (HashSet<u64>, Option<String>) = match self.running.lock() {
             Ok(mut m) => {
-                m.remove(&job_id);
-                m.keys().copied().collect()
+                let job = m.remove(&job_id);
+                (m.keys().copied().collect(), job.and_then(|j| j.release))
             }
             Err(_) => return,
         };
+        if let (JobEnd::Stopped, Some(reason)) = (end, given_back) {
+            release(&self.client, self.retry_policy(), lease, &reason).await;
+        }
         let (jobs_dir, keep) = (self.config.work_dir.join("jobs"), self.config.keep_job_dirs);
         let deleted =
             tokio::task::spawn_blocking(move || crate::job_dirs::collect_garbage(&jobs_dir, keep, &running)).await;

@@ -45,15 +45,25 @@ pub(crate) struct JobContext {
     pub retry: RetryPolicy,
 }
 
-/// Runs an assignment to its end and reports it, unless `cancel` fired because the coordinator no
-/// longer owns the job (then nothing is reported: the lease is gone).
-pub(crate) async fn execute(ctx: JobContext, a: pb::Assignment, cancel: watch::Receiver<bool>) {
+/// How [`execute`] left a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobEnd {
+    /// Its end was reported (or the report refused: the job belongs to someone else now).
+    Reported,
+    /// `cancel` fired: nothing was reported. The coordinator no longer owns the job, or the agent
+    /// stopped it to give it back.
+    Stopped,
+}
+
+/// Runs an assignment to its end and reports it, unless `cancel` fired (then nothing is reported:
+/// the lease is gone, or the caller gives the job back).
+pub(crate) async fn execute(ctx: JobContext, a: pb::Assignment, cancel: watch::Receiver<bool>) -> JobEnd {
     let lease = match Lease::of_assignment(&a) {
         Ok(lease) => lease,
         Err(e) => {
             // Without a valid lease nothing this job reports would be accepted.
             tracing::error!(job = a.job_id, error = %e, "assignment without a usable lease; not running it");
-            return;
+            return JobEnd::Stopped;
         }
     };
     let (events_tx, events_rx) = mpsc::channel::<Event>(1024);
@@ -66,10 +76,11 @@ pub(crate) async fn execute(ctx: JobContext, a: pb::Assignment, cancel: watch::R
         Err(e) => tracing::warn!(job = a.job_id, error = %e, "event streamer crashed"),
     }
     if *cancel.borrow() {
-        tracing::info!(job = a.job_id, "job stopped on the coordinator's request");
-        return;
+        tracing::info!(job = a.job_id, "job stopped");
+        return JobEnd::Stopped;
     }
     complete(&ctx.client, ctx.retry, lease, report).await;
+    JobEnd::Reported
 }
 
 async fn run_stages(
@@ -373,6 +384,23 @@ pub(crate) async fn upload(
     .await
     .map_err(|s| format!("failed to upload artifact {name}: {}", s.message()))?;
     resp.into_inner().artifact.ok_or_else(|| format!("failed to upload artifact {name}: no reference returned"))
+}
+
+/// Gives a job back unfinished so it is queued again at once without counting the attempt,
+/// retrying while the coordinator does not answer (within the policy's limit: a lease that
+/// expires meanwhile requeues the job anyway). A refusal means the job is no longer ours.
+pub(crate) async fn release(client: &AgentClient, policy: RetryPolicy, lease: Lease, reason: &str) {
+    let req = pb::ReleaseJobRequest { lease: Some(lease.into()), reason: reason.to_owned() };
+    let done = retry(policy, "release job", || {
+        let mut c = client.clone();
+        let req = req.clone();
+        async move { c.release_job(req).await }
+    })
+    .await;
+    match done {
+        Ok(_) => tracing::info!(job = %lease.job, reason, "job given back to the coordinator"),
+        Err(s) => tracing::warn!(job = %lease.job, error = s.message(), "release not accepted"),
+    }
 }
 
 /// Reports the end of a job, retrying for as long as the coordinator does not answer (it may be

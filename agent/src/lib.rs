@@ -25,7 +25,9 @@ mod retry;
 pub mod runner;
 mod score_job;
 
-pub use client::{AgentConfig, AgentError, run};
+pub use client::{AgentConfig, AgentError, StopRequest, run, run_until};
+/// The default of [`AgentConfig::drain_timeout`] (`phasegate agent --drain-timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 pub use job_dirs::DEFAULT_KEEP_JOB_DIRS;
 pub use score_job::rules_scores_file;
 

@@ -43,8 +43,8 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show one run.
     Show(ShowArgs),
-    /// List agents.
-    Agents(JsonArg),
+    /// List agents; `agents drain NAME` / `agents undrain NAME` take one out of service and back.
+    Agents(AgentsArgs),
     /// Per-agent credentials: create (printed once), list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -354,6 +354,11 @@ pub struct AgentArgs {
     /// Finished job directories kept for debugging; older ones are deleted after each job.
     #[arg(long, default_value_t = phasegate_agent::DEFAULT_KEEP_JOB_DIRS)]
     pub keep_job_dirs: usize,
+    /// On SIGTERM or SIGINT the agent drains: it leases nothing new and waits this long for its
+    /// running jobs, then stops them and gives them back to be run elsewhere. A second signal
+    /// stops them at once.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
     #[command(flatten)]
     pub models: ModelCacheArg,
 }
@@ -416,6 +421,29 @@ pub struct ShowArgs {
     pub run: u64,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `phasegate agents [--json]`, or `phasegate agents drain|undrain NAME`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub action: Option<AgentsCommand>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentsCommand {
+    /// Lease the agent nothing new; its running jobs finish normally. Kept across restarts.
+    Drain(AgentNameArg),
+    /// Lease the agent jobs again.
+    Undrain(AgentNameArg),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentNameArg {
+    /// The agent's name, as `phasegate agents` lists it.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -571,4 +599,39 @@ pub struct DemoArgs {
     pub dataset: Option<PathBuf>,
     #[command(flatten)]
     pub models: ModelCacheArg,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("phasegate").chain(args.iter().copied())).expect("parses").command
+    }
+
+    #[test]
+    fn agents_lists_as_before_and_drains_and_undrains_by_name() {
+        assert!(matches!(parse(&["agents"]), Command::Agents(AgentsArgs { action: None, json: false })));
+        assert!(matches!(parse(&["agents", "--json"]), Command::Agents(AgentsArgs { action: None, json: true })));
+        let Command::Agents(AgentsArgs { action: Some(AgentsCommand::Drain(a)), .. }) =
+            parse(&["agents", "drain", "gpu-1"])
+        else {
+            panic!("agents drain NAME")
+        };
+        assert_eq!(a.name, "gpu-1");
+        let undrain = parse(&["agents", "undrain", "gpu-1"]);
+        assert!(matches!(undrain, Command::Agents(AgentsArgs { action: Some(AgentsCommand::Undrain(_)), .. })));
+        assert!(Cli::try_parse_from(["phasegate", "agents", "drain"]).is_err(), "a name is required");
+    }
+
+    #[test]
+    fn the_agents_drain_timeout_defaults_to_an_hour_and_parses_like_other_durations() {
+        let Command::Agent(args) = parse(&["agent"]) else { panic!("agent") };
+        assert_eq!(args.drain_timeout, std::time::Duration::from_secs(3600));
+        let Command::Agent(args) = parse(&["agent", "--drain-timeout", "90s"]) else { panic!("agent") };
+        assert_eq!(args.drain_timeout, std::time::Duration::from_secs(90));
+        assert!(Cli::try_parse_from(["phasegate", "agent", "--drain-timeout", "soon"]).is_err());
+    }
 }

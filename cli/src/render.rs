@@ -41,7 +41,7 @@ pub fn run_json(run: &pb::Run) -> Value {
             "agent": j.agent,
             "error": j.error,
             "metrics": metrics_json(j.metrics.as_ref()),
-            "history": j.history.iter().map(|h| json!({"attempt": h.attempt, "agent": h.agent, "outcome": h.outcome})).collect::<Vec<_>>(),
+            "history": j.history.iter().map(|h| json!({"attempt": h.attempt, "agent": h.agent, "outcome": h.outcome, "released": h.released})).collect::<Vec<_>>(),
             "artifacts": j.artifacts.iter().map(|a| json!({"name": a.name, "sha256": a.sha256, "size": a.size})).collect::<Vec<_>>(),
             "progress": j.progress.map(|p| json!({"step": p.step, "loss": p.loss})),
         })).collect::<Vec<_>>(),
@@ -103,6 +103,9 @@ pub fn agent_json(a: &pb::Agent) -> Value {
         "online": a.online,
         "last_seen_ms": a.last_seen_ms,
         "running_jobs": a.running_jobs,
+        "draining": a.draining,
+        "drain": drain_source(a),
+        "drained_ms": if a.drained_ms > 0 { Value::from(a.drained_ms) } else { Value::Null },
         "hostname": c.hostname,
         "cpus": c.cpus,
         "ram_mib": c.ram_mib,
@@ -113,6 +116,16 @@ pub fn agent_json(a: &pb::Agent) -> Value {
         "gpus": c.gpus.iter().map(|g| json!({"index": g.index, "name": g.name, "total_vram_mib": g.total_vram_mib, "free_vram_mib": g.free_vram_mib})).collect::<Vec<_>>(),
         "environment": c.environment.iter().map(|kv| (kv.key.clone(), Value::String(kv.value.clone()))).collect::<serde_json::Map<_, _>>(),
     })
+}
+
+/// Who drains the agent: `"operator"` (`agents drain`), `"agent"` (it is stopping), or null.
+fn drain_source(a: &pb::Agent) -> Value {
+    match (a.drained_ms > 0, a.agent_draining) {
+        (true, _) => Value::from("operator"),
+        (false, true) => Value::from("agent"),
+        (false, false) if a.draining => Value::from("operator"),
+        _ => Value::Null,
+    }
 }
 
 pub fn agent_text(a: &pb::Agent) -> String {
@@ -126,10 +139,16 @@ pub fn agent_text(a: &pb::Agent) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // Draining agents say so after their state; other lines are as they always were.
+    let state = match (a.online, a.draining) {
+        (true, false) => "online".to_owned(),
+        (false, false) => "offline".to_owned(),
+        (online, true) => format!("{} draining", if online { "online" } else { "offline" }),
+    };
     format!(
         "{:<20} {:<8} {} cpus, {} MiB ram, {gpus}; labels [{}]; running {:?}",
         a.name,
-        if a.online { "online" } else { "offline" },
+        state,
         c.cpus,
         c.ram_mib,
         c.labels.join(", "),

@@ -120,6 +120,7 @@ async fn start(root: &Path, model_cache: &Path) -> Local {
         lease_wait: Duration::from_secs(2),
         model_cache: model_cache.to_owned(),
         keep_job_dirs: phasegate_agent::DEFAULT_KEEP_JOB_DIRS,
+        drain_timeout: phasegate_agent::DEFAULT_DRAIN_TIMEOUT,
     };
     let probe = Arc::new(phasegate_agent::caps::FakeGpuProbe::default());
     let mut agent_stop = stop_rx;

@@ -22,8 +22,8 @@ use crate::artifacts::ArtifactStore;
 use crate::credentials::Credentials;
 use crate::metrics::Stats;
 use crate::scheduler::{
-    CompletedLease, Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection, is_repeat_completion,
-    unplaceable,
+    AgentStatus, CompletedLease, Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection,
+    is_repeat_completion, unplaceable,
 };
 use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError};
 use crate::writer::{Pending, WriteQueue};
@@ -165,7 +165,7 @@ impl<S: Store> Shared<S> {
             else {
                 continue;
             };
-            core.on_agent_restored(name, caps, now);
+            core.on_agent_restored(name, caps, agent.draining_ms.map(|ms| ms.max(0) as u64), now);
         }
         for run in store.active_runs().await? {
             let priority: Priority = run.priority.parse().unwrap_or(Priority::Manual);
@@ -370,7 +370,12 @@ impl<S: Store> Shared<S> {
         // and a refused one never overwrites the live agent's stored capabilities.
         let mut core = self.core.lock().await;
         core.check_registration(&name, instance, own_credential, now_ms()).map_err(rejection_status)?;
-        let record = AgentRecord { name: name.to_string(), capabilities: caps_pb, registered_ms: now_ms() as i64 };
+        let record = AgentRecord {
+            name: name.to_string(),
+            capabilities: caps_pb,
+            registered_ms: now_ms() as i64,
+            draining_ms: None,
+        };
         self.store.upsert_agent(&record).await.map_err(store_status)?;
         let (stop, effects) = core.on_agent_registered(name, caps, instance, running, now_ms());
         // The registration's effects mark work available, so the commit wakes waiting lease requests.
@@ -378,17 +383,26 @@ impl<S: Store> Shared<S> {
         Ok(stop)
     }
 
-    pub async fn heartbeat(&self, name: &AgentName, free: &[(u32, u64)], running: &[Lease]) -> HeartbeatOutcome {
-        let outcome = self.core.lock().await.on_heartbeat(name, free, running, now_ms());
+    /// `draining`: the agent process says it is draining (it was asked to stop).
+    pub async fn heartbeat(
+        &self,
+        name: &AgentName,
+        free: &[(u32, u64)],
+        running: &[Lease],
+        draining: bool,
+    ) -> HeartbeatOutcome {
+        let outcome = self.core.lock().await.on_heartbeat(name, free, running, draining, now_ms());
         // Only grown free VRAM can make a waiting job fit; waking every long-poll on every heartbeat
-        // would make each heartbeat cost one core pass per waiting agent.
-        if outcome.capacity_grew {
+        // would make each heartbeat cost one core pass per waiting agent. A drain that began wakes
+        // them too, so the draining agent's waiting request ends at once.
+        if outcome.capacity_grew || outcome.drain_began {
             self.work.notify_waiters();
         }
         outcome
     }
 
-    /// Long-poll lease: waits up to `wait` for a job this agent fits.
+    /// Long-poll lease: waits up to `wait` for a job this agent fits. An agent draining itself is
+    /// answered "nothing" at once; one an operator drained waits empty-handed (it keeps asking).
     pub async fn lease(&self, name: &AgentName, wait: Duration) -> Result<Option<pb::Assignment>, Status> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -397,6 +411,9 @@ impl<S: Store> Shared<S> {
             notified.as_mut().enable();
             {
                 let mut core = self.core.lock().await;
+                if core.is_self_draining(name) {
+                    return Ok(None);
+                }
                 let token = new_lease_token();
                 if let Some((lease, effects)) =
                     core.on_lease_request(name, token, now_ms()).map_err(rejection_status)?
@@ -507,6 +524,39 @@ impl<S: Store> Shared<S> {
         let pending = self.enqueue(effects, result);
         drop(core);
         self.settle(pending).await
+    }
+
+    /// Gives a leased job back unfinished (see [`crate::scheduler::Core::on_job_released`]). A
+    /// repeat of the release that already requeued the job is answered as delivered.
+    pub async fn release(&self, lease: Lease, caller: Option<&AgentName>, reason: &str) -> Result<(), Status> {
+        let mut core = self.core.lock().await;
+        let effects = match core.on_job_released(lease, caller, reason) {
+            Ok(effects) => effects,
+            Err(_) if core.repeats_release(lease, caller) => {
+                tracing::info!(job = %lease.job, "repeated release acknowledged again");
+                return Ok(());
+            }
+            Err(refused) => return Err(rejection_status(refused)),
+        };
+        let pending = self.enqueue(effects, JobResult::default());
+        drop(core);
+        self.settle(pending).await
+    }
+
+    /// Drains (`draining`) or undrains an agent: stored first, then the core learns it. Returns
+    /// the agent's status after the change; an agent the coordinator does not know is `NOT_FOUND`.
+    pub async fn set_draining(&self, name: &AgentName, draining: bool) -> Result<AgentStatus, Status> {
+        let mut core = self.core.lock().await;
+        let unknown = || Status::not_found(format!("agent_name: no agent {name} is registered"));
+        let before = core.agent_status(name).ok_or_else(unknown)?;
+        // Draining an agent already drained keeps the time it was first drained.
+        let since = draining.then(|| before.drained_ms.unwrap_or_else(now_ms));
+        if !self.store.set_agent_draining(name.as_str(), since.map(|ms| ms as i64)).await.map_err(store_status)? {
+            return Err(unknown());
+        }
+        let effects = core.on_agent_drained(name, since).map_err(|_| unknown())?;
+        self.after_commit(&effects);
+        core.agent_status(name).ok_or_else(unknown)
     }
 
     /// Whether the core, or for a job whose run has ended the store, remembers this exact

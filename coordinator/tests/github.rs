@@ -202,6 +202,7 @@ impl Coordinator {
             lease_wait: Duration::from_secs(1),
             model_cache: self.dir.path().join("models"),
             keep_job_dirs: phasegate_agent::DEFAULT_KEEP_JOB_DIRS,
+            drain_timeout: phasegate_agent::DEFAULT_DRAIN_TIMEOUT,
         };
         let probe = Arc::new(phasegate_agent::caps::FakeGpuProbe::default());
         let mut stop = self.stop.subscribe();

@@ -447,8 +447,12 @@ async fn a_stale_epoch_is_rejected_and_changes_nothing() {
     assert_eq!(new.attempt, 2);
     // a2 keeps its lease alive while the stale calls are made.
     let mut beats = c.agent();
-    let renew =
-        pb::HeartbeatRequest { agent_name: "a2".into(), gpus: vec![], running: job_lease(&new).into_iter().collect() };
+    let renew = pb::HeartbeatRequest {
+        agent_name: "a2".into(),
+        gpus: vec![],
+        running: job_lease(&new).into_iter().collect(),
+        draining: false,
+    };
     let heartbeat = tokio::spawn(async move {
         loop {
             let _ = beats.heartbeat(renew.clone()).await;

@@ -117,7 +117,12 @@ async fn assert_untouched(c: &Coordinator, run_id: u64, holder: &mut AgentClient
     let job = c.job(run_id).await;
     assert_eq!((job.state.as_str(), job.agent.as_str()), ("running", name));
     assert!(job.metrics.is_none() && job.error.is_empty(), "nothing was recorded: {job:?}");
-    let hb = pb::HeartbeatRequest { agent_name: name.into(), running: vec![lease(a, &a.lease_token)], gpus: vec![] };
+    let hb = pb::HeartbeatRequest {
+        agent_name: name.into(),
+        running: vec![lease(a, &a.lease_token)],
+        gpus: vec![],
+        draining: false,
+    };
     assert!(holder.heartbeat(hb).await.unwrap().into_inner().stop_jobs.is_empty(), "the holder keeps its job");
 }
 

@@ -1,11 +1,14 @@
-//! `phasegate agent`.
+//! `phasegate agent`: SIGTERM or SIGINT drains it (see `--drain-timeout`); a second one stops its
+//! jobs at once and gives them back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
+use phasegate_agent::StopRequest;
 use phasegate_agent::caps::NvmlProbe;
 
-use super::shutdown_signal;
+use super::stop_signals;
 use crate::cli::AgentArgs;
 use crate::connect::{Endpoint, Role};
 use crate::exit::{Code, Failure, Result};
@@ -29,8 +32,15 @@ pub async fn agent(args: AgentArgs, endpoint: &Endpoint) -> Result<Code> {
         lease_wait: Duration::from_secs(20),
         model_cache: args.models.dir(),
         keep_job_dirs: args.keep_job_dirs,
+        drain_timeout: args.drain_timeout,
     };
-    phasegate_agent::run(config, Arc::new(NvmlProbe::new()), shutdown_signal())
+    // The first signal drains, a later one stops the jobs now (and gives them back).
+    let mut asked = 0u32;
+    let requests = stop_signals().map(move |()| {
+        asked += 1;
+        if asked == 1 { StopRequest::Drain } else { StopRequest::Now }
+    });
+    phasegate_agent::run_until(config, Arc::new(NvmlProbe::new()), requests)
         .await
         .map_err(|e| Failure::infra(e.to_string()))?;
     Ok(Code::Success)

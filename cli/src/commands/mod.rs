@@ -15,7 +15,7 @@ mod serve;
 mod submit;
 mod token;
 
-use crate::cli::{BenchCommand, Cli, Command, ModelsCommand, TokenCommand};
+use crate::cli::{AgentsArgs, AgentsCommand, BenchCommand, Cli, Command, JsonArg, ModelsCommand, TokenCommand};
 use crate::exit::{Code, Result};
 
 pub async fn dispatch(cli: Cli) -> Result<Code> {
@@ -27,7 +27,13 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Submit(args) => submit::submit(args, &endpoint).await,
         Command::Runs(args) => query::runs(args, &endpoint).await,
         Command::Show(args) => query::show(args, &endpoint).await,
-        Command::Agents(args) => query::agents(args, &endpoint).await,
+        Command::Agents(AgentsArgs { action: None, json }) => query::agents(JsonArg { json }, &endpoint).await,
+        Command::Agents(AgentsArgs { action: Some(AgentsCommand::Drain(a)), .. }) => {
+            query::set_draining(&a.name, true, &endpoint).await
+        }
+        Command::Agents(AgentsArgs { action: Some(AgentsCommand::Undrain(a)), .. }) => {
+            query::set_draining(&a.name, false, &endpoint).await
+        }
         Command::Token(TokenCommand::Create(args)) => token::create(args, &endpoint).await,
         Command::Token(TokenCommand::List(args)) => token::list(args, &endpoint).await,
         Command::Token(TokenCommand::Revoke(args)) => token::revoke(args, &endpoint).await,
@@ -49,6 +55,40 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Models(ModelsCommand::Pull(args)) => models::pull(args).await,
         Command::Models(ModelsCommand::List(args)) => models::list(&args),
     }
+}
+
+/// Each SIGINT or SIGTERM, as a stream (the agent drains on the first, stops on the next). The
+/// stream never ends: an ended stream would ask the agent to stop.
+pub fn stop_signals() -> impl futures::Stream<Item = ()> + Send + Unpin {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn recv(s: &mut Option<Signal>) -> Option<()> {
+        match s {
+            Some(s) => s.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut term, mut int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+        if term.is_none() && int.is_none() {
+            while tokio::signal::ctrl_c().await.is_ok() && tx.send(()).is_ok() {}
+        } else {
+            loop {
+                tokio::select! {
+                    Some(()) = recv(&mut term) => {}
+                    Some(()) = recv(&mut int) => {}
+                    else => break,
+                }
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        }
+        // Keep the sender: the stream must not end.
+        std::future::pending::<()>().await;
+        drop(tx);
+    });
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -67,6 +67,30 @@ pub async fn agents(args: JsonArg, endpoint: &Endpoint) -> Result<Code> {
     Ok(Code::Success)
 }
 
+/// `agents drain NAME` / `agents undrain NAME`.
+pub async fn set_draining(name: &str, draining: bool, endpoint: &Endpoint) -> Result<Code> {
+    let mut client = endpoint.control()?;
+    let verb = if draining { "drain" } else { "undrain" };
+    let agent = client
+        .set_agent_draining(pb::SetAgentDrainingRequest { agent_name: name.to_owned(), draining })
+        .await
+        .map_err(|s| Failure::from_status(&format!("failed to {verb} agent {name}"), &s))?
+        .into_inner()
+        .agent
+        .unwrap_or_default();
+    if draining {
+        outln!(
+            "agent {name} is draining: it is leased nothing new; running jobs {:?} finish normally",
+            agent.running_jobs
+        );
+    } else if agent.agent_draining {
+        outln!("agent {name} is undrained, but the agent itself is draining (it is stopping)");
+    } else {
+        outln!("agent {name} is leased jobs again");
+    }
+    Ok(Code::Success)
+}
+
 pub async fn cancel(args: RunArg, endpoint: &Endpoint) -> Result<Code> {
     let mut client = endpoint.control()?;
     let resp = client

@@ -130,6 +130,7 @@ pub async fn start_local(
         lease_wait: std::time::Duration::from_secs(20),
         model_cache,
         keep_job_dirs: phasegate_agent::DEFAULT_KEEP_JOB_DIRS,
+        drain_timeout: phasegate_agent::DEFAULT_DRAIN_TIMEOUT,
     };
     let probe = Arc::new(phasegate_agent::caps::NvmlProbe::new());
     let mut agent_stop = stop_rx;

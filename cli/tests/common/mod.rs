@@ -185,6 +185,11 @@ impl Cluster {
     }
 
     pub fn start_agent(&mut self, name: &str) {
+        self.start_agent_with(name, &[]);
+    }
+
+    /// Starts an agent with extra `phasegate agent` arguments.
+    pub fn start_agent_with(&mut self, name: &str, extra: &[&str]) {
         assert!(!self.agents.contains_key(name), "agent {name} is already running");
         let work_dir = self.dir.path().join(format!("work-{name}"));
         let child = Command::new(BIN)
@@ -192,6 +197,7 @@ impl Cluster {
             .arg("--access-file")
             .arg(self.access_file())
             .args(["--name", name, "--grace", "1s"])
+            .args(extra)
             .arg("--work-dir")
             .arg(work_dir)
             .stdin(Stdio::null())
@@ -205,6 +211,22 @@ impl Cluster {
     pub fn kill_agent(&mut self, name: &str) {
         let mut child = self.agents.remove(name).unwrap_or_else(|| panic!("agent {name} is not running"));
         sigkill(&mut child);
+    }
+
+    /// Sends `signal` to a running agent (it stays in the cluster until it exits).
+    pub fn signal_agent(&self, name: &str, signal: Signal) {
+        let child = self.agents.get(name).unwrap_or_else(|| panic!("agent {name} is not running"));
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+        kill(pid, signal).expect("signal the agent");
+    }
+
+    /// Waits until the agent process exits; returns its exit status.
+    pub fn wait_agent_exit(&mut self, name: &str, timeout: Duration) -> std::process::ExitStatus {
+        let status = wait_for(&format!("agent {name} to exit"), timeout, || {
+            self.agents.get_mut(name).and_then(|c| c.try_wait().ok().flatten())
+        });
+        self.agents.remove(name);
+        status
     }
 
     pub fn wait_agents_online(&self, names: &[&str]) {

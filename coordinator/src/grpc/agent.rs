@@ -20,6 +20,8 @@ use phasegate_proto::client::AGENT_HEADER;
 
 /// The longest a lease request may wait before answering "nothing".
 const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
+/// The longest reason a release may give (it is kept in the job's history).
+const MAX_RELEASE_REASON_BYTES: usize = 1024;
 
 #[derive(Debug)]
 pub(crate) struct AgentApi<S> {
@@ -102,7 +104,7 @@ impl<S: Store> AgentService for AgentApi<S> {
         let req = req.into_inner();
         let running = leases_from_wire(&req.running).map_err(invalid)?;
         let free: Vec<(u32, u64)> = req.gpus.iter().map(|g| (g.index, g.free_vram_mib)).collect();
-        let outcome = self.shared.heartbeat(&name, &free, &running).await;
+        let outcome = self.shared.heartbeat(&name, &free, &running, req.draining).await;
         Ok(Response::new(pb::HeartbeatResponse {
             stop_jobs: outcome.stop.into_iter().map(|j| j.0).collect(),
             reregister: outcome.reregister,
@@ -186,6 +188,25 @@ impl<S: Store> AgentService for AgentApi<S> {
         self.shared.complete(lease, who.as_ref(), req).await?;
         tracing::info!(job = %lease.job, success, "job completed");
         Ok(Response::new(pb::CompleteJobResponse {}))
+    }
+
+    async fn release_job(
+        &self,
+        req: Request<pb::ReleaseJobRequest>,
+    ) -> Result<Response<pb::ReleaseJobResponse>, Status> {
+        let lease = lease_of(req.get_ref().lease.as_ref())?;
+        let who = caller(&req)?;
+        let reason = req.get_ref().reason.trim();
+        if reason.len() > MAX_RELEASE_REASON_BYTES {
+            return Err(invalid(format!(
+                "reason: {} bytes exceeds the limit of {MAX_RELEASE_REASON_BYTES}",
+                reason.len()
+            )));
+        }
+        let reason = if reason.is_empty() { "given back by its agent" } else { reason };
+        self.shared.release(lease, who.as_ref(), reason).await?;
+        tracing::info!(job = %lease.job, reason, "job released; queued again");
+        Ok(Response::new(pb::ReleaseJobResponse {}))
     }
 }
 

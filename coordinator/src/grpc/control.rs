@@ -10,7 +10,7 @@ use phasegate_proto::pb;
 use phasegate_proto::pb::control_service_server::ControlService;
 
 use super::agent::async_stream_acks;
-use super::convert::{progress_of, run_to_pb};
+use super::convert::{agent_to_pb, progress_of, run_to_pb};
 use super::upload;
 use crate::shell::{Shared, now_ms, store_status};
 use crate::store::Store;
@@ -151,17 +151,24 @@ impl<S: Store> ControlService for ControlApi<S> {
             .into_iter()
             .map(|r| {
                 let status = AgentName::parse("name", &r.name).ok().and_then(|n| core.agent_status(&n));
-                let (online, last_seen_ms, running) = status.unwrap_or((false, 0, Vec::new()));
-                pb::Agent {
-                    name: r.name,
-                    capabilities: Some(r.capabilities),
-                    online,
-                    last_seen_ms: last_seen_ms as i64,
-                    running_jobs: running.into_iter().map(|j| j.0).collect(),
-                }
+                agent_to_pb(r.name, Some(r.capabilities), status.as_ref())
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn set_agent_draining(
+        &self,
+        req: Request<pb::SetAgentDrainingRequest>,
+    ) -> Result<Response<pb::SetAgentDrainingResponse>, Status> {
+        let req = req.into_inner();
+        let name = AgentName::parse("agent_name", &req.agent_name).map_err(invalid)?;
+        let status = self.shared.set_draining(&name, req.draining).await?;
+        tracing::info!(agent = %name, draining = req.draining, "agent drain set by an operator");
+        let record =
+            self.shared.store.agents().await.map_err(store_status)?.into_iter().find(|r| r.name == req.agent_name);
+        let agent = agent_to_pb(req.agent_name, record.map(|r| r.capabilities), Some(&status));
+        Ok(Response::new(pb::SetAgentDrainingResponse { agent: Some(agent) }))
     }
 
     async fn create_agent_token(

@@ -2,7 +2,26 @@
 
 use phasegate_proto::pb;
 
+use crate::scheduler::AgentStatus;
 use crate::store::{JobRecord, RunRecord};
+
+/// An agent as listed: its stored capabilities and what the scheduler knows of it (nothing for an
+/// agent the scheduler could not restore).
+pub(crate) fn agent_to_pb(name: String, caps: Option<pb::Capabilities>, status: Option<&AgentStatus>) -> pb::Agent {
+    let Some(s) = status else {
+        return pb::Agent { name, capabilities: caps, ..Default::default() };
+    };
+    pb::Agent {
+        name,
+        capabilities: caps,
+        online: s.online,
+        last_seen_ms: s.last_seen_ms as i64,
+        running_jobs: s.running.iter().map(|j| j.0).collect(),
+        draining: s.drained_ms.is_some() || s.self_draining,
+        drained_ms: s.drained_ms.map_or(0, |ms| ms as i64),
+        agent_draining: s.self_draining,
+    }
+}
 
 pub(crate) fn run_to_pb(run: RunRecord, progress: &[(i64, pb::Progress)]) -> pb::Run {
     pb::Run {
@@ -42,7 +61,7 @@ fn job_to_pb(job: JobRecord, progress: Option<pb::Progress>) -> pb::Job {
         history: job
             .history
             .into_iter()
-            .map(|h| pb::AttemptRecord { attempt: h.attempt, agent: h.agent, outcome: h.outcome })
+            .map(|h| pb::AttemptRecord { attempt: h.attempt, agent: h.agent, outcome: h.outcome, released: h.released })
             .collect(),
         progress,
         artifacts: job.artifacts,

@@ -10,6 +10,7 @@ use super::effects::{AttemptRecord, Effects, JobSnapshot, RunUpdate};
 use super::placement::fit_now;
 
 mod coordinator_jobs;
+mod drain;
 mod registration;
 
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +113,14 @@ struct Job {
     history: Vec<AttemptRecord>,
 }
 
+impl Job {
+    /// Attempts that count against `max_attempts`: leases, less those the agent gave back.
+    fn counted_attempts(&self) -> u32 {
+        let released = self.history.iter().filter(|h| h.released).count();
+        self.attempt.saturating_sub(u32::try_from(released).unwrap_or(u32::MAX))
+    }
+}
+
 #[derive(Debug)]
 struct Run {
     priority: Priority,
@@ -129,6 +138,40 @@ struct Agent {
     last_seen_ms: u64,
     online: bool,
     running: BTreeSet<JobId>,
+    /// When an operator drained it (kept in the store); `None`: not drained by an operator.
+    drained_ms: Option<u64>,
+    /// The agent process said it is draining (it was asked to stop); not kept: a new process
+    /// under the name starts undrained.
+    self_draining: bool,
+}
+
+impl Agent {
+    fn new(caps: AgentCaps, instance: &str, now_ms: u64, online: bool) -> Self {
+        Self {
+            caps,
+            instance: instance.to_owned(),
+            last_seen_ms: now_ms,
+            online,
+            running: BTreeSet::new(),
+            drained_ms: None,
+            self_draining: false,
+        }
+    }
+
+    /// A draining agent is leased nothing new; its running jobs go on.
+    fn is_draining(&self) -> bool {
+        self.drained_ms.is_some() || self.self_draining
+    }
+}
+
+/// What the core knows of an agent, for listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AgentStatus {
+    pub online: bool,
+    pub last_seen_ms: u64,
+    pub running: Vec<JobId>,
+    pub drained_ms: Option<u64>,
+    pub self_draining: bool,
 }
 
 /// Result of a heartbeat.
@@ -138,6 +181,8 @@ pub(crate) struct HeartbeatOutcome {
     pub reregister: bool,
     /// Some GPU reports more free VRAM than before: a waiting job may fit now.
     pub capacity_grew: bool,
+    /// The agent said it is draining and had not before: its waiting lease requests should end.
+    pub drain_began: bool,
 }
 
 /// The whole scheduling state. Holds active runs only; a run leaves the core when it ends.
@@ -169,8 +214,14 @@ impl Core {
         self.agents.iter().map(|(n, a)| (n, &a.caps))
     }
 
-    pub fn agent_status(&self, name: &AgentName) -> Option<(bool, u64, Vec<JobId>)> {
-        self.agents.get(name).map(|a| (a.online, a.last_seen_ms, a.running.iter().copied().collect()))
+    pub fn agent_status(&self, name: &AgentName) -> Option<AgentStatus> {
+        self.agents.get(name).map(|a| AgentStatus {
+            online: a.online,
+            last_seen_ms: a.last_seen_ms,
+            running: a.running.iter().copied().collect(),
+            drained_ms: a.drained_ms,
+            self_draining: a.self_draining,
+        })
     }
 
     pub fn is_active_run(&self, run: RunId) -> bool {
@@ -212,6 +263,9 @@ impl Core {
             {
                 a.running.insert(j.id);
             }
+            // A queued job keeps the token of the lease it was released from, so a repeat of that
+            // release is recognised; no check accepts a token for a job that is not leased.
+            let keeps_token = j.state.is_leased() || j.state == JobState::Queued;
             let job = Job {
                 run: run.id,
                 stage: j.stage,
@@ -219,7 +273,7 @@ impl Core {
                 requires: j.requires,
                 state: j.state,
                 epoch: j.epoch,
-                token: if j.state.is_leased() { j.token } else { None },
+                token: if keeps_token { j.token } else { None },
                 attempt: j.attempt,
                 agent: j.agent,
                 gpu: j.gpu,
@@ -267,10 +321,9 @@ impl Core {
     }
 
     /// Adds an agent known from before a restart: offline until it registers again, but counted
-    /// when deciding whether a job could ever be placed.
-    pub fn on_agent_restored(&mut self, name: AgentName, caps: AgentCaps, now_ms: u64) {
-        let agent =
-            Agent { caps, instance: String::new(), last_seen_ms: now_ms, online: false, running: BTreeSet::new() };
+    /// when deciding whether a job could ever be placed. `drained_ms`: when an operator drained it.
+    pub fn on_agent_restored(&mut self, name: AgentName, caps: AgentCaps, drained_ms: Option<u64>, now_ms: u64) {
+        let agent = Agent { drained_ms, ..Agent::new(caps, "", now_ms, false) };
         self.agents.insert(name, agent);
     }
 
@@ -286,9 +339,17 @@ impl Core {
         now_ms: u64,
     ) -> (Vec<JobId>, Effects) {
         let mut effects = Effects::default();
-        let previous = self.agents.remove(&name).map(|a| a.running).unwrap_or_default();
-        let agent =
-            Agent { caps, instance: instance.to_owned(), last_seen_ms: now_ms, online: true, running: BTreeSet::new() };
+        let mut agent = Agent::new(caps, instance, now_ms, true);
+        let previous = match self.agents.remove(&name) {
+            Some(old) => {
+                // An operator's drain outlives re-registrations; the process's own drain only
+                // holds while the same process registers again.
+                agent.drained_ms = old.drained_ms;
+                agent.self_draining = old.self_draining && !instance.is_empty() && old.instance == instance;
+                old.running
+            }
+            None => BTreeSet::new(),
+        };
         self.agents.insert(name.clone(), agent);
         let mut stop = Vec::new();
         for lease in reported {
@@ -306,19 +367,22 @@ impl Core {
         (stop, effects)
     }
 
-    /// Renews the leases an agent holds, updates its free VRAM and says which jobs it must stop.
+    /// Renews the leases an agent holds, updates its free VRAM and its own drain (`draining`), and
+    /// says which jobs it must stop.
     pub fn on_heartbeat(
         &mut self,
         name: &AgentName,
         free_vram: &[(u32, u64)],
         reported: &[Lease],
+        draining: bool,
         now_ms: u64,
     ) -> HeartbeatOutcome {
         if !self.agents.contains_key(name) {
-            return HeartbeatOutcome { stop: Vec::new(), reregister: true, capacity_grew: false };
+            return HeartbeatOutcome { reregister: true, ..HeartbeatOutcome::default() };
         }
         let mut stop = Vec::new();
         let mut capacity_grew = false;
+        let mut drain_began = false;
         for lease in reported {
             if self.owns(name, *lease) {
                 if let Some(j) = self.jobs.get_mut(&lease.job) {
@@ -331,6 +395,8 @@ impl Core {
         if let Some(agent) = self.agents.get_mut(name) {
             agent.last_seen_ms = now_ms;
             agent.online = true;
+            drain_began = draining && !agent.self_draining;
+            agent.self_draining = draining;
             for (index, free) in free_vram {
                 if let Some(g) = agent.caps.gpus.iter_mut().find(|g| g.index == *index) {
                     let free = (*free).min(g.total_vram_mib);
@@ -339,10 +405,10 @@ impl Core {
                 }
             }
         }
-        HeartbeatOutcome { stop, reregister: false, capacity_grew }
+        HeartbeatOutcome { stop, reregister: false, capacity_grew, drain_began }
     }
 
-    /// Leases the most urgent ready job that fits the agent now, if any.
+    /// Leases the most urgent ready job that fits the agent now, if any; nothing to a draining agent.
     /// `token` is the fresh lease token the shell drew for this lease (used only if a job is leased).
     pub fn on_lease_request(
         &mut self,
@@ -351,7 +417,7 @@ impl Core {
         now_ms: u64,
     ) -> Result<Option<(Lease, Effects)>, Rejection> {
         let agent = self.agents.get(name).ok_or_else(|| Rejection::UnknownAgent(name.clone()))?;
-        if agent.running.len() >= agent.caps.max_jobs as usize {
+        if agent.is_draining() || agent.running.len() >= agent.caps.max_jobs as usize {
             return Ok(None);
         }
         let promised = self.promised_vram(name);
@@ -503,16 +569,18 @@ impl Core {
             attempt: job.attempt,
             agent: agent.as_ref().map(ToString::to_string).unwrap_or_default(),
             outcome: why.to_owned(),
+            released: false,
         });
         if let Some(a) = agent.as_ref().and_then(|a| self.agents.get_mut(a)) {
             a.running.remove(&id);
         }
         let Some(job) = self.jobs.get_mut(&id) else { return };
         let run = job.run;
-        if job.attempt >= self.config.max_attempts {
+        let counted = job.counted_attempts();
+        if counted >= self.config.max_attempts {
             let attempts: Vec<String> =
                 job.history.iter().map(|h| format!("attempt {} on {}: {}", h.attempt, h.agent, h.outcome)).collect();
-            let error = format!("agent lost after {} attempts ({})", job.attempt, attempts.join("; "));
+            let error = format!("agent lost after {counted} attempts ({})", attempts.join("; "));
             job.state = JobState::Failed;
             job.gpu = None;
             job.error = error;
@@ -555,6 +623,7 @@ impl Core {
                 attempt: job.attempt,
                 agent: job.agent.as_ref().map(ToString::to_string).unwrap_or_default(),
                 outcome: outcome.to_owned(),
+                released: false,
             });
         }
         job.state = state;

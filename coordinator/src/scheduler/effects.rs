@@ -10,6 +10,10 @@ pub(crate) struct AttemptRecord {
     pub attempt: u32,
     pub agent: String,
     pub outcome: String,
+    /// The agent gave the job back unfinished (a drain): the attempt does not count against
+    /// `max_attempts`. Absent in rows written before releases existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// The durable part of a job after a change.

@@ -12,7 +12,8 @@ mod placement;
 mod tests;
 
 pub(crate) use self::core::{
-    CompletedLease, Core, CoreConfig, HeartbeatOutcome, NewJob, NewRun, Rejection, is_repeat_completion, superseded_by,
+    AgentStatus, CompletedLease, Core, CoreConfig, HeartbeatOutcome, NewJob, NewRun, Rejection, is_repeat_completion,
+    superseded_by,
 };
 pub(crate) use self::effects::{AttemptRecord, Effects};
 pub(crate) use self::placement::unplaceable;

@@ -108,7 +108,7 @@ fn heartbeat_keeps_a_lease_alive() {
     c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
     let l = lease(&mut c, "a", 0).unwrap();
     for t in (500..5_000).step_by(500) {
-        assert!(c.on_heartbeat(&name("a"), &[], &[l], t).stop.is_empty());
+        assert!(c.on_heartbeat(&name("a"), &[], &[l], false, t).stop.is_empty());
         assert!(c.on_tick(t).is_empty(), "a renewed lease must not expire at {t}");
     }
 }
@@ -127,7 +127,7 @@ fn stale_epoch_changes_nothing() {
     assert_eq!(err, Rejection::StaleEpoch { job: JobId(1), given: Epoch(1), current: Epoch(2) });
     assert!(c.on_job_started(old, None, TTL + 3).is_err());
     // The old agent is told to stop the job it no longer owns.
-    assert_eq!(c.on_heartbeat(&name("a"), &[], &[old], TTL + 4).stop, vec![JobId(1)]);
+    assert_eq!(c.on_heartbeat(&name("a"), &[], &[old], false, TTL + 4).stop, vec![JobId(1)]);
     // The current holder is unaffected.
     assert!(c.on_job_completed(new, None, true, "").is_ok());
 }
@@ -171,11 +171,11 @@ fn placement_respects_free_vram_and_promises() {
     assert!(lease(&mut c, "a", 0).is_some());
     assert_eq!(lease(&mut c, "a", 0), None, "2500 + 2500 MiB does not fit a 4096 MiB GPU");
     // Another process took memory: even a small job no longer fits.
-    assert!(!c.on_heartbeat(&name("a"), &[(0, 1000)], &[], 1).capacity_grew);
+    assert!(!c.on_heartbeat(&name("a"), &[(0, 1000)], &[], false, 1).capacity_grew);
     c.on_run_submitted(run(3, Priority::Pr, vec![job(3, Stage::Finetune, &[], 100)]), 1);
     assert_eq!(lease(&mut c, "a", 1), None);
     // The memory is freed again: the heartbeat says capacity grew and the small job fits.
-    assert!(c.on_heartbeat(&name("a"), &[(0, 4000)], &[], 2).capacity_grew);
+    assert!(c.on_heartbeat(&name("a"), &[(0, 4000)], &[], false, 2).capacity_grew);
     assert_eq!(lease(&mut c, "a", 2).map(|l| l.job), Some(JobId(3)));
 }
 
@@ -276,7 +276,7 @@ proptest! {
                 }
                 Op::Heartbeat(a) => {
                     let mine: Vec<Lease> = held.values().filter(|(h, _, _)| *h == a).map(|(_, l, _)| *l).collect();
-                    c.on_heartbeat(&name(agents[a]), &[], &mine, now);
+                    c.on_heartbeat(&name(agents[a]), &[], &mine, false, now);
                 }
                 Op::Tick(dt) => {
                     now += dt;
@@ -289,7 +289,7 @@ proptest! {
             // Exclusivity: the core's view has each active job on at most one agent.
             let mut seen = BTreeSet::new();
             for a in agents {
-                if let Some((_, _, running)) = c.agent_status(&name(a)) {
+                if let Some(super::AgentStatus { running, .. }) = c.agent_status(&name(a)) {
                     for j in running {
                         prop_assert!(seen.insert(j), "job {j} held by two agents");
                     }
@@ -401,8 +401,8 @@ fn a_wrong_token_or_another_agent_is_denied_and_changes_nothing() {
     let err = c.on_job_completed(l, Some(&name("b")), true, "").unwrap_err();
     assert_eq!(err, Rejection::NotHolder { job: JobId(1), holder: "a".into(), caller: name("b") });
     // A heartbeat with a forged token renews nothing and stops nothing on the holder.
-    assert_eq!(c.on_heartbeat(&name("a"), &[], &[forged], 1).stop, vec![JobId(1)]);
-    assert!(c.on_heartbeat(&name("a"), &[], &[l], 2).stop.is_empty());
+    assert_eq!(c.on_heartbeat(&name("a"), &[], &[forged], false, 1).stop, vec![JobId(1)]);
+    assert!(c.on_heartbeat(&name("a"), &[], &[l], false, 2).stop.is_empty());
     let effects = c.on_job_completed(l, Some(&name("a")), true, "").unwrap();
     assert_eq!(effects.jobs[&JobId(1)].state, JobState::Succeeded);
     assert_eq!(effects.jobs[&JobId(1)].token, Some(l.token), "the completing lease's token, for repeats");
@@ -428,4 +428,107 @@ fn a_live_name_is_kept_from_other_processes() {
     assert!(c.check_registration(&name("a"), "second", true, TTL - 1).is_ok(), "its own credential");
     assert!(c.check_registration(&name("a"), "second", false, TTL).is_ok(), "silent for a TTL: not live");
     assert!(c.check_registration(&name("new"), "x", false, 0).is_ok());
+}
+
+#[test]
+fn a_drained_agent_is_leased_nothing_while_its_running_job_finishes_and_undrained_it_leases_again() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), "", &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let running = lease(&mut c, "a", 1).unwrap();
+    c.on_run_submitted(run(2, Priority::Manual, vec![job(2, Stage::Finetune, &[], 0)]), 1);
+    assert!(!c.on_agent_drained(&name("a"), Some(2)).unwrap().work_available);
+    assert_eq!(lease(&mut c, "a", 3), None, "a drained agent is leased nothing new");
+    assert_eq!(c.agent_status(&name("a")).unwrap().drained_ms, Some(2));
+    // Its running job goes on and completes normally.
+    assert!(c.on_heartbeat(&name("a"), &[], &[running], false, 4).stop.is_empty());
+    assert_eq!(c.on_job_completed(running, None, true, "").unwrap().jobs[&JobId(1)].state, JobState::Succeeded);
+    assert_eq!(lease(&mut c, "a", 5), None);
+    assert!(c.on_agent_drained(&name("a"), None).unwrap().work_available, "undraining wakes waiting requests");
+    assert_eq!(lease(&mut c, "a", 6).map(|l| l.job), Some(JobId(2)));
+    assert_eq!(c.on_agent_drained(&name("nobody"), Some(7)).unwrap_err(), Rejection::UnknownAgent(name("nobody")));
+}
+
+#[test]
+fn an_operators_drain_outlives_a_re_registration_and_an_agents_own_drain_only_its_process() {
+    let mut c = core();
+    c.on_agent_restored(name("a"), gpu_agent(4096, 1), Some(5), 0);
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "p1", &[], 10);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 10);
+    assert_eq!(lease(&mut c, "a", 11), None, "the drain restored from the store holds after registering");
+    c.on_agent_drained(&name("a"), None).unwrap();
+
+    let began = c.on_heartbeat(&name("a"), &[], &[], true, 12);
+    assert!(began.drain_began && c.is_self_draining(&name("a")));
+    assert!(!c.on_heartbeat(&name("a"), &[], &[], true, 13).drain_began, "only the first heartbeat begins it");
+    assert_eq!(lease(&mut c, "a", 14), None, "an agent draining itself is leased nothing");
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "p1", &[], 15);
+    assert!(c.is_self_draining(&name("a")), "the same process registering again is still draining");
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "p2", &[], 16);
+    assert!(!c.is_self_draining(&name("a")), "a new process starts undrained");
+    assert_eq!(lease(&mut c, "a", 17).map(|l| l.job), Some(JobId(1)));
+}
+
+#[test]
+fn a_released_job_is_requeued_at_once_and_its_attempt_is_not_counted() {
+    let mut c = Core::new(CoreConfig { lease_ttl_ms: TTL, max_attempts: 1 });
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "", &[], 0);
+    c.on_agent_registered(name("b"), gpu_agent(4096, 1), "", &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    for (i, agent) in ["a", "b"].into_iter().enumerate() {
+        let l = lease(&mut c, agent, 1).unwrap();
+        c.on_job_started(l, Some(&name(agent)), 2).unwrap();
+        let effects = c.on_job_released(l, Some(&name(agent)), "drain timeout passed").unwrap();
+        let snap = &effects.jobs[&JobId(1)];
+        assert_eq!((snap.state, snap.agent.as_ref(), snap.gpu), (JobState::Queued, None, None));
+        assert!(effects.work_available, "the job is ready to lease again at once");
+        assert_eq!(snap.history.len(), i + 1);
+        let h = &snap.history[i];
+        assert!(h.released && h.agent == agent && h.outcome == "released: drain timeout passed", "{h:?}");
+        assert!(c.agent_status(&name(agent)).unwrap().running.is_empty());
+    }
+    // With max_attempts 1, the third lease still runs and succeeds.
+    let l = lease(&mut c, "a", 3).unwrap();
+    assert_eq!(l.epoch, Epoch(3));
+    let done = c.on_job_completed(l, None, true, "").unwrap();
+    assert_eq!(done.jobs[&JobId(1)].state, JobState::Succeeded);
+}
+
+#[test]
+fn a_lost_lease_after_releases_counts_only_the_unreleased_attempts() {
+    let mut c = Core::new(CoreConfig { lease_ttl_ms: TTL, max_attempts: 2 });
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "", &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let l = lease(&mut c, "a", 0).unwrap();
+    c.on_job_released(l, None, "draining").unwrap();
+    lease(&mut c, "a", 1).unwrap();
+    let effects = c.on_tick(TTL + 2);
+    assert_eq!(effects.jobs[&JobId(1)].state, JobState::Queued, "one counted attempt of two");
+    lease(&mut c, "a", TTL + 3).unwrap();
+    let effects = c.on_tick(2 * TTL + 4);
+    let snap = &effects.jobs[&JobId(1)];
+    assert_eq!(snap.state, JobState::Failed);
+    assert!(snap.error.starts_with("agent lost after 2 attempts"), "{}", snap.error);
+}
+
+#[test]
+fn a_forged_or_stale_release_is_refused_and_a_repeated_one_is_recognised() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "", &[], 0);
+    c.on_agent_registered(name("b"), gpu_agent(4096, 1), "", &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let l = lease(&mut c, "a", 0).unwrap();
+    let forged = Lease { token: FORGED, ..l };
+    assert_eq!(c.on_job_released(forged, None, "x"), Err(Rejection::WrongToken { job: JobId(1), epoch: l.epoch }));
+    assert!(c.on_job_released(l, Some(&name("b")), "x").unwrap_err().is_denial(), "only the holder releases");
+    assert_eq!(c.agent_status(&name("a")).unwrap().running, vec![JobId(1)], "a refused release changes nothing");
+
+    c.on_job_released(l, Some(&name("a")), "draining").unwrap();
+    assert!(matches!(c.on_job_released(l, Some(&name("a")), "draining"), Err(Rejection::NotLeased { .. })));
+    assert!(c.repeats_release(l, Some(&name("a"))), "the holder's repeat is recognised");
+    assert!(!c.repeats_release(l, Some(&name("b"))) && !c.repeats_release(forged, None));
+    let next = lease(&mut c, "b", 1).unwrap();
+    assert!(!c.repeats_release(l, Some(&name("a"))), "once leased again the old lease is just stale");
+    assert!(matches!(c.on_job_released(l, None, "late"), Err(Rejection::StaleEpoch { .. })));
+    assert!(c.check_lease(next, Some(&name("b"))).is_ok());
 }

@@ -82,7 +82,14 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn artifact_known(&self, sha256: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Inserts or updates an agent's capabilities and registration time; its drain is kept.
     fn upsert_agent(&self, agent: &AgentRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Sets (`Some(since)`) or clears an operator's drain of an agent; `false` when no such agent.
+    fn set_agent_draining(
+        &self,
+        name: &str,
+        draining_ms: Option<i64>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
     /// Stores a new credential of `agent` by its secret's SHA-256; returns its id.
     fn insert_agent_token(

@@ -90,6 +90,9 @@ pub(crate) struct AgentRecord {
     pub name: String,
     pub capabilities: pb::Capabilities,
     pub registered_ms: i64,
+    /// When an operator drained the agent. Read from the store; [`super::Store::upsert_agent`]
+    /// keeps the stored value whatever this holds (only `set_agent_draining` changes it).
+    pub draining_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

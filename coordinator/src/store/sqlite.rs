@@ -498,13 +498,27 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR REPLACE INTO agents (name, capabilities, registered_ms) VALUES (?, ?, ?)")
-            .bind(&agent.name)
-            .bind(agent.capabilities.encode_to_vec())
-            .bind(agent.registered_ms)
+        // An upsert, not a replace: a replace would drop the row's other columns (the drain).
+        sqlx::query(
+            "INSERT INTO agents (name, capabilities, registered_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET capabilities = excluded.capabilities, \
+             registered_ms = excluded.registered_ms",
+        )
+        .bind(&agent.name)
+        .bind(agent.capabilities.encode_to_vec())
+        .bind(agent.registered_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_agent_draining(&self, name: &str, draining_ms: Option<i64>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE agents SET draining_ms = ? WHERE name = ?")
+            .bind(draining_ms)
+            .bind(name)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn insert_agent_token(&self, agent: &str, secret_sha256: &str, now_ms: i64) -> Result<i64, StoreError> {
@@ -524,7 +538,7 @@ impl Store for SqliteStore {
     }
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let rows = sqlx::query("SELECT name, capabilities, registered_ms FROM agents ORDER BY name")
+        let rows = sqlx::query("SELECT name, capabilities, registered_ms, draining_ms FROM agents ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -533,6 +547,7 @@ impl Store for SqliteStore {
                     name: r.try_get("name")?,
                     capabilities: decode("agents", &r.try_get::<Vec<u8>, _>("capabilities")?)?,
                     registered_ms: r.try_get("registered_ms")?,
+                    draining_ms: r.try_get("draining_ms")?,
                 })
             })
             .collect()

@@ -209,12 +209,36 @@ async fn runs_and_jobs_round_trip() {
 
     // Agents round trip (and upsert replaces).
     let mut caps = pb::Capabilities { hostname: "box".into(), cpus: 8, max_jobs: 1, ..Default::default() };
-    store.upsert_agent(&AgentRecord { name: "a1".into(), capabilities: caps.clone(), registered_ms: 1 }).await.unwrap();
+    store
+        .upsert_agent(&AgentRecord {
+            name: "a1".into(),
+            capabilities: caps.clone(),
+            registered_ms: 1,
+            draining_ms: None,
+        })
+        .await
+        .unwrap();
     caps.cpus = 16;
-    store.upsert_agent(&AgentRecord { name: "a1".into(), capabilities: caps.clone(), registered_ms: 2 }).await.unwrap();
+    store
+        .upsert_agent(&AgentRecord {
+            name: "a1".into(),
+            capabilities: caps.clone(),
+            registered_ms: 2,
+            draining_ms: None,
+        })
+        .await
+        .unwrap();
     let agents = store.agents().await.unwrap();
     assert_eq!(agents.len(), 1);
     assert_eq!((agents[0].capabilities.clone(), agents[0].registered_ms), (caps, 2));
+
+    // A drain is kept by a re-registration's upsert, and only an unknown agent is not found.
+    assert!(store.set_agent_draining("a1", Some(5)).await.unwrap());
+    assert!(!store.set_agent_draining("nobody", Some(5)).await.unwrap());
+    store.upsert_agent(&AgentRecord { registered_ms: 3, ..agents[0].clone() }).await.unwrap();
+    assert_eq!(store.agents().await.unwrap()[0].draining_ms, Some(5));
+    assert!(store.set_agent_draining("a1", None).await.unwrap());
+    assert_eq!(store.agents().await.unwrap()[0].draining_ms, None);
 }
 
 #[tokio::test]
@@ -328,7 +352,15 @@ async fn committed_state_survives_a_crash_and_reopen() {
     store.apply(&effects, &success(lease), NOW as i64).await.unwrap();
     let (queued_id, _) = store.insert_run(&new_run("e", RunState::Queued, "")).await.unwrap();
     let caps = pb::Capabilities { hostname: "box".into(), max_jobs: 1, ..Default::default() };
-    store.upsert_agent(&AgentRecord { name: "a1".into(), capabilities: caps.clone(), registered_ms: 3 }).await.unwrap();
+    store
+        .upsert_agent(&AgentRecord {
+            name: "a1".into(),
+            capabilities: caps.clone(),
+            registered_ms: 3,
+            draining_ms: None,
+        })
+        .await
+        .unwrap();
 
     let expected_done = store.run(done_id).await.unwrap().unwrap();
     let crashed = tempfile::tempdir().unwrap();
