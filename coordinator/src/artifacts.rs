@@ -105,7 +105,7 @@ impl ArtifactStore {
             let dir = dir?;
             let name = dir.file_name().to_string_lossy().into_owned();
             let is_tmp = name == "tmp";
-            if !is_tmp && !(name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())) {
+            if !(is_tmp || is_hex(&name, 2)) {
                 continue;
             }
             if !dir.file_type()?.is_dir() {
@@ -115,8 +115,7 @@ impl ArtifactStore {
                 let file = file?;
                 let meta = file.metadata()?;
                 let fname = file.file_name().to_string_lossy().into_owned();
-                let is_blob =
-                    fname.len() == 64 && fname.starts_with(&name) && fname.bytes().all(|b| b.is_ascii_hexdigit());
+                let is_blob = is_hex(&fname, 64) && fname.starts_with(&name);
                 if !meta.is_file() || !(is_tmp || is_blob) {
                     continue;
                 }
@@ -181,6 +180,11 @@ impl ArtifactStore {
         std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(|e| io(&parent, e))?;
         Ok((actual, incoming.written))
     }
+}
+
+/// Whether `name` is `len` hexadecimal digits.
+fn is_hex(name: &str, len: usize) -> bool {
+    name.len() == len && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn remove_file(path: &Path) -> std::io::Result<bool> {
