@@ -52,6 +52,9 @@ pub enum Command {
     Cancel(RunArg),
     /// Print a run's job logs.
     Logs(LogsArgs),
+    /// Retention: remove the job logs, metric points and artifacts of old finished runs (runs,
+    /// verdicts, reports and phases stay; accepted phases' runs are never pruned).
+    Gc(GcArgs),
     /// Run the end-to-end demo on this machine (coordinator, agent, bundled experiment).
     Demo(DemoArgs),
     /// Import existing result files (JSON) of one phase into the gate's history.
@@ -330,6 +333,18 @@ pub struct ServeArgs {
     /// (`phasegate token create --agent NAME`).
     #[arg(long)]
     pub no_shared_agent_token: bool,
+    /// Apply the retention policy once a day (what `phasegate gc` does), with the defaults of
+    /// `--retention-keep-runs` and `--retention-older-than` unless they are given.
+    #[arg(long)]
+    pub retention: bool,
+    /// Daily retention: the newest runs of each experiment that keep everything [default: 20].
+    /// Turns retention on.
+    #[arg(long, value_name = "N")]
+    pub retention_keep_runs: Option<u32>,
+    /// Daily retention: prune only runs that finished at least this long ago [default: 30d].
+    /// Turns retention on.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub retention_older_than: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -463,6 +478,21 @@ pub struct LogsArgs {
     /// Keep printing new lines until the run ends.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct GcArgs {
+    /// Count what would be removed and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The newest runs of each experiment that keep everything [default: 20].
+    #[arg(long, value_name = "N")]
+    pub keep_runs: Option<u32>,
+    /// Prune only runs that finished at least this long ago, e.g. 30d, 12h [default: 30d].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

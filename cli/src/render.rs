@@ -47,6 +47,7 @@ pub fn run_json(run: &pb::Run) -> Value {
         })).collect::<Vec<_>>(),
         "verdict": if run.verdict.is_empty() { Value::Null } else { Value::String(run.verdict.clone()) },
         "report": if run.report.is_empty() { Value::Null } else { Value::String(run.report.clone()) },
+        "pruned_ms": (run.pruned_ms > 0).then_some(run.pruned_ms),
         "github_delivery": run.github_delivery.as_ref().map(|d| json!({
             "status": d.status,
             "stage": d.stage,
@@ -86,6 +87,9 @@ pub fn run_text(run: &pb::Run) -> String {
     if !run.verdict.is_empty() {
         let _ = writeln!(out, "  verdict: {}", run.verdict);
     }
+    if let Some(note) = pruned_note(run) {
+        let _ = writeln!(out, "  {note}");
+    }
     if let Some(d) = &run.github_delivery {
         let _ = write!(out, "  github: {} ({}, {} attempts)", d.status.replace('_', " "), d.stage, d.attempts);
         if !d.error.is_empty() {
@@ -94,6 +98,23 @@ pub fn run_text(run: &pb::Run) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A date and time in UTC, to the second, from milliseconds since the Unix epoch.
+pub fn date_time(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// What `show` and `logs` say of a run whose logs and artifacts gc removed; `None` for others.
+pub fn pruned_note(run: &pb::Run) -> Option<String> {
+    (run.pruned_ms > 0).then(|| {
+        format!(
+            "logs, metric points and artifacts of run {} were removed by gc on {} (its jobs, verdict and report are kept)",
+            run.id,
+            date_time(run.pruned_ms)
+        )
+    })
 }
 
 pub fn agent_json(a: &pb::Agent) -> Value {

@@ -5,6 +5,8 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
@@ -40,6 +42,21 @@ impl ArtifactError {
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     root: PathBuf,
+    /// Uploads hold it shared from placing a file to recording its row; gc holds it exclusively
+    /// from checking that a blob has no row to deleting its file, so a blob uploaded again while
+    /// gc runs is never deleted under its new row.
+    placing: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// A file in the artifact directory, as gc's sweep sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    pub path: PathBuf,
+    /// The digest its name gives: `None` for an upload's temporary file.
+    pub sha256: Option<String>,
+    pub size: u64,
+    /// Last modification, in milliseconds since the Unix epoch.
+    pub modified_ms: i64,
 }
 
 /// An artifact being received.
@@ -57,7 +74,62 @@ pub struct Incoming {
 impl ArtifactStore {
     pub fn open(root: PathBuf) -> Result<Self, ArtifactError> {
         create_private_dir(&root.join("tmp")).map_err(|source| ArtifactError::Io { path: root.clone(), source })?;
-        Ok(Self { root })
+        Ok(Self { root, placing: Arc::default() })
+    }
+
+    /// Held by an upload from [`Self::finish`] until its row is recorded.
+    pub async fn placing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.placing.read().await
+    }
+
+    /// Held by gc while it deletes files whose rows it has checked are gone.
+    pub async fn deleting(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.placing.write().await
+    }
+
+    /// Deletes a blob's file; `Ok(false)` when there was none.
+    pub fn remove(&self, sha256: &str) -> std::io::Result<bool> {
+        remove_file(&self.path_of(sha256))
+    }
+
+    /// Deletes a file [`Self::stored_files`] listed; `Ok(false)` when it is gone already.
+    pub fn remove_stored(&self, file: &StoredFile) -> std::io::Result<bool> {
+        remove_file(&file.path)
+    }
+
+    /// Every blob file (`ab/abcdef...`, named by a 64-digit sha256) and every temporary upload
+    /// file; other names are not phasegate's and are left out.
+    pub fn stored_files(&self) -> std::io::Result<Vec<StoredFile>> {
+        let mut out = Vec::new();
+        for dir in std::fs::read_dir(&self.root)? {
+            let dir = dir?;
+            let name = dir.file_name().to_string_lossy().into_owned();
+            let is_tmp = name == "tmp";
+            if !(is_tmp || is_hex(&name, 2)) {
+                continue;
+            }
+            if !dir.file_type()?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(dir.path())? {
+                let file = file?;
+                let meta = file.metadata()?;
+                let fname = file.file_name().to_string_lossy().into_owned();
+                let is_blob = is_hex(&fname, 64) && fname.starts_with(&name);
+                if !meta.is_file() || !(is_tmp || is_blob) {
+                    continue;
+                }
+                let modified = meta.modified()?.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+                out.push(StoredFile {
+                    path: file.path(),
+                    sha256: is_blob.then_some(fname),
+                    size: meta.len(),
+                    modified_ms: i64::try_from(modified).unwrap_or(i64::MAX),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
     }
 
     pub fn path_of(&self, sha256: &str) -> PathBuf {
@@ -107,6 +179,19 @@ impl ArtifactStore {
         // The rename is durable only once the directory entry is.
         std::fs::File::open(&parent).and_then(|d| d.sync_all()).map_err(|e| io(&parent, e))?;
         Ok((actual, incoming.written))
+    }
+}
+
+/// Whether `name` is `len` hexadecimal digits.
+fn is_hex(name: &str, len: usize) -> bool {
+    name.len() == len && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn remove_file(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

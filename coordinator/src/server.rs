@@ -82,6 +82,8 @@ pub async fn run_locked(
 
     let ticker = tokio::spawn(tick_loop(shared.clone(), stop_rx.clone()));
     let gates = tokio::spawn(coordinator_job_loop(shared.clone(), stop_rx.clone()));
+    let retention =
+        config.shell.retention.map(|policy| tokio::spawn(retention_loop(shared.clone(), policy, stop_rx.clone())));
     let github = match &config.shell.github {
         Some(setup) => {
             let sink = phasegate_github::OctocrabSink::from_config(&setup.config)?;
@@ -129,6 +131,9 @@ pub async fn run_locked(
         .await?;
     ticker.abort();
     gates.abort();
+    if let Some(r) = retention {
+        r.abort();
+    }
     if let Some(d) = deliveries {
         d.abort();
     }
@@ -177,6 +182,33 @@ async fn coordinator_job_loop<S: crate::store::Store>(
         shared.run_coordinator_jobs().await;
         tokio::select! {
             _ = shared.coordinator_work.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How often the coordinator applies its retention policy by itself.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The first pass waits this long, so a restart does not start with a gc.
+const RETENTION_FIRST_DELAY: Duration = Duration::from_secs(10 * 60);
+
+/// Applies `policy` once a day (`serve --retention`); a failed pass is logged and retried the next day.
+async fn retention_loop<S: crate::store::Store>(
+    shared: Arc<Shared<S>>,
+    policy: crate::RetentionPolicy,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let start = tokio::time::Instant::now() + RETENTION_FIRST_DELAY;
+    let mut interval = tokio::time::interval_at(start, RETENTION_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let now = crate::shell::now_ms() as i64;
+                if let Err(e) = shared.collect_garbage(policy, false, now).await {
+                    tracing::warn!(error = %e.message(), "daily retention pass failed");
+                }
+            }
             _ = stop.changed() => return,
         }
     }

@@ -77,6 +77,9 @@ pub struct ShellConfig {
     pub shared_agent_token: bool,
     /// Bounds of the HTTP side port (connections, timeouts, webhook body size).
     pub http: crate::HttpLimits,
+    /// Retention applied by the coordinator itself once a day; `None` (the default): only
+    /// `phasegate gc` prunes.
+    pub retention: Option<crate::RetentionPolicy>,
 }
 
 /// The scheduling limits users can set.
@@ -97,6 +100,7 @@ impl Default for ShellConfig {
             model_cache: None,
             shared_agent_token: true,
             http: crate::HttpLimits::default(),
+            retention: None,
         }
     }
 }

@@ -7,6 +7,7 @@ mod chaos;
 mod demo;
 mod dictionary;
 mod gate;
+mod gc;
 mod models;
 mod query;
 mod report;
@@ -39,6 +40,7 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Token(TokenCommand::Revoke(args)) => token::revoke(args, &endpoint).await,
         Command::Cancel(args) => query::cancel(args, &endpoint).await,
         Command::Logs(args) => query::logs(args, &endpoint).await,
+        Command::Gc(args) => gc::gc(args, &endpoint).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Import(args) => gate::import(args, &endpoint).await,
         Command::History(args) => gate::history(args).await,

@@ -8,7 +8,7 @@ use crate::cli::{JsonArg, LogsArgs, RunArg, RunsArgs, ShowArgs};
 use crate::connect::Endpoint;
 use crate::exit::{Code, Failure, Result};
 use crate::out::{out, outln};
-use crate::render::{agent_json, agent_text, run_json, run_text};
+use crate::render::{agent_json, agent_text, pruned_note, run_json, run_text};
 
 fn print_json(v: &serde_json::Value) {
     outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -109,6 +109,12 @@ pub async fn cancel(args: RunArg, endpoint: &Endpoint) -> Result<Code> {
 pub async fn logs(args: LogsArgs, endpoint: &Endpoint) -> Result<Code> {
     let mut client = endpoint.control()?;
     let what = format!("failed to fetch logs of run {}", args.run);
+    let run =
+        client.get_run(pb::GetRunRequest { run_id: args.run }).await.map_err(|s| Failure::from_status(&what, &s))?;
+    if let Some(note) = pruned_note(run.get_ref()) {
+        outln!("{note}");
+        return Ok(Code::Success);
+    }
     let mut stream = client
         .fetch_logs(pb::FetchLogsRequest { run_id: args.run, follow: args.follow })
         .await

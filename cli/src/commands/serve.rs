@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use phasegate_coordinator::{AccessFile, CoreConfigPublic, DataDirLock, ServeConfig, ShellConfig};
+use phasegate_coordinator::{AccessFile, CoreConfigPublic, DataDirLock, RetentionPolicy, ServeConfig, ShellConfig};
 
 use super::shutdown_signal;
 use crate::cli::{ServeArgs, UpArgs};
@@ -17,10 +17,21 @@ fn serve_config(args: &ServeArgs) -> ServeConfig {
             core: CoreConfigPublic { lease_ttl: args.lease_ttl, max_attempts: args.max_attempts },
             heartbeat_interval: args.heartbeat,
             shared_agent_token: !args.no_shared_agent_token,
+            retention: retention(args),
             ..ShellConfig::default()
         },
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
     }
+}
+
+/// The daily retention policy: on with `--retention` or either of its settings.
+fn retention(args: &ServeArgs) -> Option<RetentionPolicy> {
+    let on = args.retention || args.retention_keep_runs.is_some() || args.retention_older_than.is_some();
+    let defaults = RetentionPolicy::default();
+    on.then(|| RetentionPolicy {
+        keep_runs: args.retention_keep_runs.unwrap_or(defaults.keep_runs),
+        older_than_ms: args.retention_older_than.map_or(defaults.older_than_ms, |d| d.as_millis() as u64),
+    })
 }
 
 /// [`serve_config`] with the `[github]` section of `--config`, when one is given.

@@ -12,6 +12,7 @@ use phasegate_proto::pb::control_service_server::ControlService;
 use super::agent::async_stream_acks;
 use super::convert::{agent_to_pb, progress_of, run_to_pb};
 use super::upload;
+use crate::retention::RetentionPolicy;
 use crate::shell::{Shared, now_ms, store_status};
 use crate::store::Store;
 
@@ -282,5 +283,28 @@ impl<S: Store> ControlService for ControlApi<S> {
             }
         });
         Ok(Response::new(out))
+    }
+
+    async fn collect_garbage(
+        &self,
+        req: Request<pb::CollectGarbageRequest>,
+    ) -> Result<Response<pb::CollectGarbageResponse>, Status> {
+        let req = req.into_inner();
+        let defaults = RetentionPolicy::default();
+        let policy = RetentionPolicy {
+            keep_runs: req.keep_runs.unwrap_or(defaults.keep_runs),
+            older_than_ms: req.older_than_ms.unwrap_or(defaults.older_than_ms),
+        };
+        let report = self.shared.collect_garbage(policy, req.dry_run, now_ms() as i64).await?;
+        Ok(Response::new(pb::CollectGarbageResponse {
+            dry_run: report.dry_run,
+            run_ids: report.runs.iter().map(|r| r.0).collect(),
+            log_lines: report.log_lines,
+            metric_points: report.metric_points,
+            blobs: report.blobs,
+            bytes_freed: report.bytes_freed,
+            keep_runs: report.policy.keep_runs,
+            older_than_ms: report.policy.older_than_ms,
+        }))
     }
 }

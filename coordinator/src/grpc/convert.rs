@@ -46,6 +46,7 @@ pub(crate) fn run_to_pb(run: RunRecord, progress: &[(i64, pb::Progress)]) -> pb:
         report: run.report,
         evaluation_json: run.evaluation_json,
         github_delivery: None,
+        pruned_ms: run.pruned_ms.unwrap_or(0),
     }
 }
 

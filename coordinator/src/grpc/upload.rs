@@ -41,6 +41,9 @@ where
         }
     }
     let artifacts = shared.artifacts.clone();
+    // From placing the file to recording its row, gc may not delete it (it may be a blob gc is
+    // removing: the same content uploaded again).
+    let _placing = shared.artifacts.placing().await;
     let (digest, size) = tokio::task::spawn_blocking(move || artifacts.finish(incoming))
         .await
         .map_err(|e| Status::internal(e.to_string()))?

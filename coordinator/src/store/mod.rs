@@ -7,15 +7,17 @@ mod fault;
 mod records;
 mod sqlite;
 
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 
 pub use fault::StorageFault;
 pub(crate) use records::{
     AgentRecord, AgentTokenRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, LogRecord, NewGithubNotice,
-    NewJobRecord, NewRunRecord, NoticeId, PhaseRecord, RunRecord, VerdictRecord,
+    NewJobRecord, NewRunRecord, NoticeId, PhaseRecord, PruneOutcome, RunRecord, VerdictRecord,
 };
 pub use sqlite::SqliteStore;
 
+use crate::retention::RunAge;
 use crate::scheduler::Effects;
 use phasegate_proto::domain::{JobId, RunId};
 use phasegate_proto::pb;
@@ -182,4 +184,20 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
         pr: u64,
         experiment: &str,
     ) -> impl Future<Output = Result<Option<RunId>, StoreError>> + Send;
+    /// Every run's id, experiment, state, end time and whether it was pruned (for retention).
+    fn run_ages(&self) -> impl Future<Output = Result<Vec<RunAge>, StoreError>> + Send;
+    /// The runs of accepted phases: retention never prunes them.
+    fn accepted_runs(&self) -> impl Future<Output = Result<BTreeSet<RunId>, StoreError>> + Send;
+    /// Removes the job logs, metric points and job artifact rows of `runs`, marks them pruned at
+    /// `now_ms`, and removes the rows of blobs no kept run references any more, in one
+    /// transaction; a run accepted or pruned since the decision is skipped.
+    /// With `apply` false the transaction is rolled back: a dry run with the same figures.
+    fn prune_runs(
+        &self,
+        runs: &[RunId],
+        now_ms: i64,
+        apply: bool,
+    ) -> impl Future<Output = Result<PruneOutcome, StoreError>> + Send;
+    /// Every blob digest some table names (artifacts, job artifacts, bundles of runs not pruned).
+    fn known_blobs(&self) -> impl Future<Output = Result<HashSet<String>, StoreError>> + Send;
 }

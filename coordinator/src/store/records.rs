@@ -82,6 +82,8 @@ pub(crate) struct RunRecord {
     pub verdict: String,
     pub report: String,
     pub evaluation_json: String,
+    /// When gc removed the run's logs, metric points and artifacts; `None`: they are all kept.
+    pub pruned_ms: Option<i64>,
     pub jobs: Vec<JobRecord>,
 }
 
@@ -174,4 +176,16 @@ pub(crate) struct GithubNoticeRecord {
     pub attempts: u32,
     pub next_attempt_ms: Option<i64>,
     pub updated_ms: i64,
+}
+
+/// What pruning runs removed from the database (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PruneOutcome {
+    /// The runs pruned, in the order given (a run accepted or pruned since the decision is left out).
+    pub runs: Vec<RunId>,
+    pub log_lines: u64,
+    pub metric_points: u64,
+    /// Blobs (sha256, size) no kept run references any more; their rows are gone, their files are
+    /// the caller's to delete after the commit.
+    pub blobs: Vec<(String, u64)>,
 }

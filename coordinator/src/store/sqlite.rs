@@ -26,7 +26,7 @@ use phasegate_proto::pb;
 
 use super::{
     AgentRecord, AgentTokenRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, JobResult, LogRecord,
-    NewGithubNotice, NewRunRecord, NoticeId, PhaseRecord, RunRecord, Store, StoreError, VerdictRecord,
+    NewGithubNotice, NewRunRecord, NoticeId, PhaseRecord, PruneOutcome, RunRecord, Store, StoreError, VerdictRecord,
 };
 use crate::scheduler::Effects;
 
@@ -34,6 +34,7 @@ mod agent_tokens;
 mod github;
 mod github_notices;
 mod phases;
+mod retention;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -248,6 +249,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         verdict: row.try_get("verdict")?,
         report: row.try_get("report")?,
         evaluation_json: row.try_get("evaluation_json")?,
+        pruned_ms: row.try_get("pruned_ms")?,
         jobs: Vec::new(),
     })
 }
@@ -497,6 +499,22 @@ impl Store for SqliteStore {
         github::latest_verdict_of_pr(&self.pool, repo, pr, experiment).await
     }
 
+    async fn run_ages(&self) -> Result<Vec<crate::retention::RunAge>, StoreError> {
+        retention::ages(&self.pool).await
+    }
+
+    async fn accepted_runs(&self) -> Result<std::collections::BTreeSet<RunId>, StoreError> {
+        retention::accepted(&self.pool).await
+    }
+
+    async fn prune_runs(&self, runs: &[RunId], now_ms: i64, apply: bool) -> Result<PruneOutcome, StoreError> {
+        retention::prune(&self.pool, &self.failed_write, runs, now_ms, apply).await
+    }
+
+    async fn known_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        retention::known_blobs(&self.pool).await
+    }
+
     async fn upsert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
         // An upsert, not a replace: a replace would drop the row's other columns (the drain).
         sqlx::query(
@@ -555,7 +573,7 @@ impl Store for SqliteStore {
 
     async fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
-             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms \
              FROM runs WHERE state IN ('queued', 'running') ORDER BY id";
         let rows = sqlx::query(Q).fetch_all(&self.pool).await?;
         let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -564,7 +582,7 @@ impl Store for SqliteStore {
 
     async fn run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
         const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
-             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms \
              FROM runs WHERE id = ?";
         let Some(row) = sqlx::query(Q).bind(id.0 as i64).fetch_optional(&self.pool).await? else {
             return Ok(None);
@@ -575,7 +593,7 @@ impl Store for SqliteStore {
 
     async fn runs(&self, limit: u32, experiment: &str) -> Result<Vec<RunRecord>, StoreError> {
         const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
-             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms \
              FROM runs WHERE (? = '' OR experiment = ?) ORDER BY id DESC LIMIT ?";
         let rows =
             sqlx::query(Q).bind(experiment).bind(experiment).bind(i64::from(limit)).fetch_all(&self.pool).await?;
