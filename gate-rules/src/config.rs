@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::{LintConfig, LintRule};
 use crate::finding::Severity;
 
 /// All gate settings; `GateConfig::default()` is the documented default.
@@ -26,6 +27,8 @@ pub struct GateConfig {
     /// Largest question count for which the exact sign-flip test (2^n flips) is used.
     pub exact_max_questions: u32,
     pub rules: Rules,
+    /// `[lint]`: the dataset pre-gate (`phasegate lint`).
+    pub lint: LintConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +129,7 @@ impl Default for GateConfig {
             seed: 0x5eed_9a7e,
             exact_max_questions: 16,
             rules: Rules::default(),
+            lint: LintConfig::default(),
         }
     }
 }
@@ -206,7 +210,8 @@ pub enum ConfigError {
 }
 
 /// Known keys per table, checked before typed parsing so the error names the dotted key.
-const TOP_KEYS: &[&str] = &["min_effect", "alpha", "power", "resamples", "seed", "exact_max_questions", "rules"];
+const TOP_KEYS: &[&str] =
+    &["min_effect", "alpha", "power", "resamples", "seed", "exact_max_questions", "rules", "lint"];
 const RULE_KEYS: &[(&str, &[&str])] = &[
     ("overall_drop", &["enabled"]),
     ("question_drop", &["enabled", "max_question_drop"]),
@@ -259,13 +264,11 @@ impl GateConfig {
             ),
             ("rules.plateau.n", f64::from(r.plateau.n), r.plateau.n >= 2, "at least 2"),
         ];
-        if let Some((key, value, _, expected)) = checks.into_iter().find(|c| !c.2) {
-            return Err(ConfigError::OutOfRange {
-                path: path.to_owned(),
-                key: key.to_owned(),
-                value: value.to_string(),
-                expected,
-            });
+        let lint = self.lint.out_of_range();
+        let failed =
+            checks.into_iter().find(|c| !c.2).map(|(key, value, _, expected)| (key, value.to_string(), expected));
+        if let Some((key, value, expected)) = failed.or(lint) {
+            return Err(ConfigError::OutOfRange { path: path.to_owned(), key: key.to_owned(), value, expected });
         }
         match r.min_score.floor {
             Some(floor) if !(0.0..=10.0).contains(&floor) => Err(ConfigError::OutOfRange {
@@ -285,6 +288,13 @@ fn parse_error(path: &Path, error: &toml::de::Error) -> ConfigError {
 
 fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
     check_table(table, "", TOP_KEYS, path)?;
+    if let Some(toml::Value::Table(lint)) = table.get("lint") {
+        check_table(lint, "lint.", LintConfig::KEYS, path)?;
+        if let Some(toml::Value::Table(severity)) = lint.get("severity") {
+            let names: Vec<&str> = LintRule::ALL.iter().map(|r| r.as_str()).collect();
+            check_table(severity, "lint.severity.", &names, path)?;
+        }
+    }
     let Some(toml::Value::Table(rules)) = table.get("rules") else {
         return Ok(());
     };
@@ -357,6 +367,32 @@ mod tests {
             let message = err.to_string();
             assert!(message.contains("gate.toml") && message.contains(key), "{message}");
         }
+    }
+
+    #[test]
+    fn the_lint_table_is_read_and_strict() {
+        use crate::data::LintLevel;
+        let config = load(
+            "[lint]\nmax_length = 512\nepochs = 8\nnear_duplicate_threshold = 0.9\n[lint.severity]\ncontamination = \"warn\"\nnear_duplicate = \"off\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.lint.max_length, Some(512));
+        assert_eq!(config.lint.epochs, Some(8));
+        assert_eq!(config.lint.severity_of(LintRule::Contamination), Some(Severity::Warn));
+        assert_eq!(config.lint.severity_of(LintRule::NearDuplicate), None);
+        assert_eq!(load("").unwrap().lint.severity_of(LintRule::Contamination), Some(Severity::Fail));
+        assert_eq!(config.lint.severity.get(&LintRule::NearDuplicate), Some(&LintLevel::Off));
+        for (text, key) in [
+            ("[lint]\nmax_len = 3", "lint.max_len"),
+            ("[lint.severity]\ncontaminated = \"fail\"", "lint.severity.contaminated"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(matches!(&err, ConfigError::UnknownKey { key: k, .. } if k == key), "{err}");
+        }
+        let err = load("[lint.severity]\ncontamination = \"loud\"").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        let err = load("[lint]\nngram_threshold = 1.5").unwrap_err();
+        assert!(err.to_string().contains("lint.ngram_threshold"), "{err}");
     }
 
     #[test]

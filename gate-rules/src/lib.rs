@@ -7,9 +7,12 @@
 //! already have. It does no network, database or GPU work and has no async runtime:
 //! the coordinator and the CLI read history, call [`evaluate`], then store and post the result.
 //! The only I/O is [`import::load_files`], a thin reader in front of the pure parsers.
+//! [`data`] is the dataset pre-gate (`phasegate lint`): parsed datasets, an eval suite and
+//! token lengths in, a typed lint report out.
 
 pub mod bench;
 mod config;
+pub mod data;
 mod evaluate;
 mod finding;
 pub mod import;
