@@ -403,11 +403,11 @@ fn load_hf(dir: &Path, spec: &ModelSpec, adapter: Option<Adapter>, device: Devic
     finish(Model::Llama(model), tokenizer, template, model_name(dir), "llama".into(), "f32".into(), device)
 }
 
-fn read_json(path: &Path) -> Option<serde_json::Value> {
+pub(crate) fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-fn config_template(path: PathBuf) -> Option<String> {
+pub(crate) fn config_template(path: PathBuf) -> Option<String> {
     read_json(&path)?.get("chat_template")?.as_str().map(String::from)
 }
 

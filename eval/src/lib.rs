@@ -5,7 +5,8 @@
 //! tokenizer (from `tokenizer.json` or GGUF metadata), chat template, a batched llama forward
 //! pass with preallocated KV caches (candle's graph, or on x86-64 CPUs our own kernels over
 //! packed Q4/Q8 weights: `native`), sampling with per-sample seeds, and the model cache
-//! (`pull`, `list`, `resolve`). It does not score answers (`phasegate-score`) nor decide
+//! (`pull`, `list`, `resolve`), and the rendered token lengths of training conversations
+//! (`TokenCounter`, for `phasegate lint`). It does not score answers (`phasegate-score`) nor decide
 //! anything about a run.
 
 mod bench;
@@ -21,6 +22,7 @@ mod safetensors_io;
 mod sampler;
 mod spec;
 mod template;
+mod token_count;
 mod tokenizer;
 mod vocab;
 
@@ -40,6 +42,7 @@ pub use spec::{
     Timing,
 };
 pub use template::TEMPLATE_NAMES;
+pub use token_count::{ChatMessage, TokenCounter};
 
 /// Model cache operations, as `models::pull(...)`.
 pub mod models {

@@ -17,6 +17,9 @@ const END_TOKENS: &[&str] = &["<|im_end|>", "<|end|>", "<|eot_id|>", "<|endoftex
 /// Names accepted as `template_override`.
 pub const TEMPLATE_NAMES: &[&str] = &["chatml", "zephyr", "tinyllama", "phi3"];
 
+/// The name a compiled template is kept under in its environment.
+const COMPILED: &str = "chat";
+
 /// A chat template ready to render.
 #[derive(Debug, Clone)]
 pub(crate) struct ChatTemplate {
@@ -86,6 +89,41 @@ impl ChatTemplate {
                 eos_token => self.eos_token,
             })
             .map_err(fail)
+    }
+
+    /// An environment holding this template compiled once, for rendering many conversations.
+    pub(crate) fn compiled(&self) -> Result<Environment<'static>, EvalError> {
+        let mut env = Environment::new();
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned(COMPILED, self.source.clone())
+            .map_err(|e| EvalError::Template { template: self.name.clone(), message: e.to_string() })?;
+        Ok(env)
+    }
+
+    /// A whole conversation as a trainer renders it: every turn, no generation prompt. `env`
+    /// comes from [`ChatTemplate::compiled`].
+    pub(crate) fn render_conversation(
+        &self,
+        env: &Environment<'static>,
+        messages: &[(&str, &str)],
+    ) -> Result<String, EvalError> {
+        let messages: Vec<Message> = messages.iter().map(|(role, content)| Message { role, content }).collect();
+        let fail = |e: minijinja::Error| EvalError::Template { template: self.name.clone(), message: e.to_string() };
+        env.get_template(COMPILED)
+            .map_err(fail)?
+            .render(context! {
+                messages => messages,
+                add_generation_prompt => false,
+                bos_token => self.bos_token,
+                eos_token => self.eos_token,
+            })
+            .map_err(fail)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Ids that end generation: EOS and the template's end-of-turn token.
