@@ -76,6 +76,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Measure the rules scorer against hand-scored answers (MAE, correlations, kappa); exits 0.
     Calibrate(CalibrateArgs),
+    /// Lint training datasets before any GPU time: schema, token lengths, duplicates, eval
+    /// contamination, a diff against a baseline; exit code = verdict (0 pass/warn, 1 fail, 2 bad input).
+    Lint(LintArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -166,6 +169,36 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Where the suite language's dictionary is (`phasegate models pull dictionary-pt`).
+    #[command(flatten)]
+    pub models: ModelCacheArg,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LintArgs {
+    /// Dataset files (JSON array or JSONL: ShareGPT, messages, Alpaca, prompt/completion, text).
+    #[arg(required = true, value_name = "DATASET")]
+    pub datasets: Vec<PathBuf>,
+    /// The dataset to diff against (e.g. the accepted phase's).
+    #[arg(long, value_name = "DATASET", num_args = 1.., action = clap::ArgAction::Append)]
+    pub baseline: Vec<PathBuf>,
+    /// The eval suite whose questions and reference answers must not be in the training data.
+    #[arg(long, value_name = "SUITE.toml")]
+    pub suite: Option<PathBuf>,
+    /// A gate.toml whose `[lint]` table sets severities and the checks' settings.
+    #[arg(long, value_name = "gate.toml")]
+    pub config: Option<PathBuf>,
+    /// The model whose tokenizer and chat template measure lengths: a cached name or a path
+    /// [default: `[lint] model`; without one, lengths are not measured].
+    #[arg(long, value_name = "NAME|PATH")]
+    pub model: Option<String>,
+    /// The trainer's max_length in tokens [default: `[lint] max_length`].
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
+    /// Chat template override: chatml, zephyr, tinyllama, phi3 [default: the model's own].
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: ReportFormat,
     #[command(flatten)]
     pub models: ModelCacheArg,
 }
@@ -530,6 +563,23 @@ pub enum BenchCommand {
     /// A real coordinator and agents on loopback under random SIGKILLs: counts lost runs, false
     /// failures, double runs and incomplete logs; exits 1 when any is found.
     Chaos(BenchChaosArgs),
+    /// `phasegate lint` on a generated ShareGPT file: examples/s and peak RSS.
+    Lint(BenchLintArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchLintArgs {
+    /// Examples in the generated ShareGPT file.
+    #[arg(long, default_value_t = 100_000)]
+    pub examples: usize,
+    /// The tokenizer's model: a cached name or a path (lengths are skipped when it is not cached).
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    pub model: String,
+    /// Keep the generated file here instead of a temp dir.
+    #[arg(long, value_name = "FILE")]
+    pub keep: Option<PathBuf>,
+    #[command(flatten)]
+    pub models: ModelCacheArg,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -654,6 +704,20 @@ mod tests {
         let undrain = parse(&["agents", "undrain", "gpu-1"]);
         assert!(matches!(undrain, Command::Agents(AgentsArgs { action: Some(AgentsCommand::Undrain(_)), .. })));
         assert!(Cli::try_parse_from(["phasegate", "agents", "drain"]).is_err(), "a name is required");
+    }
+
+    #[test]
+    fn lint_takes_several_datasets_and_baselines() {
+        let Command::Lint(args) =
+            parse(&["lint", "a.jsonl", "b.json", "--baseline", "old.jsonl", "--max-length", "512"])
+        else {
+            panic!("lint")
+        };
+        assert_eq!(args.datasets.len(), 2);
+        assert_eq!(args.baseline, [PathBuf::from("old.jsonl")]);
+        assert_eq!(args.max_length, Some(512));
+        assert!(matches!(args.format, ReportFormat::Markdown));
+        assert!(Cli::try_parse_from(["phasegate", "lint"]).is_err(), "a dataset is required");
     }
 
     #[test]

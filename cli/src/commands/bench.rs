@@ -191,7 +191,7 @@ async fn sim_agent(
     Ok(latencies)
 }
 
-fn peak_rss_mib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

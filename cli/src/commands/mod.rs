@@ -8,6 +8,8 @@ mod demo;
 mod dictionary;
 mod gate;
 mod gc;
+mod lint;
+mod lint_bench;
 mod models;
 mod query;
 mod report;
@@ -50,10 +52,12 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Score(args) => score::score(&args),
         Command::Rescore(args) => gate::rescore(args).await,
         Command::Calibrate(args) => calibrate::calibrate(&args),
+        Command::Lint(args) => lint::lint(&args),
         Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,
         Command::Bench(BenchCommand::Gate(args)) => Ok(gate::bench(&args)),
         Command::Bench(BenchCommand::Eval(args)) => models::bench_eval(args).await,
         Command::Bench(BenchCommand::Chaos(args)) => chaos::chaos(args).await,
+        Command::Bench(BenchCommand::Lint(args)) => lint_bench::bench(&args),
         Command::Models(ModelsCommand::Pull(args)) => models::pull(args).await,
         Command::Models(ModelsCommand::List(args)) => models::list(&args),
     }

@@ -158,7 +158,10 @@ fn malformed(datasets: &[Dataset], findings: &mut Findings<'_>) {
             .malformed
             .iter()
             .take(NAMED)
-            .map(|m| format!("{}: field `{}` {}", m.position, m.field, m.problem))
+            .map(|m| match m.field.as_str() {
+                "(record)" => format!("{}: {}", m.position, m.problem),
+                field => format!("{}: field `{field}` {}", m.position, m.problem),
+            })
             .collect();
         let more = d.malformed.len().saturating_sub(NAMED);
         let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
@@ -325,7 +328,7 @@ fn length_findings(
     findings.push(
         LintRule::TokenLengths,
         format!(
-            "rendered lengths with {model}'s tokenizer and chat template: min {}, p50 {}, p95 {}, max {} tokens",
+            "rendered lengths with {model}: min {}, p50 {}, p95 {}, max {} tokens",
             stats.min, stats.p50, stats.p95, stats.max
         ),
         Vec::new(),
@@ -350,9 +353,10 @@ fn length_findings(
             findings.push(
                 LintRule::OverMaxLength,
                 format!(
-                    "{} example{} exceed max_length {max} by up to {} tokens ({} tokens would be truncated in training): {}",
+                    "{} example{} exceed{} max_length {max} by up to {} tokens ({} tokens would be truncated in training): {}",
                     stats.over_max_length,
                     plural(stats.over_max_length),
+                    if stats.over_max_length == 1 { "s" } else { "" },
                     stats.max_excess,
                     stats.truncated_tokens,
                     named.join(", ")
