@@ -32,6 +32,10 @@ use crate::retry::RetryPolicy;
 
 /// The lease TTL assumed until the coordinator names its own (the coordinator's default).
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+/// How long a newcomer waits for its name to come free (the live agent under it exits or falls
+/// silent for a lease TTL) before the refusal is final: a restart after a crash takes the name
+/// once the old process's registration lapses.
+const NAME_WAIT: Duration = Duration::from_secs(120);
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
@@ -178,6 +182,7 @@ pub async fn run_until(
         }
     }
     loops.heartbeat.abort_all();
+    agent.leave().await;
     tracing::info!(agent = %agent.config.name, "agent drained; exiting");
     Ok(())
 }
@@ -270,10 +275,20 @@ impl Agent {
             "draining: leasing nothing new; waiting for the running jobs"
         );
         // Bounded: a coordinator that does not answer learns it from the heartbeats later.
-        match tokio::time::timeout(Duration::from_secs(5), self.beat()).await {
+        match tokio::time::timeout(Duration::from_secs(5), self.beat(false)).await {
             Ok(Ok(_)) => {}
             Ok(Err(s)) => tracing::info!(error = s.message(), "failed to tell the coordinator about the drain"),
             Err(_) => tracing::info!("the coordinator did not answer the drain's heartbeat in 5 s"),
+        }
+    }
+
+    /// Tells the coordinator this process is exiting, so the next one may take the name at once.
+    /// Bounded: a coordinator that does not answer frees the name after a lease TTL of silence.
+    async fn leave(&self) {
+        match tokio::time::timeout(Duration::from_secs(5), self.beat(true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => tracing::info!(error = s.message(), "failed to tell the coordinator the agent is leaving"),
+            Err(_) => tracing::info!("the coordinator did not answer the leaving heartbeat in 5 s"),
         }
     }
 
@@ -331,17 +346,24 @@ impl Agent {
         Ok(())
     }
 
-    /// Registers, retrying while the coordinator is unreachable; a refusal (bad token or bad
-    /// capabilities) is final.
+    /// Registers, retrying while the coordinator is unreachable and, for up to [`NAME_WAIT`],
+    /// while the name belongs to a live agent; a refusal (bad token or bad capabilities) is final.
     async fn register_until_accepted(&self) -> Result<(), AgentError> {
         let mut delay = Duration::from_millis(200);
+        let started = tokio::time::Instant::now();
         loop {
             match self.register().await {
                 Ok(()) => return Ok(()),
+                Err(s) if s.code() == Code::AlreadyExists && started.elapsed() < NAME_WAIT => {
+                    tracing::warn!(error = s.message(), "name in use; waiting for it to come free");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
                 Err(s)
                     if matches!(
                         s.code(),
                         Code::Unauthenticated
+                            | Code::AlreadyExists
                             | Code::InvalidArgument
                             | Code::PermissionDenied
                             | Code::FailedPrecondition
@@ -368,7 +390,7 @@ impl Agent {
                 lost = self.register().await.is_err();
                 continue;
             }
-            match self.beat().await {
+            match self.beat(false).await {
                 Ok(reregister) => {
                     if reregister {
                         lost = self.register().await.is_err();
@@ -384,7 +406,7 @@ impl Agent {
 
     /// One heartbeat: renews the leases, stops the jobs the coordinator names; returns whether it
     /// asks the agent to register again.
-    async fn beat(&self) -> Result<bool, tonic::Status> {
+    async fn beat(&self, leaving: bool) -> Result<bool, tonic::Status> {
         let request = pb::HeartbeatRequest {
             agent_name: self.config.name.clone(),
             gpus: self
@@ -395,6 +417,7 @@ impl Agent {
                 .collect(),
             running: self.leases(),
             draining: self.is_draining(),
+            leaving,
         };
         let mut client = self.client.clone();
         let resp = client.heartbeat(request).await?.into_inner();

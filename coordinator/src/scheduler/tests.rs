@@ -431,6 +431,17 @@ fn a_live_name_is_kept_from_other_processes() {
 }
 
 #[test]
+fn an_agent_that_left_frees_its_name_at_once() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "first", &[], 0);
+    assert!(c.check_registration(&name("a"), "second", false, 1).is_err(), "live before it leaves");
+    assert!(c.on_agent_left(&name("a")));
+    assert!(c.check_registration(&name("a"), "second", false, 2).is_ok(), "free once it left");
+    assert_eq!(c.online_agents(), 0);
+    assert!(!c.on_agent_left(&name("nobody")), "an unknown agent is not known");
+}
+
+#[test]
 fn a_drained_agent_is_leased_nothing_while_its_running_job_finishes_and_undrained_it_leases_again() {
     let mut c = core();
     c.on_agent_registered(name("a"), gpu_agent(4096, 2), "", &[], 0);
