@@ -274,21 +274,22 @@ impl Agent {
             timeout = %humantime::format_duration(self.config.drain_timeout),
             "draining: leasing nothing new; waiting for the running jobs"
         );
-        // Bounded: a coordinator that does not answer learns it from the heartbeats later.
-        match tokio::time::timeout(Duration::from_secs(5), self.beat(false)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(s)) => tracing::info!(error = s.message(), "failed to tell the coordinator about the drain"),
-            Err(_) => tracing::info!("the coordinator did not answer the drain's heartbeat in 5 s"),
-        }
+        // A coordinator that does not answer learns it from the heartbeats later.
+        self.tell(false, "the drain").await;
     }
 
     /// Tells the coordinator this process is exiting, so the next one may take the name at once.
-    /// Bounded: a coordinator that does not answer frees the name after a lease TTL of silence.
+    /// A coordinator that does not answer frees the name after a lease TTL of silence.
     async fn leave(&self) {
-        match tokio::time::timeout(Duration::from_secs(5), self.beat(true)).await {
+        self.tell(true, "the agent is leaving").await;
+    }
+
+    /// One heartbeat out of turn, bounded to 5 s; a failure is only logged (`what` names the news).
+    async fn tell(&self, leaving: bool, what: &str) {
+        match tokio::time::timeout(Duration::from_secs(5), self.beat(leaving)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(s)) => tracing::info!(error = s.message(), "failed to tell the coordinator the agent is leaving"),
-            Err(_) => tracing::info!("the coordinator did not answer the leaving heartbeat in 5 s"),
+            Ok(Err(s)) => tracing::info!(error = s.message(), "failed to tell the coordinator about {what}"),
+            Err(_) => tracing::info!("the coordinator did not answer the heartbeat about {what} in 5 s"),
         }
     }
 

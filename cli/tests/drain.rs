@@ -103,7 +103,6 @@ fn an_agent_restarted_after_a_crash_waits_for_its_name_instead_of_exiting() {
     cluster.kill_agent("a1");
     // The killed process said nothing: its name stays live for a lease TTL. The newcomer waits.
     cluster.start_agent("a1");
-    std::thread::sleep(Duration::from_millis(500));
     let run = cluster.submit(&command_spec(cluster.dir.path(), "after-crash", "echo after", "[]"));
     let run = cluster.wait_ended(run, RUN_TIMEOUT);
     assert_eq!(
