@@ -32,6 +32,10 @@ use crate::retry::RetryPolicy;
 
 /// The lease TTL assumed until the coordinator names its own (the coordinator's default).
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+/// How long a newcomer waits for its name to come free (the live agent under it exits or falls
+/// silent for a lease TTL) before the refusal is final: a restart after a crash takes the name
+/// once the old process's registration lapses.
+const NAME_WAIT: Duration = Duration::from_secs(120);
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
@@ -83,6 +87,25 @@ struct RunningJob {
     cancel: watch::Sender<bool>,
     /// Set when the agent stops the job to give it back: the reason sent with the release.
     release: Option<String>,
+    /// Becomes true once this attempt's processes have ended.
+    ended: watch::Receiver<bool>,
+}
+
+/// What [`Agent::admit`] decides for an assignment (`None`: draining, give it back).
+enum Admission {
+    Run(Admitted),
+    /// A newer attempt of the job runs here already: the coordinator refuses this one's lease.
+    Stale,
+}
+
+/// What [`Agent::admit`] hands a newly admitted attempt.
+struct Admitted {
+    cancelled: watch::Receiver<bool>,
+    /// Set by the attempt when it has ended.
+    ended: watch::Sender<bool>,
+    /// An earlier attempt of the same job still running here, told to stop: wait for its end
+    /// before starting, so two attempts of one job never run side by side.
+    predecessor: Option<watch::Receiver<bool>>,
 }
 
 /// Jobs this agent runs now, by job id.
@@ -178,6 +201,7 @@ pub async fn run_until(
         }
     }
     loops.heartbeat.abort_all();
+    agent.leave().await;
     tracing::info!(agent = %agent.config.name, "agent drained; exiting");
     Ok(())
 }
@@ -269,11 +293,22 @@ impl Agent {
             timeout = %humantime::format_duration(self.config.drain_timeout),
             "draining: leasing nothing new; waiting for the running jobs"
         );
-        // Bounded: a coordinator that does not answer learns it from the heartbeats later.
-        match tokio::time::timeout(Duration::from_secs(5), self.beat()).await {
+        // A coordinator that does not answer learns it from the heartbeats later.
+        self.tell(false, "the drain").await;
+    }
+
+    /// Tells the coordinator this process is exiting, so the next one may take the name at once.
+    /// A coordinator that does not answer frees the name after a lease TTL of silence.
+    async fn leave(&self) {
+        self.tell(true, "the agent is leaving").await;
+    }
+
+    /// One heartbeat out of turn, bounded to 5 s; a failure is only logged (`what` names the news).
+    async fn tell(&self, leaving: bool, what: &str) {
+        match tokio::time::timeout(Duration::from_secs(5), self.beat(leaving)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(s)) => tracing::info!(error = s.message(), "failed to tell the coordinator about the drain"),
-            Err(_) => tracing::info!("the coordinator did not answer the drain's heartbeat in 5 s"),
+            Ok(Err(s)) => tracing::info!(error = s.message(), "failed to tell the coordinator about {what}"),
+            Err(_) => tracing::info!("the coordinator did not answer the heartbeat about {what} in 5 s"),
         }
     }
 
@@ -288,14 +323,15 @@ impl Agent {
     }
 
     /// Takes a job on, unless a drain began: then it is handed back for the caller to give back.
-    fn admit(&self, lease: Lease) -> Option<watch::Receiver<bool>> {
+    /// An earlier attempt of the same job still running here (the coordinator requeued it while
+    /// its lease was on the way, e.g. across a re-registration) is stopped: the new lease
+    /// supersedes it.
+    fn admit(&self, lease: Lease) -> Option<Admission> {
         let mut map = self.running.lock().ok()?;
         if self.is_draining() {
             return None;
         }
-        let (cancel, cancelled) = watch::channel(false);
-        map.insert(lease.job.0, RunningJob { lease, cancel, release: None });
-        Some(cancelled)
+        Some(admit_into(&mut map, lease))
     }
 
     fn retry_policy(&self) -> RetryPolicy {
@@ -331,17 +367,24 @@ impl Agent {
         Ok(())
     }
 
-    /// Registers, retrying while the coordinator is unreachable; a refusal (bad token or bad
-    /// capabilities) is final.
+    /// Registers, retrying while the coordinator is unreachable and, for up to [`NAME_WAIT`],
+    /// while the name belongs to a live agent; a refusal (bad token or bad capabilities) is final.
     async fn register_until_accepted(&self) -> Result<(), AgentError> {
         let mut delay = Duration::from_millis(200);
+        let started = tokio::time::Instant::now();
         loop {
             match self.register().await {
                 Ok(()) => return Ok(()),
+                Err(s) if s.code() == Code::AlreadyExists && started.elapsed() < NAME_WAIT => {
+                    tracing::warn!(error = s.message(), "name in use; waiting for it to come free");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
                 Err(s)
                     if matches!(
                         s.code(),
                         Code::Unauthenticated
+                            | Code::AlreadyExists
                             | Code::InvalidArgument
                             | Code::PermissionDenied
                             | Code::FailedPrecondition
@@ -368,7 +411,7 @@ impl Agent {
                 lost = self.register().await.is_err();
                 continue;
             }
-            match self.beat().await {
+            match self.beat(false).await {
                 Ok(reregister) => {
                     if reregister {
                         lost = self.register().await.is_err();
@@ -384,7 +427,7 @@ impl Agent {
 
     /// One heartbeat: renews the leases, stops the jobs the coordinator names; returns whether it
     /// asks the agent to register again.
-    async fn beat(&self) -> Result<bool, tonic::Status> {
+    async fn beat(&self, leaving: bool) -> Result<bool, tonic::Status> {
         let request = pb::HeartbeatRequest {
             agent_name: self.config.name.clone(),
             gpus: self
@@ -395,6 +438,7 @@ impl Agent {
                 .collect(),
             running: self.leases(),
             draining: self.is_draining(),
+            leaving,
         };
         let mut client = self.client.clone();
         let resp = client.heartbeat(request).await?.into_inner();
@@ -433,11 +477,15 @@ impl Agent {
             tracing::error!(job = job_id, "assignment without a usable lease; not running it");
             return;
         };
-        let Some(cancel_rx) = self.admit(lease) else {
+        let Some(admitted) = self.admit(lease) else {
             let reason = format!("agent {} is draining; the job was not started", self.config.name);
             release(&self.client, self.retry_policy(), lease, &reason).await;
             return;
         };
+        let Admission::Run(Admitted { cancelled: cancel_rx, ended, predecessor }) = admitted else { return };
+        if let Some(mut older) = predecessor {
+            let _ = older.wait_for(|ended| *ended).await;
+        }
         tracing::info!(job = job_id, stage = %a.stage, attempt = a.attempt, "running job");
         let ctx = JobContext {
             client: self.client.clone(),
@@ -449,9 +497,10 @@ impl Agent {
             retry: self.retry_policy(),
         };
         let end = execute(ctx, a, cancel_rx).await;
+        let _ = ended.send(true);
         let (running, given_back): (HashSet<u64>, Option<String>) = match self.running.lock() {
             Ok(mut m) => {
-                let job = m.remove(&job_id);
+                let job = take_own(&mut m, lease);
                 (m.keys().copied().collect(), job.and_then(|j| j.release))
             }
             Err(_) => return,
@@ -467,6 +516,41 @@ impl Agent {
         {
             tracing::debug!(count = deleted.len(), keep, "old job directories deleted");
         }
+    }
+}
+
+/// Enters an attempt into the running jobs; see [`Agent::admit`].
+fn admit_into(map: &mut HashMap<u64, RunningJob>, lease: Lease) -> Admission {
+    if let Some(newer) = map.get(&lease.job.0).filter(|j| j.lease.epoch > lease.epoch) {
+        tracing::warn!(
+            job = lease.job.0,
+            epoch = lease.epoch.0,
+            running_epoch = newer.lease.epoch.0,
+            "a stale attempt of a job running here arrived late; not running it"
+        );
+        return Admission::Stale;
+    }
+    let (cancel, cancelled) = watch::channel(false);
+    let (ended_tx, ended) = watch::channel(false);
+    let previous = map.insert(lease.job.0, RunningJob { lease, cancel, release: None, ended });
+    let predecessor = previous.map(|old| {
+        tracing::warn!(
+            job = lease.job.0,
+            old_epoch = old.lease.epoch.0,
+            new_epoch = lease.epoch.0,
+            "a newer attempt of a job running here arrived; stopping the older one first"
+        );
+        let _ = old.cancel.send(true);
+        old.ended
+    });
+    Admission::Run(Admitted { cancelled, ended: ended_tx, predecessor })
+}
+
+/// Removes the attempt's own entry: a newer attempt of the job may have taken it.
+fn take_own(map: &mut HashMap<u64, RunningJob>, lease: Lease) -> Option<RunningJob> {
+    match map.get(&lease.job.0) {
+        Some(j) if j.lease.epoch == lease.epoch => map.remove(&lease.job.0),
+        _ => None,
     }
 }
 
@@ -499,5 +583,43 @@ fn to_pb(c: crate::caps::Capabilities, max_jobs: u32) -> pb::Capabilities {
         labels: c.labels,
         environment: c.fingerprint.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
         max_jobs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use phasegate_proto::domain::{Epoch, JobId, LeaseToken};
+
+    use super::*;
+
+    fn lease(job: u64, epoch: u64) -> Lease {
+        Lease { job: JobId(job), epoch: Epoch(epoch), token: LeaseToken::from_bytes([epoch as u8; 16]) }
+    }
+
+    #[test]
+    fn a_newer_attempt_stops_the_older_and_waits_for_its_end() {
+        let mut map = HashMap::new();
+        let Admission::Run(first) = admit_into(&mut map, lease(4, 1)) else { panic!("first attempt refused") };
+        assert!(first.predecessor.is_none());
+        let Admission::Run(second) = admit_into(&mut map, lease(4, 2)) else { panic!("newer attempt refused") };
+        assert!(*first.cancelled.borrow(), "the older attempt was not told to stop");
+        let mut predecessor = second.predecessor.expect("the newer attempt does not wait for the older");
+        assert!(!*predecessor.borrow_and_update());
+        first.ended.send(true).unwrap();
+        assert!(*predecessor.borrow_and_update(), "the older attempt's end does not reach the newer");
+        // The older attempt ending takes nothing away from the newer one.
+        assert!(take_own(&mut map, lease(4, 1)).is_none());
+        assert_eq!(map[&4].lease.epoch, Epoch(2));
+        assert!(take_own(&mut map, lease(4, 2)).is_some());
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_stale_attempt_arriving_late_does_not_run_or_stop_the_newer() {
+        let mut map = HashMap::new();
+        let Admission::Run(newer) = admit_into(&mut map, lease(4, 3)) else { panic!("refused") };
+        assert!(matches!(admit_into(&mut map, lease(4, 2)), Admission::Stale));
+        assert!(!*newer.cancelled.borrow(), "a stale attempt stopped the newer one");
+        assert_eq!(map[&4].lease.epoch, Epoch(3));
     }
 }

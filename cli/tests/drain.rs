@@ -80,6 +80,42 @@ fn a_sigtermed_agent_finishes_its_running_job_takes_nothing_new_and_exits_0() {
 }
 
 #[test]
+fn a_drained_agent_frees_its_name_so_a_restart_registers_at_once() {
+    let mut cluster = Cluster::start(&["a1"]);
+    cluster.signal_agent("a1", Signal::SIGTERM);
+    let status = cluster.wait_agent_exit("a1", RUN_TIMEOUT);
+    assert!(status.success(), "the drained agent exits 0: {status}\n{}", cluster.child_logs());
+    // Well within the 2 s lease TTL: the agent said it left, so it is offline and its name free.
+    let listed = listed_agent(&cluster, "a1").expect("a1 is listed");
+    assert_eq!(listed["online"], false, "the agent that left is offline at once: {listed}");
+
+    // A `systemctl restart`: the next process under the same name and the shared token.
+    cluster.start_agent("a1");
+    cluster.wait_agents_online(&["a1"]);
+    let run = cluster.submit(&command_spec(cluster.dir.path(), "after", "echo after", "[]"));
+    let run = cluster.wait_ended(run, RUN_TIMEOUT);
+    assert_eq!(run["state"], "succeeded", "{run}\n{}", cluster.child_logs());
+}
+
+#[test]
+fn an_agent_restarted_after_a_crash_waits_for_its_name_instead_of_exiting() {
+    let mut cluster = Cluster::start(&["a1"]);
+    cluster.kill_agent("a1");
+    // The killed process said nothing: its name stays live for a lease TTL. The newcomer waits.
+    cluster.start_agent("a1");
+    let run = cluster.submit(&command_spec(cluster.dir.path(), "after-crash", "echo after", "[]"));
+    let run = cluster.wait_ended(run, RUN_TIMEOUT);
+    assert_eq!(
+        run["state"],
+        "succeeded",
+        "the restarted agent took the name and ran the job: {run}\n{}",
+        cluster.child_logs()
+    );
+    let log = std::fs::read_to_string(cluster.dir.path().join("agent-a1.log")).unwrap_or_default();
+    assert!(log.contains("name in use; waiting for it to come free"), "it was refused first and waited:\n{log}");
+}
+
+#[test]
 fn past_the_drain_timeout_the_job_is_released_and_another_agent_runs_it() {
     let mut cluster = Cluster::start(&[]);
     cluster.start_agent_with("a1", &["--drain-timeout", "1s"]);

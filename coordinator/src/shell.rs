@@ -45,6 +45,9 @@ pub(crate) fn store_status(e: StoreError) -> Status {
 pub(crate) fn rejection_status(r: Rejection) -> Status {
     match r {
         Rejection::UnknownAgent(_) => Status::failed_precondition(format!("{r}; register first")),
+        // Its own code: a newcomer waits for the name to come free (the live agent exits or falls
+        // silent) rather than giving up as it would on a bad credential.
+        Rejection::NameInUse(_) => Status::already_exists(r.to_string()),
         _ if r.is_denial() => Status::permission_denied(r.to_string()),
         _ => Status::failed_precondition(r.to_string()),
     }
@@ -387,15 +390,22 @@ impl<S: Store> Shared<S> {
         Ok(stop)
     }
 
-    /// `draining`: the agent process says it is draining (it was asked to stop).
+    /// `draining`: the agent process says it is draining (it was asked to stop); `leaving`: it is
+    /// exiting now.
     pub async fn heartbeat(
         &self,
         name: &AgentName,
         free: &[(u32, u64)],
         running: &[Lease],
         draining: bool,
+        leaving: bool,
     ) -> HeartbeatOutcome {
-        let outcome = self.core.lock().await.on_heartbeat(name, free, running, draining, now_ms());
+        let mut core = self.core.lock().await;
+        let outcome = core.on_heartbeat(name, free, running, draining, now_ms());
+        if leaving && core.on_agent_left(name) {
+            tracing::info!(agent = %name, "agent left; its name is free");
+        }
+        drop(core);
         // Only grown free VRAM can make a waiting job fit; waking every long-poll on every heartbeat
         // would make each heartbeat cost one core pass per waiting agent. A drain that began wakes
         // them too, so the draining agent's waiting request ends at once.

@@ -452,6 +452,7 @@ async fn a_stale_epoch_is_rejected_and_changes_nothing() {
         gpus: vec![],
         running: job_lease(&new).into_iter().collect(),
         draining: false,
+        leaving: false,
     };
     let heartbeat = tokio::spawn(async move {
         loop {

@@ -122,6 +122,7 @@ async fn assert_untouched(c: &Coordinator, run_id: u64, holder: &mut AgentClient
         running: vec![lease(a, &a.lease_token)],
         gpus: vec![],
         draining: false,
+        leaving: false,
     };
     assert!(holder.heartbeat(hb).await.unwrap().into_inner().stop_jobs.is_empty(), "the holder keeps its job");
 }
@@ -312,7 +313,7 @@ async fn a_live_agent_name_is_refused_without_its_credential_and_taken_over_with
     let mut second = c.agent("gpu-1");
     let msg = assert_code(
         second.register(register_request("gpu-1", "second-process", vec![])).await,
-        Code::PermissionDenied,
+        Code::AlreadyExists,
         "agent name gpu-1 belongs to a live agent",
     );
     assert!(msg.contains("phasegate token create --agent gpu-1"), "{msg}");
@@ -324,7 +325,7 @@ async fn a_live_agent_name_is_refused_without_its_credential_and_taken_over_with
     owner.register(register_request("gpu-1", "owner-process", vec![])).await.unwrap();
     // Now the owner's registration is the live one.
     let again = first.register(register_request("gpu-1", "first-process", vec![])).await;
-    assert_code(again, Code::PermissionDenied, "gpu-1");
+    assert_code(again, Code::AlreadyExists, "gpu-1");
 }
 
 #[tokio::test]

@@ -46,13 +46,26 @@ fn report_text(r: &pb::CollectGarbageResponse) -> String {
     let runs = if ids.is_empty() { "no runs".to_owned() } else { format!("{} runs ({})", ids.len(), ids.join(", ")) };
     let verb = if r.dry_run { "dry run: would prune" } else { "pruned" };
     let freed = if r.dry_run { "would be freed" } else { "freed" };
-    let age = humantime::format_duration(Duration::from_millis(r.older_than_ms));
+    let age = age_text(r.older_than_ms);
     format!(
         "gc {verb} {runs}: {} log lines, {} metric points, {} files, {} bytes {freed}\n\
          policy: keep the newest {} runs of each experiment and every accepted phase's run; prune \
          finished runs older than {age}",
         r.log_lines, r.metric_points, r.blobs, r.bytes_freed, r.keep_runs
     )
+}
+
+/// An age as a person writes it: "30 days", "1 day", "12 hours"; other spans as `humantime` does.
+fn age_text(ms: u64) -> String {
+    const HOUR_MS: u64 = 60 * 60 * 1000;
+    const DAY_MS: u64 = 24 * HOUR_MS;
+    let plural = |n: u64, unit: &str| if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") };
+    match ms {
+        0 => "0s".to_owned(),
+        ms if ms % DAY_MS == 0 => plural(ms / DAY_MS, "day"),
+        ms if ms % HOUR_MS == 0 => plural(ms / HOUR_MS, "hour"),
+        ms => humantime::format_duration(Duration::from_millis(ms)).to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -73,9 +86,12 @@ mod tests {
         };
         let text = report_text(&r);
         assert!(text.starts_with("gc dry run: would prune 2 runs (4, 7): 5 log lines, 3 metric points, 2 files, 1234 bytes would be freed"), "{text}");
-        assert!(text.contains("newest 20 runs") && text.contains("older than 30days"), "{text}");
+        assert!(text.contains("newest 20 runs") && text.contains("older than 30 days"), "{text}");
         let json = report_json(&r);
         assert_eq!(json["runs_pruned"], 2);
+        assert_eq!(age_text(24 * 60 * 60 * 1000), "1 day");
+        assert_eq!(age_text(36 * 60 * 60 * 1000), "36 hours");
+        assert_eq!(age_text(90 * 60 * 1000), "1h 30m");
         assert_eq!(json["bytes_freed"], 1234);
     }
 }

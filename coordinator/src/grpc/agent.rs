@@ -104,7 +104,7 @@ impl<S: Store> AgentService for AgentApi<S> {
         let req = req.into_inner();
         let running = leases_from_wire(&req.running).map_err(invalid)?;
         let free: Vec<(u32, u64)> = req.gpus.iter().map(|g| (g.index, g.free_vram_mib)).collect();
-        let outcome = self.shared.heartbeat(&name, &free, &running, req.draining).await;
+        let outcome = self.shared.heartbeat(&name, &free, &running, req.draining, req.leaving).await;
         Ok(Response::new(pb::HeartbeatResponse {
             stop_jobs: outcome.stop.into_iter().map(|j| j.0).collect(),
             reregister: outcome.reregister,

@@ -143,6 +143,9 @@ struct Agent {
     /// The agent process said it is draining (it was asked to stop); not kept: a new process
     /// under the name starts undrained.
     self_draining: bool,
+    /// It registered with this core; `false` for an agent restored from the store, which is leased
+    /// nothing until it registers (its registration says what it still runs).
+    registered: bool,
 }
 
 impl Agent {
@@ -155,6 +158,7 @@ impl Agent {
             running: BTreeSet::new(),
             drained_ms: None,
             self_draining: false,
+            registered: false,
         }
     }
 
@@ -339,13 +343,15 @@ impl Core {
         now_ms: u64,
     ) -> (Vec<JobId>, Effects) {
         let mut effects = Effects::default();
-        let mut agent = Agent::new(caps, instance, now_ms, true);
+        let mut agent = Agent { registered: true, ..Agent::new(caps, instance, now_ms, true) };
+        let mut same_process = false;
         let previous = match self.agents.remove(&name) {
             Some(old) => {
+                same_process = !instance.is_empty() && old.instance == instance;
                 // An operator's drain outlives re-registrations; the process's own drain only
                 // holds while the same process registers again.
                 agent.drained_ms = old.drained_ms;
-                agent.self_draining = old.self_draining && !instance.is_empty() && old.instance == instance;
+                agent.self_draining = old.self_draining && same_process;
                 old.running
             }
             None => BTreeSet::new(),
@@ -360,8 +366,17 @@ impl Core {
             }
         }
         let reported_ids: BTreeSet<JobId> = reported.iter().map(|l| l.job).collect();
-        for lost in previous.difference(&reported_ids) {
-            self.lose_job(*lost, &format!("agent {name} restarted without it"), &mut effects);
+        for missing in previous.difference(&reported_ids) {
+            if same_process {
+                // The same process registering again (after a failed heartbeat) built its list
+                // before a lease granted since was on its way to it: the lease stays, unrenewed,
+                // and lapses as any silent lease does if the agent never reports it.
+                if let Some(a) = self.agents.get_mut(&name) {
+                    a.running.insert(*missing);
+                }
+            } else {
+                self.lose_job(*missing, &format!("agent {name} restarted without it"), &mut effects);
+            }
         }
         effects.work_available = true;
         (stop, effects)
@@ -417,6 +432,11 @@ impl Core {
         now_ms: u64,
     ) -> Result<Option<(Lease, Effects)>, Rejection> {
         let agent = self.agents.get(name).ok_or_else(|| Rejection::UnknownAgent(name.clone()))?;
+        if !agent.registered {
+            // Known from before a restart: a lease granted now could cross the registration the
+            // agent is sending, which would then report it missing and requeue a running job.
+            return Err(Rejection::UnknownAgent(name.clone()));
+        }
         if agent.is_draining() || agent.running.len() >= agent.caps.max_jobs as usize {
             return Ok(None);
         }

@@ -204,6 +204,43 @@ fn agent_restarting_without_its_job_requeues_it() {
 }
 
 #[test]
+fn the_same_process_registering_again_keeps_a_lease_its_list_missed_until_it_lapses() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), "p1", &[], 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    let l = lease(&mut c, "a", 0).unwrap();
+    // The registration was built before the lease reached the agent: it does not list the job.
+    let (_, effects) = c.on_agent_registered(name("a"), gpu_agent(4096, 2), "p1", &[], 10);
+    assert!(effects.jobs.is_empty(), "a lease on its way was requeued: {:?}", effects.jobs);
+    assert_eq!(lease(&mut c, "a", 11), None, "the job was leased a second time");
+    let renewed = c.on_heartbeat(&name("a"), &[], &[l], false, 500);
+    assert!(renewed.stop.is_empty());
+    assert!(c.on_job_completed(l, None, true, "").is_ok(), "the kept lease is still the current one");
+
+    // Never reported, it lapses as a silent lease does.
+    c.on_run_submitted(run(2, Priority::Manual, vec![job(2, Stage::Finetune, &[], 0)]), 600);
+    lease(&mut c, "a", 600).unwrap();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 2), "p1", &[], 610);
+    let effects = c.on_tick(600 + TTL);
+    assert_eq!(effects.jobs[&JobId(2)].state, JobState::Queued);
+}
+
+#[test]
+fn an_agent_restored_from_the_store_is_leased_nothing_until_it_registers() {
+    let mut c = core();
+    c.on_agent_restored(name("a"), gpu_agent(4096, 1), None, 0);
+    c.on_run_submitted(run(1, Priority::Manual, vec![job(1, Stage::Finetune, &[], 0)]), 0);
+    c.on_heartbeat(&name("a"), &[], &[], false, 1);
+    assert_eq!(
+        c.on_lease_request(&name("a"), test_token(), 2).unwrap_err(),
+        Rejection::UnknownAgent(name("a")),
+        "a lease crossing the agent's registration would be requeued while it runs"
+    );
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "p1", &[], 3);
+    assert_eq!(lease(&mut c, "a", 4).map(|l| l.job), Some(JobId(1)));
+}
+
+#[test]
 fn newer_pr_run_supersedes_older() {
     let mut c = core();
     let key = ("owner/repo".to_owned(), 7);
@@ -428,6 +465,17 @@ fn a_live_name_is_kept_from_other_processes() {
     assert!(c.check_registration(&name("a"), "second", true, TTL - 1).is_ok(), "its own credential");
     assert!(c.check_registration(&name("a"), "second", false, TTL).is_ok(), "silent for a TTL: not live");
     assert!(c.check_registration(&name("new"), "x", false, 0).is_ok());
+}
+
+#[test]
+fn an_agent_that_left_frees_its_name_at_once() {
+    let mut c = core();
+    c.on_agent_registered(name("a"), gpu_agent(4096, 1), "first", &[], 0);
+    assert!(c.check_registration(&name("a"), "second", false, 1).is_err(), "live before it leaves");
+    assert!(c.on_agent_left(&name("a")));
+    assert!(c.check_registration(&name("a"), "second", false, 2).is_ok(), "free once it left");
+    assert_eq!(c.online_agents(), 0);
+    assert!(!c.on_agent_left(&name("nobody")), "an unknown agent is not known");
 }
 
 #[test]

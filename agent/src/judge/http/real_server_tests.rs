@@ -81,7 +81,7 @@ async fn calibration_refuses_the_small_judge_on_a_real_server() {
     .unwrap();
     let (result, lines) = result;
     let done = format!("judge: calibration {0}/{0} calls done", 2 * anchors);
-    assert_eq!(lines.last(), Some(&done), "{lines:?}");
+    assert_eq!(lines.last(), Some(&done), "lines {lines:?}, error {:?}", result.as_ref().err());
     let err = result.expect_err("a 135M judge must not pass calibration");
     let msg = err.to_string();
     eprintln!("refusal: {msg}");

@@ -24,4 +24,13 @@ impl Core {
         }
         Err(Rejection::NameInUse(name.clone()))
     }
+
+    /// The agent process says it is exiting: it is offline from now on, so the next process may
+    /// take its name at once (a `systemctl restart` after a drain). Leases it still holds expire
+    /// as a silent agent's would. Returns whether the agent was known.
+    pub fn on_agent_left(&mut self, name: &AgentName) -> bool {
+        let Some(agent) = self.agents.get_mut(name) else { return false };
+        agent.online = false;
+        true
+    }
 }
