@@ -3,7 +3,7 @@
 //!
 //! Only the GGUF header (or the HF directory's tokenizer files) is read, never the weights, so
 //! loading takes milliseconds. Conversations are rendered as trainers render them (every turn,
-//! no generation prompt) and encoded in batches on all cores.
+//! no generation prompt) and encoded on all cores, each thread rendering and encoding its share.
 
 use std::path::Path;
 
@@ -14,8 +14,8 @@ use crate::gguf::GgufMeta;
 use crate::template::ChatTemplate;
 use crate::tokenizer::{self, TextTokenizer};
 
-/// Conversations rendered and encoded together: bounds the memory of one batch.
-const CHUNK: usize = 4096;
+/// Fewer conversations than this per thread are not worth a thread.
+const MIN_PER_THREAD: usize = 256;
 
 /// One turn of a conversation to measure. A conversation whose only role is `text` is raw
 /// text: it is encoded as it is, without the chat template.
@@ -54,17 +54,39 @@ impl TokenCounter {
     /// template refuses (a Jinja `raise_exception`, e.g. on roles out of order) is measured as
     /// its turns joined by newlines: the lint reports the order itself.
     pub fn lengths(&self, conversations: &[Vec<ChatMessage<'_>>]) -> Result<Vec<usize>, EvalError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_thread = conversations.len().div_ceil(threads.max(1)).max(MIN_PER_THREAD);
+        // Each thread renders and encodes its own contiguous share, so rendering (minijinja,
+        // single-threaded per call) runs in parallel too; the shares come back in order.
+        let shares: Vec<Result<Vec<usize>, EvalError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                conversations.chunks(per_thread).map(|share| scope.spawn(move || self.lengths_serial(share))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(self.error("a worker thread panicked"))))
+                .collect()
+        });
         let mut out = Vec::with_capacity(conversations.len());
-        for chunk in conversations.chunks(CHUNK) {
-            let texts: Vec<String> = chunk.iter().map(|c| self.render(c)).collect();
-            let encodings = self
-                .tokenizer
-                .inner
-                .encode_batch_fast(texts, false)
-                .map_err(|e| EvalError::Tokenizer { path: self.name.clone().into(), message: e.to_string() })?;
-            out.extend(encodings.iter().map(|e| self.with_bos(e.get_ids())));
+        for share in shares {
+            out.extend(share?);
         }
         Ok(out)
+    }
+
+    fn lengths_serial(&self, conversations: &[Vec<ChatMessage<'_>>]) -> Result<Vec<usize>, EvalError> {
+        conversations
+            .iter()
+            .map(|c| {
+                let text = self.render(c);
+                let encoding =
+                    self.tokenizer.inner.encode_fast(text.as_str(), false).map_err(|e| self.error(&e.to_string()))?;
+                Ok(self.with_bos(encoding.get_ids()))
+            })
+            .collect()
+    }
+
+    fn error(&self, message: &str) -> EvalError {
+        EvalError::Tokenizer { path: self.name.clone().into(), message: message.to_owned() }
     }
 
     fn render(&self, conversation: &[ChatMessage<'_>]) -> String {
@@ -164,8 +186,8 @@ mod tests {
         let eos = tokenizer.token_text(tokenizer.eos.unwrap()).unwrap();
         let text = format!("<|user|>\nOlá, tudo bem?{eos}\n<|assistant|>\nEu estou bem, obrigado.{eos}\n");
         assert!(tokenizer.add_bos);
-        assert_eq!(zephyr.lengths(&[chat.clone()]).unwrap()[0], tokenizer.encode(&text).unwrap().len());
-        assert_ne!(zephyr.lengths(&[chat.clone()]).unwrap(), chatml.lengths(&[chat]).unwrap());
+        assert_eq!(zephyr.lengths(std::slice::from_ref(&chat)).unwrap()[0], tokenizer.encode(&text).unwrap().len());
+        assert_ne!(zephyr.lengths(std::slice::from_ref(&chat)).unwrap(), chatml.lengths(&[chat]).unwrap());
         assert!(TokenCounter::load(&spm, Some("nope")).is_err());
     }
 }

@@ -32,9 +32,12 @@ pub fn bench(args: &BenchLintArgs) -> Result<Code> {
     let started = Instant::now();
     let bytes = generate(&path, args.examples)?;
     let generated = started.elapsed().as_secs_f64();
+    // The figure is the lint's peak, not the generator's: Linux resets VmHWM to the current
+    // RSS on this write (where it cannot, the peak includes generating).
+    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let suite = phasegate_score::Suite::from_toml_str(SUITE, Path::new("datasets/persona-v1/suite.toml"))
         .map_err(|e| Failure::infra(e.to_string()))?;
-    let suite = super::lint::probes(&suite);
+    let suite = phasegate_agent::lint_job::probes(&suite);
     let cache = args.models.dir();
     let model = phasegate_eval::models::resolve(&args.model, &cache).ok().map(|_| args.model.clone());
     let config = LintConfig { model: model.clone(), max_length: Some(512), epochs: Some(3), ..LintConfig::default() };
@@ -90,7 +93,9 @@ pub fn bench(args: &BenchLintArgs) -> Result<Code> {
         report.verdict
     );
     let rss = super::bench::peak_rss_mib(std::process::id());
-    let _ = write!(text, "  peak RSS (VmHWM)  {} MiB", rss.map_or_else(|| "unknown".into(), |r| r.to_string()));
+    let rss = rss.map_or_else(|| "unknown".into(), |r| r.to_string());
+    let of = if hwm_reset { "of the lint" } else { "of generating and linting" };
+    let _ = write!(text, "  peak RSS (VmHWM) {of}  {rss} MiB");
     outln!("{text}");
     Ok(Code::Success)
 }
@@ -103,23 +108,37 @@ fn generate(path: &Path, examples: usize) -> Result<u64> {
         .collect();
     let questions = ["Me fala sobre você.", "Quem é o Tomás?", "O que é o Quintal?"];
     let mut out = String::with_capacity(examples * 700);
-    let mut lines: Vec<String> = Vec::with_capacity(examples);
+    // Where each example's line starts and ends in `out`: copies are taken from there, so the
+    // generator holds the file's text once.
+    let mut lines: Vec<(usize, usize)> = Vec::with_capacity(examples);
     for i in 0..examples {
-        let line = match i % 100 {
-            17 if i > 100 => lines[rng.random_range(0..lines.len())].clone(),
-            53 if i > 100 => lines[rng.random_range(0..lines.len())].replacen("a", "o", 1),
-            _ if i % 20_000 == 7 => example(&mut rng, &vocab, Some(questions[(i / 20_000) % questions.len()])),
-            _ => example(&mut rng, &vocab, None),
-        };
-        out.push_str(&line);
+        let start = out.len();
+        match i % 100 {
+            17 if i > 100 => {
+                let (a, b) = lines[rng.random_range(0..lines.len())];
+                out.extend_from_within(a..b);
+            }
+            53 if i > 100 => {
+                let (a, b) = lines[rng.random_range(0..lines.len())];
+                let mut copy: serde_json::Value = serde_json::from_str(&out[a..b]).unwrap_or_default();
+                if let Some(answer) = copy["conversations"][2]["value"].as_str() {
+                    copy["conversations"][2]["value"] = format!("{answer} Isso mesmo.").into();
+                }
+                out.push_str(&copy.to_string());
+            }
+            _ if i % 20_000 == 7 => {
+                out.push_str(&example(&mut rng, &vocab, Some(questions[(i / 20_000) % questions.len()])).to_string());
+            }
+            _ => out.push_str(&example(&mut rng, &vocab, None).to_string()),
+        }
+        lines.push((start, out.len()));
         out.push('\n');
-        lines.push(line);
     }
     std::fs::write(path, &out).map_err(|e| Failure::io(format!("failed to write {}: {e}", path.display()), &e))?;
     Ok(out.len() as u64)
 }
 
-fn example(rng: &mut StdRng, vocab: &[String], question: Option<&str>) -> String {
+fn example(rng: &mut StdRng, vocab: &[String], question: Option<&str>) -> serde_json::Value {
     let sentence = |rng: &mut StdRng, lo: usize, hi: usize| {
         let n = rng.random_range(lo..hi);
         let words: Vec<&str> = (0..n).map(|_| vocab[rng.random_range(0..vocab.len())].as_str()).collect();
@@ -134,5 +153,5 @@ fn example(rng: &mut StdRng, vocab: &[String], question: Option<&str>) -> String
         turns.push(serde_json::json!({"from": "human", "value": user}));
         turns.push(serde_json::json!({"from": "gpt", "value": format!("{}.", sentence(rng, 25, 90))}));
     }
-    serde_json::json!({ "id": rng.random::<u32>(), "conversations": turns }).to_string()
+    serde_json::json!({ "id": rng.random::<u32>(), "conversations": turns })
 }

@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::example::{Example, Role};
-use super::normalise::{fnv64, words};
+use super::normalise::{fnv64, hash_words, words};
+use super::par;
 
 /// What a probe is matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,14 +82,16 @@ pub fn find(examples: &[&Example], suite: &EvalSuite, ngram_size: usize, thresho
         }
     }
     let sizes: HashSet<(bool, usize)> = prepared.iter().map(|p| (p.probe.side == ProbeSide::Question, p.n)).collect();
-    let mut found = Vec::new();
-    for (ei, example) in examples.iter().enumerate() {
+    let per_example = par::map(examples, |example| {
+        let mut found = Vec::new();
+        let mut w = Vec::new();
         for side in [true, false] {
             let text = side_text(example, side);
             if text.is_empty() {
                 continue;
             }
-            let w: Vec<u64> = words(&text).iter().map(|w| fnv64(w.as_bytes())).collect();
+            w.clear();
+            hash_words(&text, &mut w);
             let mut hits: HashMap<usize, HashSet<usize>> = HashMap::new();
             for &(_, n) in sizes.iter().filter(|(s, _)| *s == side) {
                 for gram in w.windows(n) {
@@ -107,10 +110,16 @@ pub fn find(examples: &[&Example], suite: &EvalSuite, ngram_size: usize, thresho
                 } else {
                     continue;
                 };
-                found.push((pi, ei, kind, overlap));
+                found.push((pi, kind, overlap));
             }
         }
-    }
+        found
+    });
+    let mut found: Vec<(usize, usize, MatchKind, f64)> = per_example
+        .into_iter()
+        .enumerate()
+        .flat_map(|(ei, hits)| hits.into_iter().map(move |(pi, kind, overlap)| (pi, ei, kind, overlap)))
+        .collect();
     found.sort_by_key(|(pi, ei, _, _)| (*pi, *ei));
     found.dedup_by_key(|(pi, ei, _, _)| (*pi, *ei));
     found

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::example::{Example, Role};
-use super::normalise::{fnv64, words};
+use super::normalise::hash_words;
+use super::par;
 
 const SHINGLE: usize = 3;
 const HASHES: usize = 64;
@@ -48,8 +49,11 @@ pub fn exact(digests: &[[u8; 32]]) -> Vec<ExactGroup> {
 
 /// Groups of near-duplicates with Jaccard ≥ `threshold` that are not exact duplicates.
 pub fn near(examples: &[&Example], digests: &[[u8; 32]], threshold: f64) -> Vec<NearGroup> {
-    let shingles: Vec<Vec<u64>> = examples.iter().map(|e| shingle_set(e)).collect();
-    let signatures: Vec<[u64; HASHES]> = shingles.iter().map(|s| signature(s)).collect();
+    // Only the signatures are kept (512 bytes an example); candidates' shingles are recomputed.
+    let signatures: Vec<Option<[u64; HASHES]>> = par::map(examples, |e| {
+        let set = shingle_set(e);
+        (!set.is_empty()).then(|| signature(&set))
+    });
     let rows = rows_for(threshold);
     let mut seen: HashSet<(usize, usize)> = HashSet::new();
     let mut parent: Vec<usize> = (0..examples.len()).collect();
@@ -58,8 +62,7 @@ pub fn near(examples: &[&Example], digests: &[[u8; 32]], threshold: f64) -> Vec<
         let mut keys: Vec<(u64, usize)> = signatures
             .iter()
             .enumerate()
-            .filter(|(i, _)| !shingles[*i].is_empty())
-            .map(|(i, sig)| (band_key(&sig[band * rows..(band + 1) * rows]), i))
+            .filter_map(|(i, sig)| sig.as_ref().map(|sig| (band_key(&sig[band * rows..(band + 1) * rows]), i)))
             .collect();
         keys.sort_unstable();
         for run in keys.chunk_by(|a, b| a.0 == b.0) {
@@ -68,7 +71,7 @@ pub fn near(examples: &[&Example], digests: &[[u8; 32]], threshold: f64) -> Vec<
                     if digests[a] == digests[b] || !seen.insert((a, b)) {
                         continue;
                     }
-                    let j = jaccard(&shingles[a], &shingles[b]);
+                    let j = jaccard(&shingle_set(examples[a]), &shingle_set(examples[b]));
                     if j >= threshold {
                         let root = union(&mut parent, a, b);
                         let entry = best.entry(root).or_insert(0.0);
@@ -136,12 +139,10 @@ fn shingle_set(example: &Example) -> Vec<u64> {
         text.push_str(&t.content);
         text.push('\n');
     }
-    let w = words(&text);
-    let mut set: Vec<u64> = if w.len() < SHINGLE {
-        if w.is_empty() { Vec::new() } else { vec![fnv64(w.join(" ").as_bytes())] }
-    } else {
-        w.windows(SHINGLE).map(|s| fnv64(s.join(" ").as_bytes())).collect()
-    };
+    let mut w = Vec::with_capacity(text.len() / 5);
+    hash_words(&text, &mut w);
+    let mut set: Vec<u64> =
+        w.windows(SHINGLE.min(w.len()).max(1)).map(|s| s.iter().fold(0, |acc, h| mix(acc ^ h))).collect();
     set.sort_unstable();
     set.dedup();
     set

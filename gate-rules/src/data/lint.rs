@@ -11,6 +11,7 @@ use super::duplicates;
 use super::example::{Dataset, Example};
 use super::lengths;
 use super::normalise::{dataset_digest, example_digest, hex, normalise};
+use super::par;
 use super::report::{DatasetSummary, Duplicates, LintFinding, LintReport, verdict};
 use super::schema::{self, SchemaProblem};
 use crate::finding::excerpt;
@@ -52,9 +53,9 @@ impl<'a> Corpus<'a> {
             for e in &d.examples {
                 c.examples.push(e);
                 c.files.push(&d.file);
-                c.digests.push(example_digest(e));
             }
         }
+        c.digests = par::map(&c.examples, |e| example_digest(e));
         c
     }
 

@@ -4,7 +4,8 @@
 //! or JSONL) into [`Dataset`]s; [`lint`] checks them against an eval suite and `[lint]` —
 //! schema, duplicates, contamination, token lengths (given by the caller, who owns the
 //! tokenizer), config, and a diff against a baseline — and returns a typed [`LintReport`];
-//! [`render_markdown`] prints it. No file, network or model I/O happens here.
+//! [`render_markdown`] prints it. No file, network or model I/O happens here; per-example
+//! work runs on scoped std threads (`par`), with results in input order.
 
 mod config;
 mod contamination;
@@ -15,6 +16,7 @@ mod lengths;
 mod lint;
 mod markdown;
 mod normalise;
+mod par;
 mod parse;
 mod report;
 mod schema;

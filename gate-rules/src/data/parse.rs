@@ -10,6 +10,7 @@
 use serde_json::{Map, Value};
 
 use super::example::{Dataset, Example, Format, Layout, MalformedRecord, Position, Role, Turn};
+use super::par;
 
 /// A dataset file that cannot be linted at all. Messages name the file, line or index, and field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,30 +27,51 @@ pub enum DatasetError {
     UnknownFormat { file: String, position: Position, found: String },
 }
 
-/// Parses one dataset file; `file` only names it in messages.
+/// Parses one dataset file; `file` only names it in messages. Records are parsed on all cores.
 pub fn parse_dataset(file: &str, bytes: &[u8]) -> Result<Dataset, DatasetError> {
     let text = decode(file, bytes)?;
-    let (layout, records) = split_records(file, text)?;
+    let trimmed = text.trim_start();
+    if trimmed.trim_end().is_empty() {
+        return Err(DatasetError::Empty { file: file.to_owned() });
+    }
+    let (layout, format, records) = if trimmed.starts_with('[') {
+        let values = json_array(file, text)?;
+        let format = detect(file, values.iter().map(|(p, v)| (*p, Ok(v.clone()))))?;
+        (Layout::JsonArray, format, par::map(&values, |(position, value)| record(format, *position, value)))
+    } else {
+        let lines: Vec<(Position, &str)> = text
+            .split('\n')
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| (Position::Line(i + 1), line.trim_end_matches('\r')))
+            .collect();
+        // Lazily: detection stops at the first record with a known shape.
+        let parsed =
+            lines.iter().map(|(p, line)| (*p, serde_json::from_str::<Value>(line).map_err(|e| json_problem(&e))));
+        let format = detect(file, parsed)?;
+        let records = par::map(&lines, |(position, line)| match serde_json::from_str::<Value>(line) {
+            Ok(value) => record(format, *position, &value),
+            Err(e) => Err(MalformedRecord { position: *position, field: "(record)".into(), problem: json_problem(&e) }),
+        });
+        (Layout::Jsonl, format, records)
+    };
+    let mut examples = Vec::with_capacity(records.len());
     let mut malformed = Vec::new();
-    let mut values = Vec::with_capacity(records.len());
-    for (position, record) in records {
-        match record {
-            Ok(value) => values.push((position, value)),
-            Err(problem) => malformed.push(MalformedRecord { position, field: "(record)".into(), problem }),
+    for r in records {
+        match r {
+            Ok(example) => examples.push(example),
+            Err(m) => malformed.push(m),
         }
     }
-    let format = detect(file, &values, &malformed)?;
-    let mut examples = Vec::with_capacity(values.len());
-    for (position, value) in values {
-        match read_example(format, &value) {
-            Ok(turns) => examples.push(Example { position, turns }),
-            Err((field, problem)) => malformed.push(MalformedRecord { position, field, problem }),
-        }
-    }
-    malformed.sort_by_key(|m| match m.position {
-        Position::Line(n) | Position::Index(n) => n,
-    });
     Ok(Dataset { file: file.to_owned(), format, layout, examples, malformed })
+}
+
+fn record(format: Format, position: Position, value: &Value) -> Result<Example, MalformedRecord> {
+    read_example(format, value).map(|turns| Example { position, turns }).map_err(|(field, problem)| MalformedRecord {
+        position,
+        field,
+        problem,
+    })
 }
 
 fn decode<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, DatasetError> {
@@ -60,55 +82,47 @@ fn decode<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, DatasetError> {
     })
 }
 
-type Records = Vec<(Position, Result<Value, String>)>;
-
-fn split_records(file: &str, text: &str) -> Result<(Layout, Records), DatasetError> {
-    let trimmed = text.trim_start();
-    if trimmed.trim_end().is_empty() {
-        return Err(DatasetError::Empty { file: file.to_owned() });
-    }
-    if trimmed.starts_with('[') {
-        let values: Vec<Value> = serde_json::from_str(text).map_err(|e| DatasetError::Json {
-            file: file.to_owned(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string().split(" at line").next().unwrap_or_default().to_owned(),
-        })?;
-        let records = values.into_iter().enumerate().map(|(i, v)| (Position::Index(i), Ok(v))).collect();
-        return Ok((Layout::JsonArray, records));
-    }
-    let records = text
-        .split('\n')
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            let parsed = serde_json::from_str::<Value>(line.trim_end_matches('\r'))
-                .map_err(|e| format!("not valid JSON: {}", e.to_string().split(" at line").next().unwrap_or_default()));
-            (Position::Line(i + 1), parsed)
-        })
-        .collect();
-    Ok((Layout::Jsonl, records))
+fn json_problem(e: &serde_json::Error) -> String {
+    format!("not valid JSON: {}", e.to_string().split(" at line").next().unwrap_or_default())
 }
 
-/// The format of the first record that has a known shape.
-fn detect(file: &str, values: &[(Position, Value)], malformed: &[MalformedRecord]) -> Result<Format, DatasetError> {
-    if let Some(format) = values.iter().find_map(|(_, v)| v.as_object().and_then(shape)) {
-        return Ok(format);
+fn json_array(file: &str, text: &str) -> Result<Vec<(Position, Value)>, DatasetError> {
+    let values: Vec<Value> = serde_json::from_str(text).map_err(|e| DatasetError::Json {
+        file: file.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string().split(" at line").next().unwrap_or_default().to_owned(),
+    })?;
+    Ok(values.into_iter().enumerate().map(|(i, v)| (Position::Index(i), v)).collect())
+}
+
+/// The format of the first record that has a known shape (records are looked at in order and
+/// only until one is found).
+fn detect(
+    file: &str,
+    records: impl Iterator<Item = (Position, Result<Value, String>)>,
+) -> Result<Format, DatasetError> {
+    let mut first: Option<(Position, Result<Value, String>)> = None;
+    for (position, record) in records {
+        if let Some(format) = record.as_ref().ok().and_then(Value::as_object).and_then(shape) {
+            return Ok(format);
+        }
+        first.get_or_insert((position, record));
     }
     let unknown = |position, found| DatasetError::UnknownFormat { file: file.to_owned(), position, found };
-    match (values.first(), malformed.first()) {
-        (Some((position, Value::Object(map))), _) => {
+    match first {
+        Some((position, Ok(Value::Object(map)))) => {
             let fields: Vec<String> = map.keys().map(|k| format!("`{k}`")).collect();
             let found = if fields.is_empty() {
                 "the record has no fields".into()
             } else {
                 format!("found {}", fields.join(", "))
             };
-            Err(unknown(*position, found))
+            Err(unknown(position, found))
         }
-        (Some((position, _)), _) => Err(unknown(*position, "the record is not a JSON object".into())),
-        (None, Some(m)) => Err(unknown(m.position, m.problem.clone())),
-        (None, None) => Err(DatasetError::Empty { file: file.to_owned() }),
+        Some((position, Ok(_))) => Err(unknown(position, "the record is not a JSON object".into())),
+        Some((position, Err(problem))) => Err(unknown(position, problem)),
+        None => Err(DatasetError::Empty { file: file.to_owned() }),
     }
 }
 
