@@ -140,6 +140,7 @@ async fn run_stage_job(
         }
     };
     match &job.work {
+        JobWork::Lint(stage) => crate::lint_job::run(ctx, stage, lease, dir, events, cancel).await,
         JobWork::Eval(stage) => crate::eval_job::run(ctx, &job, stage, lease, dir, events, cancel).await,
         JobWork::Score(stage) => {
             let io = crate::score_job::ScoreIo { lease, dir, events, cancel };

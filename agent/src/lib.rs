@@ -4,7 +4,7 @@
 //! job's command with streamed output, timeout and cancellation ([`runner`]), reading training
 //! metrics ([`metrics`]), finding metrics files and artifacts ([`collect`]) and packing/unpacking
 //! source bundles ([`bundle`]), and the gRPC client loop that registers, heartbeats, leases jobs and
-//! reports them ([`run`]). Eval jobs generate with `phasegate-eval` and score jobs score with
+//! reports them ([`run`]). Lint jobs check the run's datasets before any GPU work ([`lint_job`]). Eval jobs generate with `phasegate-eval` and score jobs score with
 //! `phasegate-score` (and, when the spec asks for it, an LLM judge run through `phasegate-eval`);
 //! this crate only wires them to files, artifacts and events. It does not own the wire protocol or
 //! scheduling decisions.
@@ -19,6 +19,7 @@ mod job;
 mod job_dirs;
 mod judge;
 mod lifeline;
+pub mod lint_job;
 pub mod metrics;
 mod proctree;
 mod retry;

@@ -16,7 +16,7 @@ use phasegate_proto::domain::{
     Stage, Trigger,
 };
 use phasegate_proto::pb;
-use phasegate_proto::spec::{PhaseSpec, StageWork};
+use phasegate_proto::spec::{LintOutcome, PhaseSpec, StageWork};
 
 use crate::artifacts::ArtifactStore;
 use crate::credentials::Credentials;
@@ -25,7 +25,7 @@ use crate::scheduler::{
     AgentStatus, CompletedLease, Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection,
     is_repeat_completion, unplaceable,
 };
-use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError};
+use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError, VerdictRecord};
 use crate::writer::{Pending, WriteQueue};
 
 pub(crate) fn now_ms() -> u64 {
@@ -511,13 +511,16 @@ impl<S: Store> Shared<S> {
         // Fence first: a stale or foreign lease is refused as such whatever else the report carries.
         // A repeat of the completion that ended the job (its answer lost in a restart) is answered
         // as delivered and changes nothing.
-        if let Err(refused) = self.check(lease, caller).await {
-            if self.repeats_completion(lease, caller, req.success).await? {
-                tracing::info!(job = %lease.job, "repeated completion acknowledged again");
-                return Ok(());
+        let (run, stage) = match self.check(lease, caller).await {
+            Ok(checked) => checked,
+            Err(refused) => {
+                if self.repeats_completion(lease, caller, req.success).await? {
+                    tracing::info!(job = %lease.job, "repeated completion acknowledged again");
+                    return Ok(());
+                }
+                return Err(refused);
             }
-            return Err(refused);
-        }
+        };
         for a in &req.artifacts {
             if !self.store.artifact_known(&a.sha256).await.map_err(store_status)? {
                 return Err(Status::invalid_argument(format!(
@@ -526,8 +529,22 @@ impl<S: Store> Shared<S> {
                 )));
             }
         }
+        // A lint whose verdict is `fail` is the run's verdict: stored before the run ends, so the
+        // run is never seen ended without it, and a repeat of this completion stores it again.
+        let lint_fail = match stage {
+            Stage::Lint if req.success => lint_failure(&req.result_json)?,
+            _ => None,
+        };
+        if let Some(verdict) = &lint_fail {
+            self.store.set_verdict(run, verdict).await.map_err(store_status)?;
+            tracing::info!(run = %run, "lint verdict fail: the later stages are cancelled");
+        }
         let mut core = self.core.lock().await;
-        let effects = core.on_job_completed(lease, caller, req.success, &req.error).map_err(rejection_status)?;
+        let effects = match lint_fail {
+            Some(_) => core.on_job_completed_ending_run(lease, caller, LINT_FAILED),
+            None => core.on_job_completed(lease, caller, req.success, &req.error),
+        }
+        .map_err(rejection_status)?;
         let result = JobResult {
             job: Some(lease.job),
             metrics: req.metrics,
@@ -598,6 +615,37 @@ impl<S: Store> Shared<S> {
     }
 }
 
+/// Why the stages after a failing lint did not run.
+const LINT_FAILED: &str = "skipped: the lint verdict is fail (see the report)";
+
+/// The verdict record of a lint job's result when its verdict is `fail`; `None` otherwise.
+fn lint_failure(result_json: &str) -> Result<Option<VerdictRecord>, Status> {
+    let outcome: LintOutcome = serde_json::from_str(result_json)
+        .map_err(|e| Status::invalid_argument(format!("result_json: not a lint outcome: {e}")))?;
+    if outcome.verdict != "fail" {
+        return Ok(None);
+    }
+    let summary = serde_json::json!({
+        "stage": "lint",
+        "verdict": outcome.verdict,
+        "examples": outcome.examples,
+        "findings": outcome.findings,
+    });
+    let mut report = format!(
+        "**Stopped at the lint stage: the data fails its checks, so no later stage ran.**\n\n{}",
+        outcome.markdown
+    );
+    let limit = gate_rules::report::GITHUB_COMMENT_LIMIT - 200;
+    if report.len() > limit {
+        let cut = (0..=limit).rev().find(|i| report.is_char_boundary(*i)).unwrap_or(0);
+        report.truncate(cut);
+        report.push_str(
+            "\n\n… (cut to fit a PR comment; the whole report is the lint job's artifact `lint/report.md`)\n",
+        );
+    }
+    Ok(Some(VerdictRecord { verdict: outcome.verdict, report, evaluation_json: summary.to_string() }))
+}
+
 fn restored_job(j: &crate::store::JobRecord) -> Result<NewJob, StoreError> {
     let bad = |detail: String| StoreError::Corrupt { table: "jobs", detail };
     let requires = phasegate_proto::domain::Requirements {
@@ -629,7 +677,7 @@ fn assignment_template(spec: &PhaseSpec, work: &StageWork, stage: Stage, bundle:
     let work = match work {
         // The coordinator runs the gate itself; the spec (stored with the run) describes it.
         StageWork::Gate(_) => None,
-        StageWork::Eval(_) | StageWork::Score(_) => {
+        StageWork::Lint(_) | StageWork::Eval(_) | StageWork::Score(_) => {
             spec.stage_job(work).map(|job| pb::assignment::Work::StageJson(job.to_json()))
         }
         StageWork::Command(c) => Some(pb::assignment::Work::Command(pb::CommandWork {

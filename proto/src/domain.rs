@@ -128,6 +128,7 @@ impl FromStr for Priority {
 /// A stage of a run. Stages form a small DAG: each depends on the ones before it in the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
+    Lint,
     Finetune,
     Eval,
     Score,
@@ -137,6 +138,7 @@ pub enum Stage {
 impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Lint => "lint",
             Self::Finetune => "finetune",
             Self::Eval => "eval",
             Self::Score => "score",
@@ -154,6 +156,7 @@ impl FromStr for Stage {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "lint" => Ok(Self::Lint),
             "finetune" => Ok(Self::Finetune),
             "eval" => Ok(Self::Eval),
             "score" => Ok(Self::Score),

@@ -1,11 +1,13 @@
 //! The TOML phase spec that `phasegate submit` sends and the coordinator turns into a run.
 //!
 //! Unknown keys are errors that name the key and the file. The spec is a small DAG of stages
-//! (finetune → eval → score → gate); each present stage depends on the present stages before it.
+//! (lint → finetune → eval → score → gate); each present stage depends on the present stages
+//! before it.
 //! `[finetune]` is optional when `[eval]` is present (an eval of a base model); `[score]` needs
 //! `[eval]`; `[gate]` needs an earlier stage and reads the score files by default.
 
 mod eval;
+mod lint;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +21,7 @@ pub use eval::{
     DEFAULT_JUDGE_TIMEOUT_S, EvalGeneration, EvalStage, JobWork, JudgeModel, JudgeServer, PenaltyScope, Requantize,
     ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
 };
+pub use lint::{DEFAULT_LINT_TIMEOUT_S, LINT_REPORT_JSON, LINT_REPORT_MD, LintOutcome, LintStage};
 
 /// A spec that could not be read or accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +42,8 @@ struct RawSpec {
     parent: Option<String>,
     #[serde(default)]
     priority: Option<Priority>,
+    #[serde(default)]
+    lint: Option<lint::RawLintStage>,
     #[serde(default)]
     finetune: Option<RawCommandStage>,
     #[serde(default)]
@@ -81,6 +86,7 @@ pub struct PhaseSpec {
     pub description: String,
     pub parent: Option<String>,
     pub priority: Priority,
+    pub lint: Option<LintStage>,
     pub finetune: Option<CommandStage>,
     pub eval: Option<EvalStage>,
     pub score: Option<ScoreStage>,
@@ -122,6 +128,7 @@ pub struct StagePlan {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum StageWork {
+    Lint(LintStage),
     Command(CommandStage),
     Eval(EvalStage),
     Score(ScoreStage),
@@ -159,6 +166,18 @@ impl PhaseSpec {
             .transpose()
             .map_err(err)?;
         let gate = raw.gate.map(|g| gate_stage(g, score.is_some())).transpose().map_err(err)?;
+        let lint = raw
+            .lint
+            .map(|l| {
+                lint::lint_stage(
+                    l,
+                    eval.as_ref().map(|e| e.suite.as_str()),
+                    eval.as_ref().map(|e| e.model.as_str()),
+                    gate.as_ref().map(|g| g.config.as_str()),
+                )
+            })
+            .transpose()
+            .map_err(err)?;
         if gate.is_some() && finetune.is_none() && eval.is_none() {
             return Err(err("the [gate] stage needs an earlier stage whose artifacts hold the results: \
                  add a [finetune] or an [eval] section"
@@ -170,13 +189,14 @@ impl PhaseSpec {
             description: raw.description,
             parent: raw.parent,
             priority: raw.priority.unwrap_or(Priority::Manual),
+            lint,
             finetune,
             eval,
             score,
             gate,
         };
         if spec.stages().is_empty() {
-            return Err(err("the spec has no stage: add a [finetune] or an [eval] section".to_owned()));
+            return Err(err("the spec has no stage: add a [lint], [finetune] or [eval] section".to_owned()));
         }
         Ok(spec)
     }
@@ -184,6 +204,7 @@ impl PhaseSpec {
     /// The JSON an agent receives for a non-command stage (`Assignment.stage_json`).
     pub fn stage_job(&self, work: &StageWork) -> Option<StageJob> {
         let work = match work {
+            StageWork::Lint(l) => JobWork::Lint(l.clone()),
             StageWork::Eval(e) => JobWork::Eval(e.clone()),
             StageWork::Score(s) => JobWork::Score(s.clone()),
             StageWork::Command(_) | StageWork::Gate(_) => return None,
@@ -194,10 +215,19 @@ impl PhaseSpec {
     /// The stages of the run in dependency order.
     pub fn stages(&self) -> Vec<StagePlan> {
         let mut plans: Vec<StagePlan> = Vec::new();
+        if let Some(lint) = &self.lint {
+            // No GPU: the lint reads files and a tokenizer, and must never wait for a GPU agent.
+            plans.push(StagePlan {
+                stage: Stage::Lint,
+                depends_on: Vec::new(),
+                requires: Requirements::default(),
+                work: StageWork::Lint(lint.clone()),
+            });
+        }
         if let Some(ft) = &self.finetune {
             plans.push(StagePlan {
                 stage: Stage::Finetune,
-                depends_on: Vec::new(),
+                depends_on: plans.iter().map(|p| p.stage).collect(),
                 requires: ft.requires.clone(),
                 work: StageWork::Command(ft.clone()),
             });
@@ -465,6 +495,44 @@ mode = "rules"
 [gate]
 config = "gate.toml"
 "#;
+
+    #[test]
+    fn lint_runs_first_without_a_gpu_and_takes_suite_model_and_config_from_the_other_sections() {
+        let text = format!("{EVAL_ONLY}\n[lint]\ndatasets = [\"data/train.jsonl\"]\nmax_length = 512\n");
+        let spec = PhaseSpec::parse(&text, "p.toml").unwrap();
+        let lint = spec.lint.as_ref().unwrap();
+        assert_eq!(lint.suite.as_deref(), Some("suite.toml"));
+        assert_eq!(lint.config.as_deref(), Some("gate.toml"));
+        assert_eq!(lint.model.as_deref(), Some("smollm2-135m-instruct"));
+        assert_eq!(lint.timeout_s, DEFAULT_LINT_TIMEOUT_S);
+        let plans = spec.stages();
+        assert_eq!(plans[0].stage, Stage::Lint);
+        assert!(plans[0].depends_on.is_empty() && !plans[0].requires.gpu);
+        assert!(plans[1..].iter().all(|p| p.depends_on.contains(&Stage::Lint)), "{plans:?}");
+        let job = spec.stage_job(&plans[0].work).unwrap();
+        assert_eq!(StageJob::from_json(&job.to_json()).unwrap(), job);
+        // A lint alone is a whole run: the data is checked before anything else exists.
+        let alone = PhaseSpec::parse("experiment = \"e\"\nphase = \"1\"\n[lint]\ndatasets = [\"a.jsonl\"]\n", "p.toml");
+        let alone = alone.unwrap();
+        assert_eq!(alone.stages().len(), 1);
+        assert_eq!(alone.lint.unwrap().suite, None);
+    }
+
+    #[test]
+    fn bad_lint_keys_are_named() {
+        for (section, expected) in [
+            ("datasets = []", "`lint.datasets` must list"),
+            ("datasets = [\"../train.jsonl\"]", "`lint.datasets[0]`"),
+            ("datasets = [\"a.jsonl\"]\nmax_length = 0", "`lint.max_length` = 0"),
+            ("datasets = [\"a.jsonl\"]\ntemplate = \"llama9\"", "`lint.template` = \"llama9\""),
+            ("datasets = [\"a.jsonl\"]\nbaseline = [\"/abs.jsonl\"]", "`lint.baseline[0]`"),
+            ("datasets = [\"a.jsonl\"]\nepochs = 3", "epochs"),
+        ] {
+            let text = format!("experiment = \"e\"\nphase = \"1\"\n[lint]\n{section}\n");
+            let msg = PhaseSpec::parse(&text, "p.toml").unwrap_err().to_string();
+            assert!(msg.contains(expected) && msg.contains("p.toml"), "{section}: {msg}");
+        }
+    }
 
     #[test]
     fn eval_score_gate_without_finetune_form_a_chain() {

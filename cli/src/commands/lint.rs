@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use gate_rules::Verdict;
-use gate_rules::data::{Dataset, EvalSuite, LintConfig, LintInput, LintReport, Probe, ProbeSide, TokenLengths};
-use phasegate_eval::{ChatMessage, TokenCounter};
+use gate_rules::data::{Dataset, EvalSuite, LintConfig, LintInput, LintReport, TokenLengths};
+use phasegate_agent::lint_job::{self, LintError};
 
 use crate::cli::{LintArgs, ReportFormat};
 use crate::exit::{Code, Failure, Result};
@@ -59,49 +59,17 @@ fn lint_config(args: &LintArgs) -> Result<LintConfig> {
 }
 
 pub(crate) fn read_datasets(paths: &[PathBuf]) -> Result<Vec<Dataset>> {
-    paths.iter().map(|p| read_dataset(p)).collect()
-}
-
-fn read_dataset(path: &Path) -> Result<Dataset> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Failure::io(format!("failed to read dataset {}: {e}", path.display()), &e))?;
-    gate_rules::data::parse_dataset(&path.display().to_string(), &bytes).map_err(|e| Failure::usage(e.to_string()))
+    lint_job::read_datasets(paths, |p| p.display().to_string()).map_err(|e| Failure::usage(e.to_string()))
 }
 
 fn eval_suite(path: &Path) -> Result<EvalSuite> {
-    Ok(probes(&super::gate::load_suite(path)?))
-}
-
-/// The suite's questions (against prompts) and calibration answers (against answers).
-pub(crate) fn probes(suite: &phasegate_score::Suite) -> EvalSuite {
-    let mut probes = Vec::new();
-    for q in &suite.questions {
-        let probe = |side, label: String, text: &str| Probe { qid: q.id.clone(), side, label, text: text.to_owned() };
-        probes.push(probe(ProbeSide::Question, "question".into(), &q.text));
-        for a in &q.anchors {
-            probes.push(probe(ProbeSide::Answer, format!("{} anchor", a.kind.as_str()), &a.text));
-        }
-    }
-    EvalSuite { name: suite.name.clone(), system_prompt: suite.system_prompt.clone(), probes }
+    Ok(lint_job::probes(&super::gate::load_suite(path)?))
 }
 
 /// Token lengths with `[lint] model`'s tokenizer, or why they are skipped.
 pub(crate) fn measure(datasets: &[Dataset], config: &LintConfig, cache: &Path) -> Result<TokenLengths> {
-    let Some(model) = &config.model else {
-        return Ok(TokenLengths::Skipped(
-            "no tokenizer: pass --model NAME|PATH (or set `[lint] model`) to measure rendered lengths".into(),
-        ));
-    };
-    let path = phasegate_eval::models::resolve(model, cache).map_err(|e| Failure::usage(e.to_string()))?;
-    let counter = TokenCounter::load(&path, config.template.as_deref())
-        .map_err(|e| Failure::usage(format!("failed to load the tokenizer of {model}: {e}")))?;
-    let conversations: Vec<Vec<ChatMessage<'_>>> = datasets
-        .iter()
-        .flat_map(|d| &d.examples)
-        .map(|e| e.turns.iter().map(|t| ChatMessage { role: t.role.as_str(), content: &t.content }).collect())
-        .collect();
-    let lengths = counter
-        .lengths(&conversations)
-        .map_err(|e| Failure::infra(format!("failed to measure token lengths with {model}: {e}")))?;
-    Ok(TokenLengths::Measured { model: counter.describe(), lengths })
+    lint_job::measure(datasets, config, cache).map_err(|e| match e {
+        LintError::Input(m) => Failure::usage(m),
+        LintError::Tokenizer(m) => Failure::usage(m),
+    })
 }

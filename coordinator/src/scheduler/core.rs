@@ -541,6 +541,29 @@ impl Core {
         Ok(effects)
     }
 
+    /// Completes a job whose result is the run's verdict and ends it here (a lint whose verdict is
+    /// `fail`): the job succeeded, every later stage is cancelled with `reason` before it is
+    /// leased, and the run ends `succeeded` (it produced its judgement; the caller stored the
+    /// verdict first).
+    pub fn on_job_completed_ending_run(
+        &mut self,
+        lease: Lease,
+        caller: Option<&AgentName>,
+        reason: &str,
+    ) -> Result<Effects, Rejection> {
+        let (run, _) = self.check_lease(lease, caller)?;
+        let mut effects = Effects::default();
+        self.finish_job(lease.job, JobState::Succeeded, "", "succeeded", Some(lease.token), &mut effects);
+        let later: Vec<JobId> = self.runs.get(&run).map(|r| r.jobs.clone()).unwrap_or_default();
+        for id in later {
+            if self.jobs.get(&id).is_some_and(|j| !j.state.is_terminal()) {
+                self.finish_job(id, JobState::Cancelled, reason, "cancelled", None, &mut effects);
+            }
+        }
+        self.end_run(run, RunState::Succeeded, String::new(), &mut effects);
+        Ok(effects)
+    }
+
     /// Whether a completion the core refuses repeats the one that completed the job: same lease,
     /// token and holder, same outcome. Such a report is answered as delivered and changes nothing.
     pub fn repeats_completion(&self, lease: Lease, caller: Option<&AgentName>, success: bool) -> bool {

@@ -580,3 +580,30 @@ fn a_forged_or_stale_release_is_refused_and_a_repeated_one_is_recognised() {
     assert!(matches!(c.on_job_released(l, None, "late"), Err(Rejection::StaleEpoch { .. })));
     assert!(c.check_lease(next, Some(&name("b"))).is_ok());
 }
+
+#[test]
+fn a_lint_that_ends_the_run_cancels_every_later_stage_before_it_is_leased() {
+    let mut c = core();
+    c.on_agent_registered(
+        name("cpu"),
+        AgentCaps { gpus: Vec::new(), labels: BTreeSet::new(), max_jobs: 2 },
+        "",
+        &[],
+        0,
+    );
+    c.on_agent_registered(name("gpu"), gpu_agent(4096, 2), "", &[], 0);
+    let jobs = vec![job(1, Stage::Lint, &[], 0), job(2, Stage::Finetune, &[1], 2048), job(3, Stage::Gate, &[1, 2], 0)];
+    c.on_run_submitted(run(1, Priority::Pr, jobs), 0);
+    let l = lease(&mut c, "cpu", 1).unwrap();
+    assert_eq!(l.job, JobId(1), "the lint needs no GPU");
+    assert_eq!(lease(&mut c, "gpu", 1), None, "the GPU stage waits for the lint");
+    let effects = c.on_job_completed_ending_run(l, Some(&name("cpu")), "skipped: the lint verdict is fail").unwrap();
+    assert_eq!(effects.jobs[&JobId(1)].state, JobState::Succeeded);
+    for later in [JobId(2), JobId(3)] {
+        assert_eq!(effects.jobs[&later].state, JobState::Cancelled, "{later}");
+    }
+    assert_eq!(effects.runs[&RunId(1)].state, RunState::Succeeded);
+    assert!(!c.is_active_run(RunId(1)));
+    assert_eq!(lease(&mut c, "gpu", 2), None, "nothing of the run is leased after it ended");
+    assert!(c.ready_coordinator_jobs().is_empty(), "nor is its gate run");
+}

@@ -247,6 +247,7 @@ pub struct StageJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobWork {
+    Lint(super::LintStage),
     Eval(EvalStage),
     Score(ScoreStage),
 }
