@@ -65,6 +65,9 @@ pub enum Command {
     Gate(GateArgs),
     /// Add a phase to the accepted history.
     Accept(AcceptArgs),
+    /// Merge over a failing verdict deliberately: who and why are recorded with the run and shown
+    /// in its report and the history, and the PR's check run completes as success.
+    Override(OverrideArgs),
     /// Score eval responses files offline with a suite's rules scorer (the score stage's
     /// scores.json shape).
     Score(ScoreArgs),
@@ -307,6 +310,18 @@ pub struct AcceptArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+pub struct OverrideArgs {
+    /// The run whose verdict to override.
+    pub run: u64,
+    /// Why (required): shown in the report, the PR comment, the check run and the history.
+    #[arg(long)]
+    pub reason: String,
+    /// Who decides [default: $GITHUB_ACTOR, else $USER].
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
     /// The eval suite whose rubric the labels score.
     #[arg(long)]
@@ -452,6 +467,10 @@ pub struct SubmitArgs {
     /// Largest source bundle, in MiB, before packing fails.
     #[arg(long, default_value_t = 256)]
     pub bundle_limit_mib: u64,
+    /// Run every stage even when an earlier succeeded job had the same inputs (its results are
+    /// still recorded for later runs).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -44,9 +44,12 @@ pub fn run_json(run: &pb::Run) -> Value {
             "history": j.history.iter().map(|h| json!({"attempt": h.attempt, "agent": h.agent, "outcome": h.outcome, "released": h.released})).collect::<Vec<_>>(),
             "artifacts": j.artifacts.iter().map(|a| json!({"name": a.name, "sha256": a.sha256, "size": a.size})).collect::<Vec<_>>(),
             "progress": j.progress.map(|p| json!({"step": p.step, "loss": p.loss})),
+            "cached": j.cached_from.is_some(),
+            "cached_from": j.cached_from.map(|job| json!({"job": job, "run": j.cached_from_run})),
         })).collect::<Vec<_>>(),
         "verdict": if run.verdict.is_empty() { Value::Null } else { Value::String(run.verdict.clone()) },
         "report": if run.report.is_empty() { Value::Null } else { Value::String(run.report.clone()) },
+        "override": run.r#override.as_ref().map(|o| json!({"by": o.by, "reason": o.reason, "at_ms": o.at_ms})),
         "pruned_ms": (run.pruned_ms > 0).then_some(run.pruned_ms),
         "github_delivery": run.github_delivery.as_ref().map(|d| json!({
             "status": d.status,
@@ -67,7 +70,11 @@ pub fn run_text(run: &pb::Run) -> String {
         let _ = writeln!(out, "  error: {}", run.error.replace('\n', "\n    "));
     }
     for j in &run.jobs {
-        let _ = write!(out, "  job {} {:<9} {:<10} attempts {}", j.id, j.stage, j.state, j.attempts);
+        let state = if j.cached_from.is_some() { "cached" } else { j.state.as_str() };
+        let _ = write!(out, "  job {} {:<9} {:<10} attempts {}", j.id, j.stage, state, j.attempts);
+        if let (Some(job), Some(run)) = (j.cached_from, j.cached_from_run) {
+            let _ = write!(out, "  inputs unchanged: results of job {job} (run {run})");
+        }
         if !j.agent.is_empty() {
             let _ = write!(out, "  agent {}", j.agent);
         }
@@ -86,6 +93,9 @@ pub fn run_text(run: &pb::Run) -> String {
     }
     if !run.verdict.is_empty() {
         let _ = writeln!(out, "  verdict: {}", run.verdict);
+    }
+    if let Some(o) = &run.r#override {
+        let _ = writeln!(out, "  overridden by {} at {}: {}", o.by, date_time(o.at_ms), o.reason);
     }
     if let Some(note) = pruned_note(run) {
         let _ = writeln!(out, "  {note}");

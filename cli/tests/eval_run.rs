@@ -155,10 +155,28 @@ fn suite(short_prompt: bool) -> String {
     )
 }
 
-/// Packs a bundle of the spec with `suite` and the bundled gate config, uploads it and submits.
+/// Packs a bundle of the spec with `suite` and the bundled gate config, uploads it and submits
+/// (every stage runs: no cached results).
 async fn submit(local: &mut Local, root: &Path, spec: &str, suite: &str) -> u64 {
+    submit_with(local, root, spec, suite, &[], true).await
+}
+
+/// [`submit`] with more files in the bundle and the cache read unless `no_cache`.
+async fn submit_with(
+    local: &mut Local,
+    root: &Path,
+    spec: &str,
+    suite: &str,
+    files: &[(&str, &str)],
+    no_cache: bool,
+) -> u64 {
     let dir = root.join("spec");
     std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
     std::fs::copy(Path::new(DATASET).join("gate.toml"), dir.join("gate.toml")).unwrap();
     std::fs::write(dir.join("suite.toml"), suite).unwrap();
     std::fs::write(dir.join("phase.toml"), spec).unwrap();
@@ -179,6 +197,7 @@ async fn submit(local: &mut Local, root: &Path, spec: &str, suite: &str) -> u64 
         spec_path: "spec/phase.toml".into(),
         bundle_sha256: bundle.sha256,
         trigger: Some(pb::Trigger::default()),
+        no_cache,
         ..Default::default()
     };
     local.control.submit_run(request).await.unwrap().into_inner().run_id
@@ -252,6 +271,74 @@ async fn tiny_model_run_generates_scores_and_gates() {
     write_tiny_dictionary(cache.path());
     let phase = run_and_check(cache.path(), "tiny", 12, Duration::from_secs(120)).await;
     assert_eq!(phase.config_value("model"), Some("tiny"));
+}
+
+/// Result caching by digest, end to end: the same spec submitted again, with only an ignored file
+/// changed, runs no agent stage (lint, eval and score reuse the first run's jobs, nothing is
+/// leased) and the gate gives the same verdict; a changed dataset line re-runs the lint, the one stage that reads it, while the eval
+/// of the base model and its score stay cached; `no_cache` runs everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_spec_again_is_cached_and_a_changed_dataset_line_reruns_only_its_reader() {
+    let cache = tempfile::tempdir().unwrap();
+    phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    write_tiny_dictionary(cache.path());
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), cache.path()).await;
+    let data_dir = local.data_dir.clone();
+    let spec = format!("{}\n[lint]\ndatasets = [\"data/train.jsonl\"]\nmax_length = 4000\n", spec("tiny", 8, RULES));
+    let clean = std::fs::read_to_string(Path::new(DATASET).join("../lint-fixture/clean.jsonl")).unwrap();
+    let suite = suite(true);
+    // A file `.phasegateignore` keeps out of the bundle changes with every submission, as notes
+    // a PR edits beside the experiment do: it must not stop the cache.
+    let mut submitted = 0;
+    let mut submit_data = async |data: &str, no_cache: bool| {
+        submitted += 1;
+        let note = format!("notes of submission {submitted}");
+        let files = [("data/train.jsonl", data), (".phasegateignore", "notes.md\n"), ("notes.md", &note)];
+        let run_id = submit_with(&mut local, root.path(), &spec, &suite, &files, no_cache).await;
+        let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(120)).await;
+        assert_eq!(run.state, "succeeded", "{}\n{run:?}", run.error);
+        run
+    };
+    let first = submit_data(&clean, false).await;
+    assert!(first.jobs.iter().all(|j| j.cached_from.is_none()), "nothing to reuse yet: {first:?}");
+    // The gate's report carries what the lint saw in the data, and the phase its identity.
+    assert!(first.report.contains("### Data") && first.report.contains("10 examples (sharegpt)"), "{}", first.report);
+    let stored = History::open(&data_dir).await.unwrap().run_phase(first.id).await.unwrap();
+    let dataset = stored.dataset.expect("the lint's dataset digest and size go with the phase");
+    assert_eq!(dataset.size, Some(10));
+
+    let started = std::time::Instant::now();
+    let second = submit_data(&clean, false).await;
+    let took = started.elapsed();
+    for stage in ["lint", "eval", "score"] {
+        let (was, now) = (job(&first, stage), job(&second, stage));
+        assert_eq!(now.cached_from, Some(was.id), "{stage}: {second:?}");
+        assert_eq!(now.cached_from_run, Some(first.id));
+        assert!(now.attempts == 0 && now.history.is_empty() && now.agent.is_empty(), "{stage} never leased: {now:?}");
+        assert_eq!(now.artifacts, was.artifacts, "{stage} keeps the first run's artifacts");
+    }
+    let gate = job(&second, "gate");
+    assert!(gate.cached_from.is_none(), "the gate judges again against today's history");
+    assert_eq!(second.verdict, first.verdict);
+    assert!(second.report.contains("_Cached: lint (run 1), eval (run 1), score (run 1)"), "{}", second.report);
+    eprintln!("the cached run took {:.2} s from submit to verdict", took.as_secs_f64());
+
+    let mut lines: Vec<&str> = clean.lines().collect();
+    let edited = lines[0].replacen("Tomás", "o Tomás mesmo", 1);
+    assert_ne!(edited, lines[0], "the edit changes the line");
+    lines[0] = &edited;
+    let third = submit_data(&(lines.join("\n") + "\n"), false).await;
+    assert!(job(&third, "lint").cached_from.is_none() && job(&third, "lint").attempts == 1, "{third:?}");
+    assert_eq!(job(&third, "eval").cached_from, Some(job(&first, "eval").id), "the eval does not read the dataset");
+    assert_eq!(job(&third, "score").cached_from, Some(job(&first, "score").id));
+
+    let fourth = submit_data(&clean, true).await;
+    assert!(
+        fourth.jobs.iter().all(|j| j.cached_from.is_none() && (j.stage == "gate" || j.attempts == 1)),
+        "{fourth:?}"
+    );
+    let _ = local.stop.send(true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,6 +89,20 @@ fn a_run_whose_data_holds_the_eval_questions_fails_at_the_lint_stage_before_any_
     assert!(never_leased, "never leased: {run}");
     assert!(!marker.exists(), "the stage after a failing lint must not run");
     eprintln!("lint stage failed the run in {:.1} s", took.as_secs_f64());
+
+    // A maintainer merges over it deliberately: who and why are stored with the run.
+    let id = submitted["id"].as_u64().unwrap().to_string();
+    let out = cluster.cli(&["override", &id, "--reason", "the eval questions are in on purpose", "--by", "ana"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = cluster.show(submitted["id"].as_u64().unwrap());
+    assert_eq!(run["verdict"], "fail", "the verdict stays: {run}");
+    assert_eq!(run["override"]["by"], "ana", "{run}");
+    assert_eq!(run["override"]["reason"], "the eval questions are in on purpose", "{run}");
+    let text = String::from_utf8_lossy(&cluster.cli(&["show", &id]).stdout).into_owned();
+    assert!(text.contains("overridden by ana") && text.contains("on purpose"), "{text}");
+    let out = cluster.cli(&["override", &id, "--reason", "", "--by", "ana"]);
+    assert_eq!(out.status.code(), Some(2), "an empty reason is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reason"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -104,4 +118,13 @@ fn a_run_on_clean_data_passes_the_lint_stage_and_goes_on() {
     assert_eq!(job(&run, "lint")["state"], "succeeded", "{run}");
     assert_eq!(job(&run, "finetune")["state"], "succeeded", "{run}");
     assert!(marker.exists(), "the finetune runs after a passing lint");
+    // Without a verdict there is nothing to override.
+    let id = submitted["id"].as_u64().unwrap().to_string();
+    let out = cluster.cli(&["override", &id, "--reason", "why", "--by", "ana"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no verdict yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -11,12 +11,13 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+use gate_rules::data::LintReport;
 use gate_rules::import::ImportError;
 use gate_rules::report::GITHUB_COMMENT_LIMIT;
-use gate_rules::{ConfigEntry, GateConfig, LossPoint, Phase};
+use gate_rules::{ConfigEntry, DatasetInfo, GateConfig, LossPoint, Phase};
 use phasegate_proto::domain::{JobId, RunId, Stage};
 use phasegate_proto::pb;
-use phasegate_proto::spec::{GateStage, PhaseSpec};
+use phasegate_proto::spec::{GateStage, LINT_REPORT_JSON, PhaseSpec};
 
 use crate::history::{accepted, decide};
 use crate::rescore::Rescorer;
@@ -25,6 +26,9 @@ use crate::store::{JobRecord, JobResult, RunRecord, Store, StoreError, VerdictRe
 
 /// Largest result file or gate.toml the gate reads.
 const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Characters of the report kept for the "Data" section.
+const DATA_SECTION_BUDGET: usize = 1500;
 
 /// Why a gate stage could not produce a verdict; the job fails with this message.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,10 @@ struct GateInput {
     /// The rules scorer of the run's suite (when the run has a score stage), to re-score
     /// baselines another instrument scored.
     rescorer: Option<Rescorer>,
+    /// `(stage, run)` of each earlier stage whose results were reused from that run.
+    cached: Vec<(String, i64)>,
+    /// The lint stage's report, when the run has one.
+    data: Option<LintReport>,
 }
 
 impl<S: Store> Shared<S> {
@@ -102,12 +110,25 @@ impl<S: Store> Shared<S> {
     /// Read → decide → write for one run.
     async fn run_gate(&self, run: RunId) -> Result<(), GateStageError> {
         let input = self.read_gate_input(run).await?;
-        let candidate = candidate(&input.spec, &input.results, input.finetune.as_ref())?;
+        let mut candidate = candidate(&input.spec, &input.results, input.finetune.as_ref())?;
+        if let (None, Some(data)) = (&candidate.dataset, &input.data) {
+            // The lint read the run's dataset: its identity and size go with the phase, so the
+            // Changes table shows when the data changed between phases.
+            candidate.dataset =
+                Some(DatasetInfo { digest: Some(data.digest.clone()), size: Some(data.examples as u64) });
+        }
         let history = match &input.rescorer {
             Some(r) => r.align(&input.history, &candidate),
             None => input.history.clone(),
         };
-        let outcome = decide(&history, &candidate, &input.config, GITHUB_COMMENT_LIMIT);
+        let data_budget = if input.data.is_some() { DATA_SECTION_BUDGET } else { 0 };
+        let mut outcome = decide(&history, &candidate, &input.config, GITHUB_COMMENT_LIMIT - 300 - data_budget);
+        if let Some(data) = &input.data {
+            outcome.markdown.push_str(&gate_rules::data::render_data_section(data, DATA_SECTION_BUDGET));
+        }
+        if let Some(note) = cached_note(&input.cached) {
+            outcome.markdown.push_str(&note);
+        }
         tracing::info!(run = %run, verdict = %outcome.verdict(), "gate verdict");
         // A re-evaluation of an accepted phase (a nightly run) must not replace the accepted record
         // and so drop it from the history: its result lives on the run (verdict, evaluation).
@@ -144,8 +165,41 @@ impl<S: Store> Shared<S> {
         .await
         .map_err(|e| GateStageError::Task(e.to_string()))??;
         let history = accepted(self.store.phases(&spec.experiment).await?);
-        Ok(GateInput { spec, config, results, finetune, history, rescorer })
+        let cached = record.jobs.iter().filter_map(|j| j.cached_from.map(|(_, run)| (j.stage.clone(), run))).collect();
+        let lint_report = record
+            .jobs
+            .iter()
+            .filter(|j| j.stage == Stage::Lint.as_str())
+            .flat_map(|j| j.artifacts.iter())
+            .find(|a| a.name == LINT_REPORT_JSON)
+            .map(|a| (a.name.clone(), self.artifacts.path_of(&a.sha256)));
+        let data = match lint_report {
+            Some((name, path)) => Some(
+                tokio::task::spawn_blocking(move || {
+                    let text = read_limited(std::fs::File::open(&path).map_err(|e| e.to_string()))
+                        .map_err(|detail| GateStageError::Artifact { name: name.clone(), detail })?;
+                    serde_json::from_str::<LintReport>(&text)
+                        .map_err(|e| GateStageError::Artifact { name, detail: e.to_string() })
+                })
+                .await
+                .map_err(|e| GateStageError::Task(e.to_string()))??,
+            ),
+            None => None,
+        };
+        Ok(GateInput { spec, config, results, finetune, history, rescorer, cached, data })
     }
+}
+
+/// The report's line naming the stages that did not run because their inputs were unchanged.
+fn cached_note(cached: &[(String, i64)]) -> Option<String> {
+    if cached.is_empty() {
+        return None;
+    }
+    let stages: Vec<String> = cached.iter().map(|(stage, run)| format!("{stage} (run {run})")).collect();
+    Some(format!(
+        "\n\n_Cached: {} — inputs unchanged, results reused instead of running again (`submit --no-cache` runs them)._\n",
+        stages.join(", ")
+    ))
 }
 
 /// The artifacts of the run's other jobs whose names match `results`: `(name, file)` by name.

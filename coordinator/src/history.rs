@@ -40,6 +40,8 @@ pub struct HistoryEntry {
     pub run: Option<u64>,
     /// That run's verdict (`pass`, `fail`, ...); empty when there is none.
     pub verdict: String,
+    /// `(by, reason)` when a maintainer merged over that verdict (`phasegate override`).
+    pub overridden: Option<(String, String)>,
 }
 
 /// What `rescore` did to one phase.
@@ -113,7 +115,12 @@ impl History {
         let rows = self.store.phases(experiment).await?;
         Ok(rows
             .into_iter()
-            .map(|r| HistoryEntry { phase: r.phase, run: r.run_id.map(|id| id as u64), verdict: r.verdict })
+            .map(|r| HistoryEntry {
+                phase: r.phase,
+                run: r.run_id.map(|id| id as u64),
+                verdict: r.verdict,
+                overridden: r.overridden,
+            })
             .collect())
     }
 

@@ -20,6 +20,7 @@ mod retention;
 mod scheduler;
 mod server;
 mod shell;
+mod stage_cache;
 mod store;
 mod writer;
 

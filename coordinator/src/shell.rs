@@ -16,7 +16,7 @@ use phasegate_proto::domain::{
     Stage, Trigger,
 };
 use phasegate_proto::pb;
-use phasegate_proto::spec::{LintOutcome, PhaseSpec, StageWork};
+use phasegate_proto::spec::{LintOutcome, PhaseSpec, StagePlan, StageWork};
 
 use crate::artifacts::ArtifactStore;
 use crate::credentials::Credentials;
@@ -25,7 +25,10 @@ use crate::scheduler::{
     AgentStatus, CompletedLease, Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection,
     is_repeat_completion, unplaceable,
 };
-use crate::store::{AgentRecord, JobResult, NewJobRecord, NewRunRecord, Store, StoreError, VerdictRecord};
+use crate::stage_cache::{self, CacheUse};
+use crate::store::{
+    AgentRecord, JobRecord, JobResult, NewJobRecord, NewRunRecord, OverrideRecord, Store, StoreError, VerdictRecord,
+};
 use crate::writer::{Pending, WriteQueue};
 
 pub(crate) fn now_ms() -> u64 {
@@ -125,6 +128,9 @@ pub(crate) struct Shared<S> {
     /// Woken when a job succeeded, so a coordinator job (the gate) may have become ready.
     pub coordinator_work: Notify,
     pub runs_changed: broadcast::Sender<RunId>,
+    /// A run whose verdict was delivered has something new to deliver (an override): GitHub
+    /// delivery forgets that the run was settled.
+    pub verdict_reopened: broadcast::Sender<RunId>,
     pub stats: Stats,
     pub config: ShellConfig,
     /// Per-agent credentials, as the agent service's interceptor checks them.
@@ -143,6 +149,7 @@ impl<S: Store> Shared<S> {
         let core = Self::load_core(&store, &config).await?;
         let credentials = Arc::new(Credentials::load(&store.agent_tokens().await?));
         let (runs_changed, _) = broadcast::channel(1024);
+        let (verdict_reopened, _) = broadcast::channel(64);
         let writes = WriteQueue::spawn(store.clone());
         Ok(Arc::new(Self {
             core: Mutex::new(core),
@@ -151,6 +158,7 @@ impl<S: Store> Shared<S> {
             work: Notify::new(),
             coordinator_work: Notify::new(),
             runs_changed,
+            verdict_reopened,
             stats: Stats::default(),
             config,
             credentials,
@@ -261,6 +269,7 @@ impl<S: Store> Shared<S> {
         bundle_sha256: String,
         trigger: Trigger,
         priority: Option<Priority>,
+        no_cache: bool,
     ) -> Result<(RunId, Vec<RunId>), Status> {
         let mut spec = PhaseSpec::parse(spec_toml, spec_path).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(priority) = priority {
@@ -272,19 +281,25 @@ impl<S: Store> Shared<S> {
             )));
         }
         let plans = spec.stages();
+        // A nightly run exists to catch drift: it never reads the cache.
+        let cache_use =
+            if no_cache || spec.priority == Priority::Nightly { CacheUse::WriteOnly } else { CacheUse::ReadWrite };
+        let cached = self.cache_lookups(&plans, &bundle_sha256, cache_use).await?;
         let mut core = self.core.lock().await;
         let unfit = plans
             .iter()
             .filter(|p| !p.stage.runs_on_coordinator())
             .find_map(|p| unplaceable(&p.requires, core.agents()));
         let mut jobs = Vec::with_capacity(plans.len());
-        for plan in &plans {
+        for (plan, (cache_key, source)) in plans.iter().zip(&cached) {
             let depends_on = plan.depends_on.iter().filter_map(|d| plans.iter().position(|p| p.stage == *d)).collect();
             jobs.push(NewJobRecord {
                 stage: plan.stage,
                 depends_on,
                 requires: pb::Requirements::from(&plan.requires),
                 work: assignment_template(&spec, &plan.work, plan.stage, &bundle_sha256),
+                cache_key: cache_key.clone(),
+                cached: source.clone(),
             });
         }
         let record = NewRunRecord {
@@ -317,7 +332,8 @@ impl<S: Store> Shared<S> {
         let new_jobs = plans
             .iter()
             .zip(&job_ids)
-            .map(|(plan, id)| NewJob {
+            .zip(&cached)
+            .map(|((plan, id), (_, source))| NewJob {
                 id: *id,
                 stage: plan.stage,
                 depends_on: plan
@@ -326,7 +342,7 @@ impl<S: Store> Shared<S> {
                     .filter_map(|d| plans.iter().position(|p| p.stage == *d).map(|i| job_ids[i]))
                     .collect(),
                 requires: plan.requires.clone(),
-                state: JobState::Queued,
+                state: if source.is_some() { JobState::Succeeded } else { JobState::Queued },
                 epoch: Epoch(0),
                 token: None,
                 attempt: 0,
@@ -346,10 +362,90 @@ impl<S: Store> Shared<S> {
             effects.merge(cancel_effects);
         }
         self.commit(&mut core, &effects, &JobResult::default()).await?;
+        if cached.iter().any(|(_, source)| source.is_some()) {
+            // Stages born succeeded may leave the gate ready at once: no completion will wake it.
+            self.coordinator_work.notify_one();
+        }
         // A queued run changes no row yet, so the commit may announce nothing; watchers (the GitHub
         // check run) must still learn of the new run.
         let _ = self.runs_changed.send(run_id);
         Ok((run_id, superseded))
+    }
+
+    /// Each plan's cache key and, where the cache may stand in for it, the succeeded job it
+    /// reuses. A lint whose verdict was `fail` is never reused (that run ended at it; running it
+    /// again takes seconds and stores the verdict again).
+    async fn cache_lookups(
+        &self,
+        plans: &[StagePlan],
+        bundle_sha256: &str,
+        cache_use: CacheUse,
+    ) -> Result<Vec<(Option<String>, Option<JobRecord>)>, Status> {
+        let wanted = stage_cache::files_needed(plans);
+        let digests = if bundle_sha256.is_empty() {
+            wanted.iter().map(|w| (w.clone(), stage_cache::FileDigest::Missing)).collect()
+        } else {
+            let bundle = self.artifacts.path_of(bundle_sha256);
+            tokio::task::spawn_blocking(move || stage_cache::bundle_digests(&bundle, &wanted))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::invalid_argument(format!("bundle_sha256: {e}")))?
+        };
+        let nonce = new_lease_token().to_hex();
+        let keys = stage_cache::stage_keys(plans, bundle_sha256, &digests, cache_use, &nonce);
+        let mut out = Vec::with_capacity(keys.len());
+        for (plan, key) in plans.iter().zip(keys) {
+            let Some(key) = key else {
+                out.push((None, None));
+                continue;
+            };
+            let source = if key.lookup { self.store.cache_source(&key.key).await.map_err(store_status)? } else { None };
+            let failed_lint = |j: &JobRecord| {
+                plan.stage == Stage::Lint
+                    && serde_json::from_str::<LintOutcome>(&j.result_json).map_or(true, |o| o.verdict == "fail")
+            };
+            out.push((Some(key.key), source.filter(|j| !failed_lint(j))));
+        }
+        Ok(out)
+    }
+
+    /// Records a maintainer's decision to merge over the run's verdict (`phasegate override`).
+    /// Only a verdict that blocks can be overridden; the verdict stays, the report and the PR's
+    /// check run say who overrode it and why.
+    pub async fn override_verdict(&self, run: RunId, by: &str, reason: &str) -> Result<OverrideRecord, Status> {
+        let (by, reason) = (by.trim(), reason.trim());
+        if reason.is_empty() {
+            return Err(Status::invalid_argument("reason: say why the verdict is overridden"));
+        }
+        if reason.chars().count() > MAX_OVERRIDE_REASON {
+            return Err(Status::invalid_argument(format!(
+                "reason: {} characters is longer than the limit of {MAX_OVERRIDE_REASON}",
+                reason.chars().count()
+            )));
+        }
+        if by.is_empty() || by.chars().count() > 100 {
+            return Err(Status::invalid_argument("by: name who overrides the verdict (1-100 characters)"));
+        }
+        let record = self.store.run(run).await.map_err(store_status)?;
+        let record = record.ok_or_else(|| Status::not_found(format!("no run {run}")))?;
+        match record.verdict.as_str() {
+            "" => return Err(Status::failed_precondition(format!("run {run} has no verdict yet"))),
+            "pass" | "warn" => {
+                return Err(Status::failed_precondition(format!(
+                    "run {run}'s verdict is {}: it blocks nothing, so there is nothing to override",
+                    record.verdict
+                )));
+            }
+            _ => {}
+        }
+        let entry = OverrideRecord { by: by.to_owned(), reason: reason.to_owned(), at_ms: now_ms() as i64 };
+        if !self.store.set_override(run, &entry).await.map_err(store_status)? {
+            return Err(Status::failed_precondition(format!("run {run} has no verdict yet")));
+        }
+        tracing::info!(run = %run, by = %entry.by, "verdict overridden");
+        let _ = self.verdict_reopened.send(run);
+        let _ = self.runs_changed.send(run);
+        Ok(entry)
     }
 
     pub async fn cancel(&self, run: RunId) -> Result<bool, Status> {
@@ -614,6 +710,9 @@ impl<S: Store> Shared<S> {
         self.commit(&mut core, &effects, &JobResult::default()).await
     }
 }
+
+/// Longest `phasegate override --reason`.
+const MAX_OVERRIDE_REASON: usize = 2000;
 
 /// Why the stages after a failing lint did not run.
 const LINT_FAILED: &str = "skipped: the lint verdict is fail (see the report)";

@@ -156,6 +156,7 @@ async fn gate_stage_stores_verdict_and_report() {
         bundle_sha256,
         trigger: Some(pb::Trigger::default()),
         priority: String::new(),
+        no_cache: false,
     };
     let run_id = control.submit_run(submit).await.unwrap().into_inner().run_id;
     finish_finetune(&mut agent).await;
@@ -191,6 +192,7 @@ async fn gate_without_matching_results_fails_the_run_with_a_clear_error() {
         bundle_sha256: up.artifact.unwrap().sha256,
         trigger: Some(pb::Trigger::default()),
         priority: String::new(),
+        no_cache: false,
     };
     let run_id = control.submit_run(submit).await.unwrap().into_inner().run_id;
     finish_finetune(&mut agent).await;
@@ -221,6 +223,7 @@ async fn re_evaluating_an_accepted_phase_keeps_it_accepted() {
             bundle_sha256: bundle_sha256.clone(),
             trigger: Some(pb::Trigger::default()),
             priority: priority.into(),
+            no_cache: false,
         };
         let run_id = control.submit_run(submit).await.unwrap().into_inner().run_id;
         finish_finetune(&mut agent).await;

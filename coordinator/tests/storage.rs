@@ -107,6 +107,8 @@ async fn submit(client: &mut ControlClient, spec: &str, with_bundle: bool) -> Re
         spec_toml: spec.to_owned(),
         spec_path: "phase.toml".into(),
         bundle_sha256,
+        // Each submission must run: the tests are about what the store keeps of it.
+        no_cache: true,
         ..Default::default()
     };
     Ok(client.submit_run(req).await?.into_inner().run_id)

@@ -20,7 +20,8 @@ pub use config::{CommentPolicy, ConfigError, Credentials, ExperimentConfig, Gith
 pub use fake::{FakeSink, SinkCall};
 pub use octocrab_sink::{OctocrabSink, RetryPolicy};
 pub use reporter::{
-    Action, Delivery, DeliveryError, EndedRun, Notice, Policy, PrState, Reporter, RunEnd, Target, VerdictReport,
+    Action, Delivery, DeliveryError, EndedRun, Notice, Override, Policy, PrState, Reporter, RunEnd, Target,
+    VerdictReport,
 };
 pub use secret::Secret;
 pub use sink::{Conclusion, GithubSink, SinkError, StatusState};

@@ -41,6 +41,34 @@ pub struct VerdictReport {
     pub markdown: String,
     /// Link to the run: the dashboard when configured.
     pub details_url: Option<String>,
+    /// A maintainer merged over the verdict (`phasegate override`).
+    pub overridden: Option<Override>,
+}
+
+/// Who decided to merge over a verdict, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub by: String,
+    pub reason: String,
+}
+
+impl VerdictReport {
+    /// The report as delivered: an override is said right under the marker line (which stays
+    /// first, so the one comment is still found and updated).
+    pub fn delivered_markdown(&self) -> String {
+        let Some(o) = &self.overridden else { return self.markdown.clone() };
+        let note = format!(
+            "> **Overridden by {}**: the verdict stays {}, and the check passes because a maintainer decided \
+             to merge over it. Reason: {}\n",
+            o.by,
+            self.verdict.as_str().to_uppercase(),
+            o.reason.replace('\n', " ")
+        );
+        match self.markdown.split_once('\n') {
+            Some((marker, rest)) => format!("{marker}\n{note}\n{rest}"),
+            None => format!("{}\n{note}", self.markdown),
+        }
+    }
 }
 
 /// What has been delivered for one PR run so far. The coordinator stores it next to the verdict,
@@ -246,8 +274,15 @@ pub fn decide_waiting_for_label(experiment: &str, label: &str, checks_forbidden:
 
 /// The gate decided a PR run: complete the check run (or post a status) and keep the one comment.
 pub fn decide_verdict(report: &VerdictReport, state: PrState, pr: Option<PrNumber>, policy: Policy) -> Vec<Action> {
-    let conclusion = conclusion(report.verdict, policy.inconclusive);
-    let title = title(&report.phase, report.verdict, &report.scores);
+    // An override completes the check as `success` and says so in the title.
+    let (conclusion, title) = match &report.overridden {
+        Some(o) => (
+            Conclusion::Success,
+            format!("{} (overridden by {})", title(&report.phase, report.verdict, &report.scores), o.by),
+        ),
+        None => (conclusion(report.verdict, policy.inconclusive), title(&report.phase, report.verdict, &report.scores)),
+    };
+    let markdown = report.delivered_markdown();
     let mut actions = vec![if state.checks_forbidden {
         Action::CreateStatus {
             state: status_state(conclusion),
@@ -262,12 +297,12 @@ pub fn decide_verdict(report: &VerdictReport, state: PrState, pr: Option<PrNumbe
             details_url: report.details_url.clone(),
             conclusion,
             title,
-            summary: fit(&report.markdown, CHECK_RUN_SUMMARY_LIMIT),
+            summary: fit(&markdown, CHECK_RUN_SUMMARY_LIMIT),
             status: status_state(conclusion),
         }
     }];
     if pr.is_some() {
-        let body = fit(&report.markdown, BODY_LIMIT);
+        let body = fit(&markdown, BODY_LIMIT);
         match (state.comment, policy.comment, report.verdict) {
             (Some(id), _, _) => actions.push(Action::UpdateComment { id, body }),
             (None, CommentPolicy::OnFailure, Verdict::Pass) => {}

@@ -41,6 +41,7 @@ fn report(verdict: Verdict) -> VerdictReport {
         scores: vec![Some(5.5), Some(3.125)],
         markdown: format!("{}\n# persona phase 10", gate_rules::report::marker("persona")),
         details_url: Some(URL.to_owned()),
+        overridden: None,
     }
 }
 

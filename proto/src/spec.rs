@@ -76,6 +76,8 @@ struct RawCommandStage {
     metrics: Vec<String>,
     #[serde(default)]
     artifacts: Vec<String>,
+    #[serde(default)]
+    cache: Option<bool>,
 }
 
 /// A validated phase spec.
@@ -115,6 +117,9 @@ pub struct CommandStage {
     pub env: BTreeMap<String, String>,
     pub metrics: Vec<String>,
     pub artifacts: Vec<String>,
+    /// `cache` (default true): an earlier succeeded job with the same inputs stands in for this
+    /// stage. `false` always runs it (a command with side effects or a non-deterministic one).
+    pub cache: bool,
 }
 
 /// One node of the run's DAG.
@@ -124,6 +129,8 @@ pub struct StagePlan {
     pub depends_on: Vec<Stage>,
     pub requires: Requirements,
     pub work: StageWork,
+    /// The stage's `cache` key (false for the gate, which always judges against today's history).
+    pub cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,6 +229,7 @@ impl PhaseSpec {
                 depends_on: Vec::new(),
                 requires: Requirements::default(),
                 work: StageWork::Lint(lint.clone()),
+                cache: lint.cache,
             });
         }
         if let Some(ft) = &self.finetune {
@@ -230,6 +238,7 @@ impl PhaseSpec {
                 depends_on: plans.iter().map(|p| p.stage).collect(),
                 requires: ft.requires.clone(),
                 work: StageWork::Command(ft.clone()),
+                cache: ft.cache,
             });
         }
         if let Some(eval) = &self.eval {
@@ -238,6 +247,7 @@ impl PhaseSpec {
                 depends_on: plans.iter().map(|p| p.stage).collect(),
                 requires: eval.requires.clone(),
                 work: StageWork::Eval(eval.clone()),
+                cache: eval.cache,
             });
         }
         if let Some(score) = &self.score {
@@ -246,6 +256,7 @@ impl PhaseSpec {
                 depends_on: plans.iter().map(|p| p.stage).collect(),
                 requires: score.requires.clone(),
                 work: StageWork::Score(score.clone()),
+                cache: score.cache,
             });
         }
         if let Some(gate) = &self.gate {
@@ -254,6 +265,7 @@ impl PhaseSpec {
                 depends_on: plans.iter().map(|p| p.stage).collect(),
                 requires: Requirements::default(),
                 work: StageWork::Gate(gate.clone()),
+                cache: false,
             });
         }
         plans
@@ -357,6 +369,7 @@ fn command_stage(section: &str, raw: RawCommandStage) -> Result<CommandStage, St
         env: raw.env,
         metrics: raw.metrics,
         artifacts: raw.artifacts,
+        cache: raw.cache.unwrap_or(true),
     })
 }
 

@@ -173,7 +173,9 @@ async fn submit_stream(
         let key = format!("k{n:05}");
         let acknowledged = match write_spec(&root, &key) {
             Ok(spec) => {
-                let submit = crate::commands::submit::submit_spec(&mut client, &spec, pb::Trigger::default(), 1 << 20);
+                // Every submission must run: the bench counts runs that execute through the faults.
+                let submit =
+                    crate::commands::submit::submit_spec(&mut client, &spec, pb::Trigger::default(), 1 << 20, true);
                 match tokio::time::timeout(CALL_TIMEOUT, submit).await {
                     Ok(Ok((_, resp))) => Some(resp.run_id),
                     _ => None,

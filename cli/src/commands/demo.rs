@@ -117,7 +117,7 @@ async fn run_phase(access: &phasegate_coordinator::AccessFile, dataset: &Path) -
     let ch = channel(&access.address, None).map_err(|e| Failure::infra(e.to_string()))?;
     let mut client = control_client(ch, &access.client_token).map_err(|e| Failure::infra(e.to_string()))?;
     let spec = dataset.join(CANDIDATE_SPEC);
-    let (spec, resp) = submit_spec(&mut client, &spec, pb::Trigger::default(), 64 << 20).await?;
+    let (spec, resp) = submit_spec(&mut client, &spec, pb::Trigger::default(), 64 << 20, false).await?;
     outln!(
         "phasegate demo: submitted run {} ({} phase {}: {})",
         resp.run_id,

@@ -286,7 +286,11 @@ fn history_table(entries: &[HistoryEntry]) -> String {
         format!("{:<12} {:<9} {:>7} {:>10} {:>6} {}\n", "PHASE", "ACCEPTED", "SCORE", "FINAL LOSS", "RUN", "VERDICT");
     for e in entries {
         let run = e.run.map_or_else(|| "-".to_owned(), |r| r.to_string());
-        let verdict = if e.verdict.is_empty() { "-" } else { e.verdict.as_str() };
+        let verdict = match (&e.overridden, e.verdict.as_str()) {
+            (_, "") => "-".to_owned(),
+            (Some((by, reason)), v) => format!("{v} (overridden by {by}: {reason})"),
+            (None, v) => v.to_owned(),
+        };
         out.push_str(&format!(
             "{:<12} {:<9} {:>7} {:>10} {:>6} {verdict}\n",
             e.phase.label,
@@ -310,6 +314,7 @@ fn entry_json(e: &HistoryEntry) -> serde_json::Value {
         "questions": e.phase.eval.len(),
         "run": e.run,
         "verdict": if e.verdict.is_empty() { None } else { Some(&e.verdict) },
+        "override": e.overridden.as_ref().map(|(by, reason)| serde_json::json!({"by": by, "reason": reason})),
     })
 }
 
@@ -351,7 +356,7 @@ mod tests {
                 auto_zero: Vec::new(),
             }],
         }];
-        let table = history_table(&[HistoryEntry { phase, run: None, verdict: String::new() }]);
+        let table = history_table(&[HistoryEntry { phase, run: None, verdict: String::new(), overridden: None }]);
         assert!(table.contains("3.125"), "{table}");
     }
 }

@@ -48,6 +48,7 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::History(args) => gate::history(args).await,
         Command::Gate(args) => gate::gate(args).await,
         Command::Accept(args) => gate::accept(args, &endpoint).await,
+        Command::Override(args) => query::override_verdict(args, &endpoint).await,
         Command::Report(args) => report::report(args).await,
         Command::Score(args) => score::score(&args),
         Command::Rescore(args) => gate::rescore(args).await,

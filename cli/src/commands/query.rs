@@ -4,7 +4,7 @@ use futures::StreamExt as _;
 
 use phasegate_proto::pb;
 
-use crate::cli::{JsonArg, LogsArgs, RunArg, RunsArgs, ShowArgs};
+use crate::cli::{JsonArg, LogsArgs, OverrideArgs, RunArg, RunsArgs, ShowArgs};
 use crate::connect::Endpoint;
 use crate::exit::{Code, Failure, Result};
 use crate::out::{out, outln};
@@ -103,6 +103,22 @@ pub async fn cancel(args: RunArg, endpoint: &Endpoint) -> Result<Code> {
     } else {
         outln!("run {} had already ended", args.run);
     }
+    Ok(Code::Success)
+}
+
+pub async fn override_verdict(args: OverrideArgs, endpoint: &Endpoint) -> Result<Code> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let by = args.by.clone().or_else(|| env("GITHUB_ACTOR")).or_else(|| env("USER")).ok_or_else(|| {
+        Failure::usage("--by: no name to record (GITHUB_ACTOR and USER are unset)").with_hint("pass --by NAME")
+    })?;
+    let mut client = endpoint.control()?;
+    let resp = client
+        .override_verdict(pb::OverrideVerdictRequest { run_id: args.run, reason: args.reason.clone(), by })
+        .await
+        .map_err(|s| Failure::from_status(&format!("failed to override the verdict of run {}", args.run), &s))?
+        .into_inner();
+    let o = resp.r#override.unwrap_or_default();
+    outln!("run {}: verdict overridden by {} ({})", args.run, o.by, o.reason);
     Ok(Code::Success)
 }
 

@@ -20,7 +20,7 @@ pub async fn submit(args: SubmitArgs, endpoint: &Endpoint) -> Result<Code> {
     let mut client = endpoint.control()?;
     let limit = args.bundle_limit_mib << 20;
     let priority = args.priority.clone().unwrap_or_default();
-    let (spec, resp) = submit_spec_as(&mut client, &args.spec, trigger, limit, priority).await?;
+    let (spec, resp) = submit_spec_as(&mut client, &args.spec, trigger, limit, priority, args.no_cache).await?;
     if !args.json {
         eprintln!("submitted run {} ({} phase {})", resp.run_id, spec.experiment, spec.phase);
         for old in &resp.superseded {
@@ -51,8 +51,9 @@ pub async fn submit_spec(
     path: &Path,
     trigger: pb::Trigger,
     bundle_limit: u64,
+    no_cache: bool,
 ) -> Result<(PhaseSpec, pb::SubmitRunResponse)> {
-    submit_spec_as(client, path, trigger, bundle_limit, String::new()).await
+    submit_spec_as(client, path, trigger, bundle_limit, String::new(), no_cache).await
 }
 
 /// [`submit_spec`] with a priority overriding the spec's (`""`: the spec's own).
@@ -62,6 +63,7 @@ pub async fn submit_spec_as(
     trigger: pb::Trigger,
     bundle_limit: u64,
     priority: String,
+    no_cache: bool,
 ) -> Result<(PhaseSpec, pb::SubmitRunResponse)> {
     let spec_path = path.display().to_string();
     let text =
@@ -77,6 +79,7 @@ pub async fn submit_spec_as(
         bundle_sha256: bundle_sha,
         trigger: Some(trigger),
         priority,
+        no_cache,
     };
     let resp =
         client.submit_run(req).await.map_err(|s| Failure::from_status("failed to submit the run", &s))?.into_inner();

@@ -265,7 +265,9 @@ impl Cluster {
     /// Submits a spec without waiting; returns the run id.
     pub fn submit(&self, spec: &Path) -> u64 {
         let spec = spec.to_str().expect("utf-8 path");
-        let v = self.json(&["submit", spec, "--json"]).unwrap_or_else(|e| panic!("submit failed: {e}"));
+        // Every submission of these tests must run (they are about running it), never reuse an
+        // earlier run's results.
+        let v = self.json(&["submit", spec, "--no-cache", "--json"]).unwrap_or_else(|e| panic!("submit failed: {e}"));
         v["id"].as_u64().unwrap_or_else(|| panic!("submit --json has no id: {v}"))
     }
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use gate_rules::{Phase, Verdict};
 use phasegate_github::{
-    CommitSha, Delivery, DeliveryError, EndedRun, ExperimentConfig, GithubConfig, GithubSink, OctocrabSink, Policy,
-    PrNumber, Reporter, RunEnd, SinkError, Target, VerdictReport,
+    CommitSha, Delivery, DeliveryError, EndedRun, ExperimentConfig, GithubConfig, GithubSink, OctocrabSink, Override,
+    Policy, PrNumber, Reporter, RunEnd, SinkError, Target, VerdictReport,
 };
 use phasegate_proto::domain::{Priority, RunId};
 
@@ -398,6 +398,7 @@ async fn verdict_report<S: Store>(
         scores: trend(&history, candidate.as_ref()),
         markdown: run.report.clone(),
         details_url,
+        overridden: run.overridden.as_ref().map(|o| Override { by: o.by.clone(), reason: o.reason.clone() }),
     }))
 }
 

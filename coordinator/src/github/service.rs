@@ -71,6 +71,7 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
     /// Delivers until `stop` turns true.
     pub(crate) async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut changes = self.shared.runs_changed.subscribe();
+        let mut reopened = self.shared.verdict_reopened.subscribe();
         self.catch_up().await;
         let tick = self.deliverer.policy().initial_delay.clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut interval = tokio::time::interval(tick);
@@ -82,6 +83,7 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
                     Err(RecvError::Lagged(_)) => self.catch_up().await,
                     Err(RecvError::Closed) => return,
                 },
+                Ok(run) = reopened.recv() => self.reopen(run).await,
                 _ = interval.tick() => self.pass().await,
                 _ = self.notices.notified() => self.pass_notices().await,
                 _ = stop.changed() => return,
@@ -90,6 +92,15 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
     }
 
     /// One attempt for `run` if one is due; failures of the store are logged (the next pass retries).
+    /// The run's verdict has something new to deliver (an override): sync it even if it was
+    /// settled.
+    pub(crate) async fn reopen(&self, run: RunId) {
+        if let Ok(mut s) = self.settled.lock() {
+            s.remove(&run);
+        }
+        self.sync(run).await;
+    }
+
     pub(crate) async fn sync(&self, run: RunId) {
         if self.settled.lock().is_ok_and(|s| s.contains(&run)) {
             return;
@@ -288,7 +299,7 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
             return Err(StartFailure::file(path, error));
         }
         let trigger = Trigger { pr: Some(pr.0), sha: sha.to_string(), branch, repo: repo.to_string() };
-        self.shared.submit_as(&source.spec_toml, path, digest, trigger, Some(Priority::Pr)).await.map_err(|s| {
+        self.shared.submit_as(&source.spec_toml, path, digest, trigger, Some(Priority::Pr), false).await.map_err(|s| {
             match s.code() {
                 tonic::Code::InvalidArgument => StartFailure::file(path, s.message()),
                 _ => StartFailure::internal(format!("failed to submit the run: {}", s.message())),

@@ -86,7 +86,7 @@ async fn env_with(sink: FakeSink) -> Env {
 impl Env {
     async fn submit(&self, pr: Option<u64>, priority: Priority) -> RunId {
         let trigger = Trigger { pr, sha: SHA.into(), branch: "b".into(), repo: "acme/lab".into() };
-        self.shared.submit_as(SPEC, "phase.toml", String::new(), trigger, Some(priority)).await.unwrap().0
+        self.shared.submit_as(SPEC, "phase.toml", String::new(), trigger, Some(priority), true).await.unwrap().0
     }
 
     async fn verdict(&self, run: RunId, verdict: &str) {
@@ -166,7 +166,7 @@ async fn runs_without_pr_or_configured_experiment_are_not_reported() {
     env.verdict(manual, "fail").await;
     env.service.sync(manual).await;
     let trigger = Trigger { pr: Some(3), sha: SHA.into(), branch: "b".into(), repo: "acme/other".into() };
-    let other = env.shared.submit_as(SPEC, "phase.toml", String::new(), trigger, None).await.unwrap().0;
+    let other = env.shared.submit_as(SPEC, "phase.toml", String::new(), trigger, None, true).await.unwrap().0;
     env.service.sync(other).await;
     assert!(env.service.sink().calls().is_empty());
     assert!(env.shared.store.github_delivery(manual).await.unwrap().is_none());
@@ -231,6 +231,54 @@ async fn redelivery_sends_a_delivered_verdict_again() {
     assert!(matches!(&comments[..], [SinkCall::CreateComment { .. }, SinkCall::UpdateComment { .. }]), "{comments:?}");
     let err = redeliver_with(&env.shared.store, &deliverer, 999).await.unwrap_err();
     assert_eq!(err.to_string(), "no run 999");
+}
+
+#[tokio::test]
+async fn an_override_completes_the_same_check_run_again_as_success_naming_who_and_why() {
+    let env = env_with(FakeSink::new()).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.service.sync(run).await;
+    let err = env.shared.override_verdict(run, "ana", "on purpose").await.unwrap_err();
+    assert!(err.message().contains("no verdict yet"), "{err:?}");
+    env.verdict(run, "fail").await;
+    env.service.sync(run).await;
+    let delivered = env.writes().len();
+    for (by, reason, expected) in [("ana", "  ", "reason: say why"), ("", "why", "by: name who")] {
+        let err = env.shared.override_verdict(run, by, reason).await.unwrap_err();
+        assert!(err.message().contains(expected), "{err:?}");
+    }
+    let mut reopened = env.shared.verdict_reopened.subscribe();
+    let entry = env.shared.override_verdict(run, "ana", "the new persona drops Q3 on purpose").await.unwrap();
+    assert_eq!(entry.by, "ana");
+    assert_eq!(reopened.recv().await.unwrap(), run, "the delivery loop learns the verdict reopened");
+    env.service.sync(run).await;
+    assert_eq!(env.writes().len(), delivered, "a settled run stays settled for plain changes");
+    env.service.reopen(run).await;
+    let writes = env.writes();
+    let again = &writes[delivered..];
+    let [SinkCall::CompleteCheckRun { id, conclusion, title, summary, .. }, SinkCall::UpdateComment { body, .. }] =
+        again
+    else {
+        panic!("the verdict is delivered again, to the same check run and comment: {again:?}")
+    };
+    let first = writes.iter().find_map(|c| match c {
+        SinkCall::CompleteCheckRun { id, .. } => Some(*id),
+        _ => None,
+    });
+    assert_eq!(Some(*id), first, "the same check run");
+    assert_eq!(*conclusion, Conclusion::Success);
+    assert!(title.contains("FAIL") && title.contains("overridden by ana"), "{title}");
+    for text in [summary, body] {
+        assert!(text.contains("**Overridden by ana**") && text.contains("drops Q3 on purpose"), "{text}");
+    }
+    let record = env.shared.store.run(run).await.unwrap().unwrap();
+    assert_eq!(record.verdict, "fail", "the verdict itself stays");
+    assert_eq!(record.overridden.map(|o| o.reason), Some("the new persona drops Q3 on purpose".into()));
+    // A passing verdict blocks nothing: there is nothing to override.
+    let passing = env.submit(Some(8), Priority::Pr).await;
+    env.verdict(passing, "pass").await;
+    let err = env.shared.override_verdict(passing, "ana", "why").await.unwrap_err();
+    assert!(err.message().contains("nothing to override"), "{err:?}");
 }
 
 fn pr_event(action: PrAction, head_repo: &str) -> Event {
@@ -386,7 +434,7 @@ fn the_title_trend_is_the_last_accepted_score_then_the_candidate() {
     let phase = |label: &str, ordinal: u64, accepted: bool| {
         let mut p = gate_rules::Phase::new("persona", label, ordinal);
         p.accepted = accepted;
-        PhaseRecord { phase: p, run_id: None, verdict: String::new() }
+        PhaseRecord { phase: p, run_id: None, verdict: String::new(), overridden: None }
     };
     let history = [phase("8", 8, true), phase("9", 9, true), phase("10", 10, false), phase("11", 11, true)];
     let candidate = &history[2].phase;

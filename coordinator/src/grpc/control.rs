@@ -86,7 +86,8 @@ impl<S: Store> ControlService for ControlApi<S> {
             "" => None,
             p => Some(p.parse::<Priority>().map_err(|e| invalid(format!("priority: {e}")))?),
         };
-        let (run, superseded) = self.shared.submit_as(&req.spec_toml, path, bundle, trigger, priority).await?;
+        let (run, superseded) =
+            self.shared.submit_as(&req.spec_toml, path, bundle, trigger, priority, req.no_cache).await?;
         tracing::info!(run = %run, superseded = superseded.len(), "run submitted");
         Ok(Response::new(pb::SubmitRunResponse {
             run_id: run.0,
@@ -243,6 +244,17 @@ impl<S: Store> ControlService for ControlApi<S> {
             return Err(Status::not_found(format!("no phase {label} in experiment {experiment}")));
         }
         Ok(Response::new(pb::AcceptPhaseResponse { experiment, label }))
+    }
+
+    async fn override_verdict(
+        &self,
+        req: Request<pb::OverrideVerdictRequest>,
+    ) -> Result<Response<pb::OverrideVerdictResponse>, Status> {
+        let req = req.into_inner();
+        let entry = self.shared.override_verdict(run_id(req.run_id)?, &req.by, &req.reason).await?;
+        Ok(Response::new(pb::OverrideVerdictResponse {
+            r#override: Some(pb::Override { by: entry.by, reason: entry.reason, at_ms: entry.at_ms }),
+        }))
     }
 
     type FetchLogsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;

@@ -47,6 +47,7 @@ pub(crate) fn run_to_pb(run: RunRecord, progress: &[(i64, pb::Progress)]) -> pb:
         evaluation_json: run.evaluation_json,
         github_delivery: None,
         pruned_ms: run.pruned_ms.unwrap_or(0),
+        r#override: run.overridden.map(|o| pb::Override { by: o.by, reason: o.reason, at_ms: o.at_ms }),
     }
 }
 
@@ -67,6 +68,8 @@ fn job_to_pb(job: JobRecord, progress: Option<pb::Progress>) -> pb::Job {
         progress,
         artifacts: job.artifacts,
         result_json: job.result_json,
+        cached_from: job.cached_from.map(|(job, _)| job as u64),
+        cached_from_run: job.cached_from.map(|(_, run)| run as u64),
     }
 }
 

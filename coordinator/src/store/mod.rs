@@ -13,7 +13,7 @@ use std::future::Future;
 pub use fault::StorageFault;
 pub(crate) use records::{
     AgentRecord, AgentTokenRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, LogRecord, NewGithubNotice,
-    NewJobRecord, NewRunRecord, NoticeId, PhaseRecord, PruneOutcome, RunRecord, VerdictRecord,
+    NewJobRecord, NewRunRecord, NoticeId, OverrideRecord, PhaseRecord, PruneOutcome, RunRecord, VerdictRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -111,6 +111,16 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
     fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send;
     fn runs(&self, limit: u32, experiment: &str) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
     fn job(&self, id: JobId) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+    /// Records a maintainer's override of the run's verdict and makes the verdict's GitHub
+    /// delivery due again; `false` when the run has no verdict.
+    fn set_override(
+        &self,
+        run: RunId,
+        record: &OverrideRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The newest succeeded job whose inputs had this digest and whose artifacts are all still
+    /// stored: what a stage with the same key reuses.
+    fn cache_source(&self, key: &str) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
     /// Log lines of a run after `after` (job id, seq), in order.
     fn logs(
         &self,

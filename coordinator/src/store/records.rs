@@ -23,6 +23,10 @@ pub(crate) struct NewJobRecord {
     pub depends_on: Vec<usize>,
     pub requires: pb::Requirements,
     pub work: pb::Assignment,
+    /// The digest of the job's inputs (see `stage_cache`); `None`: never cached.
+    pub cache_key: Option<String>,
+    /// The earlier succeeded job whose results this one reuses: it is inserted succeeded.
+    pub cached: Option<JobRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,8 @@ pub(crate) struct JobRecord {
     pub metrics: Option<pb::JobMetrics>,
     pub result_json: String,
     pub artifacts: Vec<pb::ArtifactRef>,
+    /// The job whose results this one reuses, and its run.
+    pub cached_from: Option<(i64, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +90,17 @@ pub(crate) struct RunRecord {
     pub evaluation_json: String,
     /// When gc removed the run's logs, metric points and artifacts; `None`: they are all kept.
     pub pruned_ms: Option<i64>,
+    /// A maintainer merged over the verdict.
+    pub overridden: Option<OverrideRecord>,
     pub jobs: Vec<JobRecord>,
+}
+
+/// Who merged over a run's verdict, why and when (`phasegate override`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OverrideRecord {
+    pub by: String,
+    pub reason: String,
+    pub at_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +127,8 @@ pub(crate) struct PhaseRecord {
     pub phase: gate_rules::Phase,
     pub run_id: Option<i64>,
     pub verdict: String,
+    /// `(by, reason)` when a maintainer merged over that run's verdict.
+    pub overridden: Option<(String, String)>,
 }
 
 /// What a gate stage decided for a run.

@@ -26,7 +26,8 @@ use phasegate_proto::pb;
 
 use super::{
     AgentRecord, AgentTokenRecord, GithubDeliveryRecord, GithubNoticeRecord, JobRecord, JobResult, LogRecord,
-    NewGithubNotice, NewRunRecord, NoticeId, PhaseRecord, PruneOutcome, RunRecord, Store, StoreError, VerdictRecord,
+    NewGithubNotice, NewRunRecord, NoticeId, OverrideRecord, PhaseRecord, PruneOutcome, RunRecord, Store, StoreError,
+    VerdictRecord,
 };
 use crate::scheduler::Effects;
 
@@ -87,8 +88,9 @@ impl SqliteStore {
         for run in run_ids {
             let rows = sqlx::query(
                 "SELECT id, run_id, stage, depends_on, requires, work, state, epoch, lease_token, attempt, agent, \
-                 gpu_index, \
-                 error, history, metrics, result_json FROM jobs WHERE run_id = ? ORDER BY id",
+                 gpu_index, error, history, metrics, result_json, cached_from, \
+                 (SELECT c.run_id FROM jobs c WHERE c.id = jobs.cached_from) AS cached_from_run \
+                 FROM jobs WHERE run_id = ? ORDER BY id",
             )
             .bind(run)
             .fetch_all(&self.pool)
@@ -223,6 +225,13 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRecord, StoreError> {
         metrics: metrics.map(|m| decode("jobs", &m)).transpose()?,
         result_json: row.try_get("result_json")?,
         artifacts: Vec::new(),
+        cached_from: match (
+            row.try_get::<Option<i64>, _>("cached_from")?,
+            row.try_get::<Option<i64>, _>("cached_from_run")?,
+        ) {
+            (Some(job), Some(run)) => Some((job, run)),
+            _ => None,
+        },
     })
 }
 
@@ -250,6 +259,17 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         report: row.try_get("report")?,
         evaluation_json: row.try_get("evaluation_json")?,
         pruned_ms: row.try_get("pruned_ms")?,
+        overridden: match (
+            row.try_get::<Option<String>, _>("override_by")?,
+            row.try_get::<Option<i64>, _>("override_ms")?,
+        ) {
+            (Some(by), Some(at_ms)) => Some(OverrideRecord {
+                by,
+                reason: row.try_get::<Option<String>, _>("override_reason")?.unwrap_or_default(),
+                at_ms,
+            }),
+            _ => None,
+        },
         jobs: Vec::new(),
     })
 }
@@ -342,21 +362,39 @@ async fn insert_run_rows(tx: &mut Transaction<'_, Sqlite>, run: &NewRunRecord) -
     let mut ids: Vec<i64> = Vec::with_capacity(run.jobs.len());
     for job in &run.jobs {
         let deps: Vec<i64> = job.depends_on.iter().filter_map(|i| ids.get(*i).copied()).collect();
+        // A cached job is born succeeded, with its source's results (the source's own source
+        // when it was cached too, so a chain always names the job that ran).
+        let cached = job.cached.as_ref().filter(|_| job_state == "queued");
+        let state = if cached.is_some() { "succeeded" } else { job_state };
         let id: i64 = sqlx::query(
-            "INSERT INTO jobs (run_id, stage, depends_on, requires, work, state, error, updated_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO jobs (run_id, stage, depends_on, requires, work, state, error, updated_ms, cache_key, \
+             cached_from, metrics, result_json) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(run_id)
         .bind(job.stage.as_str())
         .bind(serde_json::to_string(&deps).map_err(|e| corrupt("jobs", e))?)
         .bind(job.requires.encode_to_vec())
         .bind(job.work.encode_to_vec())
-        .bind(job_state)
+        .bind(state)
         .bind(if job_state == "cancelled" { run.error.as_str() } else { "" })
         .bind(run.created_ms)
+        .bind(&job.cache_key)
+        .bind(cached.map(|c| c.cached_from.map_or(c.id, |(source, _)| source)))
+        .bind(cached.and_then(|c| c.metrics.as_ref()).map(Message::encode_to_vec))
+        .bind(cached.map_or("", |c| c.result_json.as_str()))
         .fetch_one(&mut **tx)
         .await?
         .try_get(0)?;
+        for a in cached.map(|c| c.artifacts.as_slice()).unwrap_or_default() {
+            sqlx::query("INSERT INTO job_artifacts (job_id, name, sha256, size) VALUES (?, ?, ?, ?)")
+                .bind(id)
+                .bind(&a.name)
+                .bind(&a.sha256)
+                .bind(a.size as i64)
+                .execute(&mut **tx)
+                .await?;
+        }
         ids.push(id);
     }
     Ok((run_id, ids))
@@ -573,7 +611,8 @@ impl Store for SqliteStore {
 
     async fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
-             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms, \
+             override_by, override_reason, override_ms \
              FROM runs WHERE state IN ('queued', 'running') ORDER BY id";
         let rows = sqlx::query(Q).fetch_all(&self.pool).await?;
         let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -582,7 +621,8 @@ impl Store for SqliteStore {
 
     async fn run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
         const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
-             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms, \
+             override_by, override_reason, override_ms \
              FROM runs WHERE id = ?";
         let Some(row) = sqlx::query(Q).bind(id.0 as i64).fetch_optional(&self.pool).await? else {
             return Ok(None);
@@ -593,7 +633,8 @@ impl Store for SqliteStore {
 
     async fn runs(&self, limit: u32, experiment: &str) -> Result<Vec<RunRecord>, StoreError> {
         const Q: &str = "SELECT id, experiment, phase, description, priority, state, error, spec_toml, spec_path, \
-             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms \
+             bundle_sha256, pr, sha, branch, repo, created_ms, verdict, report, evaluation_json, pruned_ms, \
+             override_by, override_reason, override_ms \
              FROM runs WHERE (? = '' OR experiment = ?) ORDER BY id DESC LIMIT ?";
         let rows =
             sqlx::query(Q).bind(experiment).bind(experiment).bind(i64::from(limit)).fetch_all(&self.pool).await?;
@@ -601,11 +642,60 @@ impl Store for SqliteStore {
         self.attach_jobs(runs).await
     }
 
+    async fn set_override(&self, run: RunId, record: &OverrideRecord) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = async {
+            let updated = sqlx::query(
+                "UPDATE runs SET override_by = ?, override_reason = ?, override_ms = ? WHERE id = ? AND verdict != ''",
+            )
+            .bind(&record.by)
+            .bind(&record.reason)
+            .bind(record.at_ms)
+            .bind(run.0 as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // The verdict was delivered without the override: deliver it again (same check run
+            // and comment), now with it.
+            sqlx::query(
+                "UPDATE github_deliveries SET status = 'pending', next_attempt_ms = NULL, attempts = 0 \
+                 WHERE run_id = ? AND stage = 'verdict'",
+            )
+            .bind(run.0 as i64)
+            .execute(&mut *tx)
+            .await?;
+            Ok::<_, StoreError>(updated == 1)
+        }
+        .await;
+        finish(tx, outcome, &self.failed_write).await
+    }
+
+    async fn cache_source(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
+        // The newest succeeded job with the key whose run still has its artifacts; its blobs
+        // are checked too (a blob another run kept may still have gone with a failed disk).
+        let row = sqlx::query(
+            "SELECT j.id FROM jobs j JOIN runs r ON r.id = j.run_id \
+             WHERE j.cache_key = ? AND j.state = 'succeeded' AND r.pruned_ms IS NULL ORDER BY j.id DESC LIMIT 1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let Some(job) = self.job(JobId(row.try_get::<i64, _>(0)? as u64)).await? else { return Ok(None) };
+        for a in &job.artifacts {
+            if !self.artifact_known(&a.sha256).await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(job))
+    }
+
     async fn job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, run_id, stage, depends_on, requires, work, state, epoch, lease_token, attempt, agent, \
-                 gpu_index, \
-             error, history, metrics, result_json FROM jobs WHERE id = ?",
+                 gpu_index, error, history, metrics, result_json, cached_from, \
+                 (SELECT c.run_id FROM jobs c WHERE c.id = jobs.cached_from) AS cached_from_run \
+             FROM jobs WHERE id = ?",
         )
         .bind(id.0 as i64)
         .fetch_optional(&self.pool)

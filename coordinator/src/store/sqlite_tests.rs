@@ -52,7 +52,14 @@ fn new_run(experiment: &str, state: RunState, error: &str) -> NewRunRecord {
         created_ms: 42,
         state,
         error: error.into(),
-        jobs: vec![NewJobRecord { stage: Stage::Finetune, depends_on: vec![], requires: requires(), work: work() }],
+        jobs: vec![NewJobRecord {
+            stage: Stage::Finetune,
+            depends_on: vec![],
+            requires: requires(),
+            work: work(),
+            cache_key: None,
+            cached: None,
+        }],
     }
 }
 

@@ -17,6 +17,60 @@ pub fn render_markdown(report: &LintReport) -> String {
     out
 }
 
+/// The "Data" section of a run's gate report: what the lint stage saw in the run's dataset — the
+/// diff against the baseline (with its largest groups), contamination and token lengths — in at
+/// most `budget` characters (the first lines are kept whole; the rest is cut with a note).
+pub fn render_data_section(report: &LintReport, budget: usize) -> String {
+    let mut out = format!(
+        "\n### Data\n\nLint **{}**: {} examples ({}), digest `{}`",
+        report.verdict.as_str(),
+        report.examples,
+        report.format,
+        &report.digest[..report.digest.len().min(16)]
+    );
+    let fails = report.findings.iter().filter(|f| f.severity == crate::finding::Severity::Fail).count();
+    let warns = report.findings.iter().filter(|f| f.severity == crate::finding::Severity::Warn).count();
+    let _ = writeln!(
+        out,
+        "; {fails} failing and {warns} warning findings (the lint job's `lint/report.md` has them all).\n"
+    );
+    if let Some(d) = &report.diff {
+        let _ = write!(
+            out,
+            "- diff: {} → {} examples, +{} added, −{} removed, {} changed",
+            d.before, d.after, d.added, d.removed, d.changed
+        );
+        let groups: Vec<String> = [("+", &d.added_groups), ("−", &d.removed_groups)]
+            .iter()
+            .flat_map(|(sign, gs)| {
+                gs.iter().take(3).map(move |g| format!("{sign}{} like '{}…'", g.count, cell(&g.prefix)))
+            })
+            .collect();
+        if !groups.is_empty() {
+            let _ = write!(out, ": {}", groups.join(", "));
+        }
+        out.push('\n');
+    }
+    match report.contaminated.len() {
+        0 => out.push_str("- contamination: none of the suite's questions or anchors is in the data\n"),
+        n => {
+            let mut qids: Vec<&str> = report.contaminated.iter().map(|c| c.qid.as_str()).collect();
+            qids.dedup();
+            let _ = writeln!(out, "- contamination: {n} matches, questions {}", qids.join(", "));
+        }
+    }
+    if let Some(t) = &report.token_lengths {
+        let limit = t.max_length.map_or(String::new(), |m| format!(", {} over max_length {m}", t.over_max_length));
+        let _ = writeln!(out, "- tokens: min {} · p50 {} · p95 {} · max {}{limit}", t.min, t.p50, t.p95, t.max);
+    }
+    if out.len() > budget {
+        let cut = (0..=budget.saturating_sub(40)).rev().find(|i| out.is_char_boundary(*i)).unwrap_or(0);
+        out.truncate(cut);
+        out.push_str("\n… (cut to fit)\n");
+    }
+    out
+}
+
 fn summary(out: &mut String, r: &LintReport) {
     let files: Vec<String> = r.datasets.iter().map(|d| format!("`{}` ({})", d.file, d.format.as_str())).collect();
     let _ = writeln!(out, "| | |\n|---|---|");

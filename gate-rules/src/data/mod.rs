@@ -28,7 +28,7 @@ pub use duplicates::{ExactGroup, NearGroup};
 pub use example::{Dataset, Example, Format, Layout, MalformedRecord, Position, Role, Turn};
 pub use lengths::{OverLength, TokenLengthStats};
 pub use lint::{LintInput, TokenLengths, digest_hex, lint};
-pub use markdown::render_markdown;
+pub use markdown::{render_data_section, render_markdown};
 pub use normalise::normalise;
 pub use parse::{DatasetError, parse_dataset};
 pub use report::{DatasetSummary, Duplicates, LintFinding, LintReport};

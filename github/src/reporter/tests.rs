@@ -12,6 +12,7 @@ fn report(verdict: Verdict) -> VerdictReport {
         scores: vec![Some(5.5), Some(3.125)],
         markdown: format!("{}\n# report", gate_rules::report::marker(EXP)),
         details_url: Some(URL.to_owned()),
+        overridden: None,
     }
 }
 
@@ -112,6 +113,34 @@ fn completed_check_run_carries_title_and_report() {
     assert_eq!(title, "phase 10: FAIL — 5.5 → 3.125");
     assert_eq!(summary, &report(Verdict::Fail).markdown);
     assert_eq!(details_url.as_deref(), Some(URL));
+}
+
+#[test]
+fn an_overridden_fail_completes_the_check_as_success_and_says_who_and_why() {
+    let mut r = report(Verdict::Fail);
+    r.overridden = Some(Override { by: "ana".into(), reason: "the drop is the new persona\non purpose".into() });
+    let state = PrState { check_run: Some(CheckRunId(4)), comment: Some(CommentId(9)), checks_forbidden: false };
+    let actions = decide_verdict(&r, state, Some(PrNumber(1)), Policy::default());
+    let [Action::CompleteCheckRun { conclusion, title, summary, status, .. }, Action::UpdateComment { body, .. }] =
+        &actions[..]
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*conclusion, Conclusion::Success);
+    assert_eq!(*status, StatusState::Success);
+    assert_eq!(title, "phase 10: FAIL — 5.5 → 3.125 (overridden by ana)");
+    for text in [summary, body] {
+        assert!(text.starts_with(&format!("{}\n", gate_rules::report::marker(EXP))), "the marker stays first: {text}");
+        assert!(
+            text.contains("**Overridden by ana**") && text.contains("the drop is the new persona on purpose"),
+            "{text}"
+        );
+        assert!(text.contains("the verdict stays FAIL"), "{text}");
+    }
+    // Without an override the same verdict fails the check.
+    let plain = decide_verdict(&report(Verdict::Fail), state, Some(PrNumber(1)), Policy::default());
+    let Action::CompleteCheckRun { conclusion, .. } = &plain[0] else { panic!() };
+    assert_eq!(*conclusion, Conclusion::Failure);
 }
 
 #[test]

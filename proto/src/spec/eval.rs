@@ -45,6 +45,8 @@ pub(super) struct RawEvalStage {
     timeout: Option<String>,
     #[serde(default)]
     requires: Requirements,
+    #[serde(default)]
+    cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +84,8 @@ pub(super) struct RawScoreStage {
     timeout: Option<String>,
     #[serde(default)]
     requires: Requirements,
+    #[serde(default)]
+    cache: Option<bool>,
 }
 
 /// Load-time re-quantisation of Q4 weights (faster on CPU).
@@ -135,6 +139,9 @@ pub struct EvalStage {
     /// Placement needs; they do not travel to the agent (the scheduler already used them).
     #[serde(skip)]
     pub requires: Requirements,
+    /// `eval.cache` (default true); it does not travel to the agent.
+    #[serde(skip, default = "cache_default")]
+    pub cache: bool,
 }
 
 fn default_eval_timeout_s() -> u64 {
@@ -187,6 +194,13 @@ pub struct ScoreStage {
     /// Placement needs (a judge model may want a GPU); they do not travel to the agent.
     #[serde(skip)]
     pub requires: Requirements,
+    /// `score.cache` (default true); it does not travel to the agent.
+    #[serde(skip, default = "cache_default")]
+    pub cache: bool,
+}
+
+pub(super) fn cache_default() -> bool {
+    true
 }
 
 /// The judge model of `score.mode = "judge" | "both"` and how it is called.
@@ -290,6 +304,7 @@ pub(super) fn eval_stage(raw: RawEvalStage) -> Result<EvalStage, String> {
         generation,
         timeout_s: timeout_s("eval.timeout", raw.timeout.as_deref())?,
         requires: raw.requires,
+        cache: raw.cache.unwrap_or(true),
     })
 }
 
@@ -375,7 +390,8 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
     }
     let timeout_s = timeout_s("score.timeout", raw.timeout.as_deref())?;
     let calibration = raw.calibration.unwrap_or(true);
-    Ok(ScoreStage { mode, suite, judge, baseline_responses, timeout_s, calibration, requires: raw.requires })
+    let cache = raw.cache.unwrap_or(true);
+    Ok(ScoreStage { mode, suite, judge, baseline_responses, timeout_s, calibration, requires: raw.requires, cache })
 }
 
 fn calibration_default() -> bool {

@@ -31,6 +31,8 @@ pub(super) struct RawLintStage {
     max_length: Option<u32>,
     #[serde(default)]
     timeout: Option<String>,
+    #[serde(default)]
+    cache: Option<bool>,
 }
 
 /// The lint stage: which files of the source bundle to lint, against what.
@@ -53,6 +55,9 @@ pub struct LintStage {
     /// Overrides `[lint] max_length` of the config.
     pub max_length: Option<u32>,
     pub timeout_s: u64,
+    /// `lint.cache` (default true); it does not travel to the agent.
+    #[serde(skip, default = "super::eval::cache_default")]
+    pub cache: bool,
 }
 
 /// What a lint job reports back (`CompleteJobRequest.result_json`): the verdict the coordinator
@@ -112,5 +117,6 @@ pub(super) fn lint_stage(
         template: raw.template,
         max_length: raw.max_length,
         timeout_s,
+        cache: raw.cache.unwrap_or(true),
     })
 }

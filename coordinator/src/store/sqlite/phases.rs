@@ -12,9 +12,11 @@ const UPSERT: &str = "INSERT INTO phases (experiment, label, ordinal, accepted, 
      VALUES (?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (experiment, label) DO UPDATE SET ordinal = excluded.ordinal, accepted = excluded.accepted, \
      run_id = excluded.run_id, phase_json = excluded.phase_json, created_ms = excluded.created_ms";
-const OF_EXPERIMENT: &str = "SELECT p.accepted, p.run_id, p.phase_json, COALESCE(r.verdict, '') AS verdict \
+const OF_EXPERIMENT: &str = "SELECT p.accepted, p.run_id, p.phase_json, COALESCE(r.verdict, '') AS verdict, \
+     r.override_by, r.override_reason \
      FROM phases p LEFT JOIN runs r ON r.id = p.run_id WHERE p.experiment = ? ORDER BY p.ordinal, p.label";
-const OF_RUN: &str = "SELECT p.accepted, p.run_id, p.phase_json, COALESCE(r.verdict, '') AS verdict \
+const OF_RUN: &str = "SELECT p.accepted, p.run_id, p.phase_json, COALESCE(r.verdict, '') AS verdict, \
+     r.override_by, r.override_reason \
      FROM phases p LEFT JOIN runs r ON r.id = p.run_id WHERE p.run_id = ? ORDER BY p.id DESC LIMIT 1";
 const ACCEPT: &str = "UPDATE phases SET accepted = 1 WHERE experiment = ? AND label = ?";
 const SET_VERDICT: &str = "UPDATE runs SET verdict = ?, report = ?, evaluation_json = ? WHERE id = ?";
@@ -72,7 +74,11 @@ fn record_from_row(row: &SqliteRow) -> Result<PhaseRecord, StoreError> {
     let json: String = row.try_get("phase_json")?;
     let mut phase: gate_rules::Phase = serde_json::from_str(&json).map_err(|e| corrupt("phases", e))?;
     phase.accepted = row.try_get("accepted")?;
-    Ok(PhaseRecord { phase, run_id: row.try_get("run_id")?, verdict: row.try_get("verdict")? })
+    let overridden = match row.try_get::<Option<String>, _>("override_by")? {
+        Some(by) => Some((by, row.try_get::<Option<String>, _>("override_reason")?.unwrap_or_default())),
+        None => None,
+    };
+    Ok(PhaseRecord { phase, run_id: row.try_get("run_id")?, verdict: row.try_get("verdict")?, overridden })
 }
 
 #[cfg(test)]
