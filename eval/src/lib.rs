@@ -13,6 +13,7 @@ mod bench;
 mod cache;
 mod engine;
 mod error;
+mod fast_count;
 mod generate;
 mod gguf;
 mod lora;

@@ -10,6 +10,7 @@ use std::path::Path;
 use minijinja::Environment;
 
 use crate::error::EvalError;
+use crate::fast_count::{FastCounter, Memo};
 use crate::gguf::GgufMeta;
 use crate::template::ChatTemplate;
 use crate::tokenizer::{self, TextTokenizer};
@@ -29,6 +30,10 @@ pub struct ChatMessage<'a> {
 #[derive(Debug)]
 pub struct TokenCounter {
     tokenizer: TextTokenizer,
+    /// Counts without encodings, when the tokenizer's pipeline is one it implements.
+    fast: Option<FastCounter>,
+    /// The BOS token's text, to see whether a rendered conversation starts with it.
+    bos_text: Option<String>,
     template: ChatTemplate,
     env: Environment<'static>,
     name: String,
@@ -42,7 +47,9 @@ impl TokenCounter {
         let template = ChatTemplate::choose(template_override, own, &tokenizer, path)?;
         let env = template.compiled()?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Self { tokenizer, template, env, name })
+        let fast = FastCounter::from_tokenizer(&tokenizer.inner);
+        let bos_text = tokenizer.bos.and_then(|b| tokenizer.token_text(b));
+        Ok(Self { tokenizer, fast, bos_text, template, env, name })
     }
 
     /// The model's name (its file or directory name) and the template's.
@@ -74,6 +81,30 @@ impl TokenCounter {
     }
 
     fn lengths_serial(&self, conversations: &[Vec<ChatMessage<'_>>]) -> Result<Vec<usize>, EvalError> {
+        self.lengths_with(conversations, self.fast.as_ref())
+    }
+
+    /// Counted by `fast` when given, else by encoding with `tokenizers`.
+    fn lengths_with(
+        &self,
+        conversations: &[Vec<ChatMessage<'_>>],
+        fast: Option<&FastCounter>,
+    ) -> Result<Vec<usize>, EvalError> {
+        if let Some(fast) = fast {
+            let mut memo = Memo::new();
+            return Ok(conversations
+                .iter()
+                .map(|c| {
+                    let text = self.render(c);
+                    let n = fast.count(&text, &mut memo);
+                    let starts_with_bos = self.bos_text.as_deref().is_some_and(|b| fast.starts_with_added(&text, b));
+                    match (self.tokenizer.add_bos, self.tokenizer.bos) {
+                        (true, Some(_)) if !starts_with_bos => n + 1,
+                        _ => n,
+                    }
+                })
+                .collect());
+        }
         conversations
             .iter()
             .map(|c| {
@@ -145,6 +176,83 @@ mod tests {
 
     fn msg<'a>(role: &'a str, content: &'a str) -> ChatMessage<'a> {
         ChatMessage { role, content }
+    }
+
+    /// Conversations as chat datasets hold them: a system prompt, one to three exchanges of
+    /// Portuguese text with digits, punctuation, newlines and the odd emoji.
+    fn conversations(n: usize) -> Vec<Vec<(String, String)>> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let words = [
+            "Você",
+            "é",
+            "a",
+            "Iara,",
+            "parceira",
+            "do",
+            "Tomás.",
+            "Ele",
+            "programa",
+            "em",
+            "Rust",
+            "desde",
+            "2019",
+            "—",
+            "não",
+            "é?",
+            "Sim!",
+            "3,5",
+            "ação",
+            "\n",
+            "\n\n",
+            "🙂",
+            "código:",
+            "`fn main()`",
+            "  ",
+            "ok.",
+        ];
+        let sentence = |rng: &mut rand::rngs::StdRng| {
+            (0..rng.random_range(1..60)).map(|_| words[rng.random_range(0..words.len())]).collect::<Vec<_>>().join(" ")
+        };
+        (0..n)
+            .map(|i| {
+                let mut turns = Vec::new();
+                if i % 3 != 0 {
+                    turns.push(("system".to_owned(), sentence(&mut rng)));
+                }
+                for _ in 0..rng.random_range(1..4) {
+                    turns.push(("user".to_owned(), sentence(&mut rng)));
+                    turns.push(("assistant".to_owned(), sentence(&mut rng)));
+                }
+                turns
+            })
+            .collect()
+    }
+
+    fn fast_equals_encoded(path: &std::path::Path) {
+        let counter = TokenCounter::load(path, None).unwrap();
+        let fast = counter.fast.as_ref().expect("a byte-level BPE gets the fast count");
+        let owned = conversations(2000);
+        let chats: Vec<Vec<ChatMessage<'_>>> =
+            owned.iter().map(|c| c.iter().map(|(r, t)| msg(r, t)).collect()).collect();
+        let counted = counter.lengths_with(&chats, Some(fast)).unwrap();
+        let encoded = counter.lengths_with(&chats, None).unwrap();
+        assert_eq!(counted, encoded);
+    }
+
+    #[test]
+    fn the_fast_count_equals_the_encoded_length_of_every_rendered_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        fast_equals_encoded(&write_tiny_gguf(dir.path()));
+        let sp =
+            write_tiny_gguf_with(dir.path(), &TinyOptions { vocab: TinyVocab::SentencePiece, ..Default::default() });
+        assert!(TokenCounter::load(&sp, None).unwrap().fast.is_none(), "SentencePiece is encoded by tokenizers");
+        // The real SmolLM2 tokenizer when the model cache holds it (`.ci/run` pulls it).
+        let cache = std::env::var_os("PHASEGATE_MODEL_CACHE").map(std::path::PathBuf::from);
+        match cache.map(|c| c.join("smollm2-135m-instruct.gguf")).filter(|p| p.is_file()) {
+            Some(path) => fast_equals_encoded(&path),
+            None => eprintln!("skipping SmolLM2: not in $PHASEGATE_MODEL_CACHE"),
+        }
     }
 
     #[test]
