@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use gate_rules::data::{Dataset, EvalSuite, LintConfig, LintInput, LintReport, Probe, ProbeSide, TokenLengths};
 use phasegate_eval::{ChatMessage, TokenCounter};
 use phasegate_proto::domain::Lease;
-use phasegate_proto::spec::{LINT_REPORT_JSON, LINT_REPORT_MD, LintOutcome, LintStage};
+use phasegate_proto::spec::{AcceptedDataset, LINT_REPORT_JSON, LINT_REPORT_MD, LintOutcome, LintStage};
 use tokio::sync::{mpsc, watch};
 
 use crate::events::Event;
@@ -76,8 +76,12 @@ pub fn measure(datasets: &[Dataset], config: &LintConfig, cache: &Path) -> Resul
     Ok(TokenLengths::Measured { model: counter.describe(), lengths })
 }
 
+/// Where the accepted phase's bundle is unpacked inside the job directory.
+const ACCEPTED_DIR: &str = ".phasegate-accepted";
+
 /// The whole lint of one stage, on files under `dir` (the job directory, where the source bundle
-/// is unpacked). Blocking.
+/// is unpacked, and the accepted phase's bundle under [`ACCEPTED_DIR`] when the stage has one).
+/// Blocking.
 pub fn lint_stage(stage: &LintStage, dir: &Path, cache: &Path) -> Result<LintReport, LintError> {
     let shown = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
     let mut config = match &stage.config {
@@ -96,7 +100,18 @@ pub fn lint_stage(stage: &LintStage, dir: &Path, cache: &Path) -> Result<LintRep
     config.template = stage.template.clone().or(config.template);
     let files = |rels: &[String]| rels.iter().map(|r| dir.join(r)).collect::<Vec<_>>();
     let datasets = read_datasets(&files(&stage.datasets), shown)?;
-    let baseline = if stage.baseline.is_empty() { None } else { Some(read_datasets(&files(&stage.baseline), shown)?) };
+    let baseline = match (&stage.accepted, stage.baseline.is_empty()) {
+        (_, false) => Some(read_datasets(&files(&stage.baseline), shown)?),
+        (Some(accepted), true) => {
+            let root = dir.join(ACCEPTED_DIR);
+            let paths: Vec<PathBuf> = accepted.datasets.iter().map(|d| root.join(d)).collect();
+            let named = |p: &Path| {
+                format!("accepted phase {}: {}", accepted.phase, p.strip_prefix(&root).unwrap_or(p).display())
+            };
+            Some(read_datasets(&paths, named)?)
+        }
+        (None, true) => None,
+    };
     let suite = match &stage.suite {
         Some(rel) => {
             Some(probes(&phasegate_score::Suite::load(&dir.join(rel)).map_err(|e| LintError::Input(e.to_string()))?))
@@ -113,6 +128,15 @@ pub fn lint_stage(stage: &LintStage, dir: &Path, cache: &Path) -> Result<LintRep
     }))
 }
 
+/// Downloads the accepted phase's bundle and unpacks it under [`ACCEPTED_DIR`].
+async fn unpack_accepted(ctx: &JobContext, accepted: &AcceptedDataset, dir: &Path) -> Result<(), String> {
+    let bytes = crate::job::download(&ctx.client, ctx.retry, &accepted.bundle_sha256).await?;
+    let dest = dir.join(ACCEPTED_DIR);
+    tokio::task::spawn_blocking(move || crate::bundle::unpack(&bytes, &dest).map(|_| ()).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
 pub(crate) async fn run(
     ctx: &JobContext,
     stage: &LintStage,
@@ -124,6 +148,15 @@ pub(crate) async fn run(
     let started = Instant::now();
     let say = format!("lint: {} dataset file(s): {}", stage.datasets.len(), stage.datasets.join(", "));
     let _ = events.send(Event::Agent(say)).await;
+    if let (Some(accepted), true) = (&stage.accepted, stage.baseline.is_empty()) {
+        let say = format!("lint: diffing against accepted phase {} (run {})", accepted.phase, accepted.run);
+        let _ = events.send(Event::Agent(say)).await;
+        if let Err(e) = unpack_accepted(ctx, accepted, dir).await {
+            let error =
+                format!("failed to fetch the dataset of accepted phase {} (run {}): {e}", accepted.phase, accepted.run);
+            return Report { error, ..Default::default() };
+        }
+    }
     let (owned_stage, owned_dir, cache) = (stage.clone(), dir.to_owned(), ctx.model_cache.clone());
     let task = tokio::task::spawn_blocking(move || lint_stage(&owned_stage, &owned_dir, &cache));
     let timeout = Duration::from_secs(stage.timeout_s);

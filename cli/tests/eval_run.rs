@@ -341,6 +341,47 @@ async fn the_same_spec_again_is_cached_and_a_changed_dataset_line_reruns_only_it
     let _ = local.stop.send(true);
 }
 
+/// Without `lint.baseline`, the lint diffs the run's dataset against the one the experiment's
+/// newest accepted phase trained on (from that run's bundle): a PR sees "+2 added, −1 removed"
+/// with no baseline file kept by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lint_diffs_against_the_accepted_phases_dataset_when_no_baseline_is_given() {
+    let cache = tempfile::tempdir().unwrap();
+    phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    write_tiny_dictionary(cache.path());
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), cache.path()).await;
+    let lint = "\n[lint]\ndatasets = [\"data/train.jsonl\"]\nmax_length = 4000\n";
+    let spec10 = format!("{}{lint}", spec("tiny", 8, RULES));
+    let clean = std::fs::read_to_string(Path::new(DATASET).join("../lint-fixture/clean.jsonl")).unwrap();
+    let suite = suite(true);
+    let files = [("data/train.jsonl", clean.as_str())];
+    let first = submit_with(&mut local, root.path(), &spec10, &suite, &files, true).await;
+    let first = wait_for_end(&mut local.control, first, Duration::from_secs(120)).await;
+    assert_eq!(first.state, "succeeded", "{first:?}");
+    let no_diff = artifact(&local, job(&first, "lint"), "lint/report.json");
+    assert!(no_diff["diff"].is_null(), "phase 10 has no accepted dataset to diff against: {no_diff}");
+    History::open(&local.data_dir).await.unwrap().accept("persona-v1", "10").await.unwrap();
+
+    // Phase 11 drops the first example and adds two.
+    let mut lines: Vec<String> = clean.lines().skip(1).map(str::to_owned).collect();
+    for q in ["Você gosta de Rust?", "O que o Tomás faz?"] {
+        let turns = serde_json::json!({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": "Gosto, e ele também."}]});
+        lines.push(turns.to_string());
+    }
+    let spec11 = spec10.replace("phase = \"10\"", "phase = \"11\"").replace("parent = \"9\"", "parent = \"10\"");
+    let data = lines.join("\n") + "\n";
+    let second = submit_with(&mut local, root.path(), &spec11, &suite, &[("data/train.jsonl", &data)], true).await;
+    let second = wait_for_end(&mut local.control, second, Duration::from_secs(120)).await;
+    assert_eq!(second.state, "succeeded", "{second:?}");
+    let report = artifact(&local, job(&second, "lint"), "lint/report.json");
+    let diff = &report["diff"];
+    assert_eq!((diff["before"].as_u64(), diff["after"].as_u64()), (Some(10), Some(11)), "{report}");
+    assert_eq!((diff["added"].as_u64(), diff["removed"].as_u64()), (Some(2), Some(1)), "{report}");
+    assert!(second.report.contains("diff: 10 → 11 examples, +2 added, −1 removed"), "{}", second.report);
+    let _ = local.stop.send(true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rules_scorer_that_misses_an_anchor_fails_the_score_job_naming_it() {
     let cache = tempfile::tempdir().unwrap();

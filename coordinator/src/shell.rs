@@ -16,7 +16,7 @@ use phasegate_proto::domain::{
     Stage, Trigger,
 };
 use phasegate_proto::pb;
-use phasegate_proto::spec::{LintOutcome, PhaseSpec, StagePlan, StageWork};
+use phasegate_proto::spec::{AcceptedDataset, LintOutcome, PhaseSpec, StagePlan, StageWork};
 
 use crate::artifacts::ArtifactStore;
 use crate::credentials::Credentials;
@@ -280,6 +280,11 @@ impl<S: Store> Shared<S> {
                 "bundle_sha256: no uploaded source bundle has digest {bundle_sha256}"
             )));
         }
+        if let Some(lint) = spec.lint.as_mut()
+            && lint.baseline.is_empty()
+        {
+            lint.accepted = self.accepted_dataset(&spec.experiment).await?;
+        }
         let plans = spec.stages();
         // A nightly run exists to catch drift: it never reads the cache.
         let cache_use =
@@ -370,6 +375,28 @@ impl<S: Store> Shared<S> {
         // check run) must still learn of the new run.
         let _ = self.runs_changed.send(run_id);
         Ok((run_id, superseded))
+    }
+
+    /// The dataset of the experiment's newest accepted phase, when a run of this coordinator
+    /// produced it with a `[lint]` stage and its bundle is still stored: the lint's diff baseline.
+    async fn accepted_dataset(&self, experiment: &str) -> Result<Option<AcceptedDataset>, Status> {
+        let phases = self.store.phases(experiment).await.map_err(store_status)?;
+        let Some(newest) = phases.iter().rev().find(|p| p.phase.accepted) else { return Ok(None) };
+        // An imported phase has no dataset here; an older accepted one would be the wrong baseline.
+        let Some(run_id) = newest.run_id else { return Ok(None) };
+        let Some(run) = self.store.run(RunId(run_id as u64)).await.map_err(store_status)? else { return Ok(None) };
+        if run.bundle_sha256.is_empty() || !self.store.artifact_known(&run.bundle_sha256).await.map_err(store_status)? {
+            return Ok(None);
+        }
+        let Some(lint) = PhaseSpec::parse(&run.spec_toml, &run.spec_path).ok().and_then(|s| s.lint) else {
+            return Ok(None);
+        };
+        Ok(Some(AcceptedDataset {
+            phase: newest.phase.label.clone(),
+            run: run_id as u64,
+            bundle_sha256: run.bundle_sha256,
+            datasets: lint.datasets,
+        }))
     }
 
     /// Each plan's cache key and, where the cache may stand in for it, the succeeded job it

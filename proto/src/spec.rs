@@ -21,7 +21,7 @@ pub use eval::{
     DEFAULT_JUDGE_TIMEOUT_S, EvalGeneration, EvalStage, JobWork, JudgeModel, JudgeServer, PenaltyScope, Requantize,
     ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
 };
-pub use lint::{DEFAULT_LINT_TIMEOUT_S, LINT_REPORT_JSON, LINT_REPORT_MD, LintOutcome, LintStage};
+pub use lint::{AcceptedDataset, DEFAULT_LINT_TIMEOUT_S, LINT_REPORT_JSON, LINT_REPORT_MD, LintOutcome, LintStage};
 
 /// A spec that could not be read or accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

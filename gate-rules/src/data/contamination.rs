@@ -167,17 +167,7 @@ fn contains(haystack: &[u64], needle: &[u64]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::example::{Position, Turn};
-
-    fn chat(user: &str, answer: &str) -> Example {
-        Example {
-            position: Position::Line(1),
-            turns: vec![
-                Turn { role: Role::User, content: user.into() },
-                Turn { role: Role::Assistant, content: answer.into() },
-            ],
-        }
-    }
+    use crate::data::example::chat;
 
     fn suite() -> EvalSuite {
         let probe = |qid: &str, side, label: &str, text: &str| Probe {

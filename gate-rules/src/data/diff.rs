@@ -151,18 +151,8 @@ fn group(side: &[&Example], indices: &[usize]) -> Vec<DiffGroup> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::example::{Position, Role, Turn};
+    use crate::data::example::chat;
     use crate::data::normalise::example_digest;
-
-    fn chat(user: &str, answer: &str) -> Example {
-        Example {
-            position: Position::Line(1),
-            turns: vec![
-                Turn { role: Role::User, content: user.into() },
-                Turn { role: Role::Assistant, content: answer.into() },
-            ],
-        }
-    }
 
     fn run(before: &[Example], after: &[Example]) -> DiffReport {
         let b: Vec<&Example> = before.iter().collect();

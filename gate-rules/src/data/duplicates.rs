@@ -195,18 +195,8 @@ fn jaccard(a: &[u64], b: &[u64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::example::{Position, Turn};
+    use crate::data::example::chat;
     use crate::data::normalise::example_digest;
-
-    fn chat(user: &str, answer: &str) -> Example {
-        Example {
-            position: Position::Line(1),
-            turns: vec![
-                Turn { role: Role::User, content: user.into() },
-                Turn { role: Role::Assistant, content: answer.into() },
-            ],
-        }
-    }
 
     const ANSWER: &str = "A gente mantém o Quintal, um aplicativo que conecta hortas comunitárias a voluntários \
         do bairro, com backend em Rust e banco PostgreSQL, e a Banca, o sistema das feiras.";

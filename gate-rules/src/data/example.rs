@@ -136,3 +136,15 @@ pub struct Dataset {
     pub examples: Vec<Example>,
     pub malformed: Vec<MalformedRecord>,
 }
+
+/// A one-exchange example (user, then assistant) at line 1: the checks' tests build data with it.
+#[cfg(test)]
+pub(crate) fn chat(user: &str, answer: &str) -> Example {
+    Example {
+        position: Position::Line(1),
+        turns: vec![
+            Turn { role: Role::User, content: user.into() },
+            Turn { role: Role::Assistant, content: answer.into() },
+        ],
+    }
+}

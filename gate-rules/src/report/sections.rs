@@ -87,6 +87,9 @@ pub(crate) fn changes(out: &mut String, input: &Input<'_>) {
         out.push_str("No configuration changes.\n\n");
         return;
     }
+    let added = rows.iter().filter(|(_, before, _)| before.is_none()).count();
+    let removed = rows.iter().filter(|(_, _, after)| after.is_none()).count();
+    let _ = writeln!(out, "{} changed, {added} added, {removed} removed.\n", rows.len() - added - removed);
     let _ = writeln!(out, "| Parameter | Phase {} | Phase {} |\n|---|---|---|", previous.label, input.candidate.label);
     for (key, before, after) in rows {
         let _ = writeln!(out, "| {key} | {} | **{}** |", cell(&before), cell(&after));

@@ -37,6 +37,17 @@ fn report_has_every_section_the_issue_lists() {
 }
 
 #[test]
+fn the_changes_table_counts_changed_added_and_removed_keys() {
+    let entry = |key: &str, value: &str| crate::phase::ConfigEntry { key: key.into(), value: value.into() };
+    let mut h = persona_history();
+    h[2].config = vec![entry("epochs", "3"), entry("lr", "2e-4"), entry("max_length", "512")];
+    let mut candidate = h[3].clone();
+    candidate.config = vec![entry("epochs", "3"), entry("lr", "1e-4"), entry("lora_dropout", "0.1")];
+    let text = report(&h[..3], &candidate, GITHUB_COMMENT_LIMIT);
+    assert!(text.contains("## Changes from phase 8\n\n1 changed, 1 added, 1 removed.\n"), "{text}");
+}
+
+#[test]
 fn findings_show_a_question_asked_differently_than_in_the_baseline() {
     let h = persona_history();
     let mut candidate = h[1].clone();

@@ -58,6 +58,20 @@ pub struct LintStage {
     /// `lint.cache` (default true); it does not travel to the agent.
     #[serde(skip, default = "super::eval::cache_default")]
     pub cache: bool,
+    /// The diff's baseline when `baseline` is empty: the dataset of the experiment's newest
+    /// accepted phase, filled in by the coordinator at submission (never by the spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<AcceptedDataset>,
+}
+
+/// Where the accepted phase's dataset is: the files its run's `[lint]` read, in that run's bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedDataset {
+    pub phase: String,
+    pub run: u64,
+    pub bundle_sha256: String,
+    pub datasets: Vec<String>,
 }
 
 /// What a lint job reports back (`CompleteJobRequest.result_json`): the verdict the coordinator
@@ -118,5 +132,6 @@ pub(super) fn lint_stage(
         max_length: raw.max_length,
         timeout_s,
         cache: raw.cache.unwrap_or(true),
+        accepted: None,
     })
 }
