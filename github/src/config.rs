@@ -98,6 +98,7 @@ struct RawExperiment {
     paths: Vec<String>,
     spec: String,
     fork_label: Option<String>,
+    override_label: Option<String>,
     dashboard_url: Option<String>,
 }
 
@@ -151,6 +152,9 @@ pub struct ExperimentConfig {
     /// Path of the phase spec inside the repository.
     pub spec: String,
     pub fork_label: String,
+    /// A maintainer adding this label to a PR overrides its run's failing verdict, as
+    /// `phasegate override` does, naming who added it; `None`: no label overrides.
+    pub override_label: Option<String>,
     pub dashboard_url: Option<String>,
     matcher: GlobSet,
 }
@@ -252,6 +256,7 @@ fn experiment(raw: RawExperiment, path: &Path) -> Result<ExperimentConfig, Confi
         paths: raw.paths,
         spec: raw.spec,
         fork_label: raw.fork_label.unwrap_or_else(|| DEFAULT_FORK_LABEL.to_owned()),
+        override_label: raw.override_label.filter(|l| !l.trim().is_empty()),
         dashboard_url: raw.dashboard_url,
         matcher,
     })

@@ -83,6 +83,8 @@ pub struct PullRequestEvent {
     pub head_repo: Option<String>,
     pub base_branch: String,
     pub labels: Vec<String>,
+    /// The login of who caused the event (who added the label).
+    pub sender: Option<String>,
 }
 
 impl PullRequestEvent {
@@ -155,6 +157,12 @@ struct RawPrEvent {
     pull_request: RawPr,
     repository: RawRepo,
     label: Option<RawLabel>,
+    sender: Option<RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawUser {
+    login: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +214,7 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, WebhookError> {
                 head_repo: pr.head.repo.map(|r| r.full_name),
                 base_branch: pr.base.branch,
                 labels: pr.labels.into_iter().map(|l| l.name).collect(),
+                sender: raw.sender.map(|u| u.login),
             }))
         }
         "push" => {
@@ -277,6 +286,13 @@ pub enum Decision {
         head_sha: CommitSha,
         label: String,
     },
+    /// A maintainer added the experiment's `override_label`: override the PR's failing verdict.
+    OverrideVerdict {
+        repo: RepoName,
+        pr: PrNumber,
+        label: String,
+        by: String,
+    },
     /// A push to the default branch: accept the merged phase into the history.
     AcceptMerged {
         repo: RepoName,
@@ -314,6 +330,12 @@ fn decide_pr(pr: &PullRequestEvent, experiment: &ExperimentConfig, changed_files
         base_branch: pr.base_branch.clone(),
     };
     match &pr.action {
+        PrAction::Labeled { label } if experiment.override_label.as_ref() == Some(label) => Decision::OverrideVerdict {
+            repo: pr.repo.clone(),
+            pr: pr.pr,
+            label: label.clone(),
+            by: pr.sender.clone().unwrap_or_else(|| "a maintainer".to_owned()),
+        },
         PrAction::Labeled { label } if pr.is_fork() && *label == experiment.fork_label => start(),
         PrAction::Labeled { .. } => Decision::Ignore(IgnoreReason::IrrelevantLabel),
         PrAction::Opened | PrAction::Synchronize | PrAction::Reopened if pr.is_fork() => Decision::WaitForLabel {

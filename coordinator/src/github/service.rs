@@ -40,6 +40,7 @@ pub(crate) enum EventOutcome {
     Started { experiment: String, run: RunId, superseded: Vec<RunId> },
     WaitingForLabel { experiment: String },
     Accepted { experiment: String, run: RunId, phase: String },
+    Overridden { experiment: String, run: RunId },
     Failed { experiment: String, error: String },
 }
 
@@ -249,6 +250,13 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
                     Err(e) => failed(e),
                 }
             }
+            Decision::OverrideVerdict { repo, pr, label, by } => {
+                let reason = format!("label `{label}` added to pull request #{pr} by {by}");
+                match self.override_by_label(experiment, &repo, pr, &by, &reason).await {
+                    Ok(run) => EventOutcome::Overridden { experiment: name, run },
+                    Err(error) => failed(error),
+                }
+            }
             Decision::AcceptMerged { repo, pr, .. } => match self.accept_merged(experiment, &repo, pr).await {
                 Ok((run, phase)) => EventOutcome::Accepted { experiment: name, run, phase },
                 Err(error) => failed(error),
@@ -311,6 +319,26 @@ impl<S: Store, G: GithubSink + 'static> GithubService<S, G> {
     ///
     /// Failures are the operator's (log and counter): a push to the default branch has no PR
     /// head to show them on.
+    /// The PR's latest run with a verdict has it overridden (see [`Shared::override_verdict`]).
+    async fn override_by_label(
+        &self,
+        experiment: &ExperimentConfig,
+        repo: &RepoName,
+        pr: PrNumber,
+        by: &str,
+        reason: &str,
+    ) -> Result<RunId, String> {
+        let run = self
+            .shared
+            .store
+            .latest_verdict_run(&repo.to_string(), pr.0, &experiment.name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("pull request #{pr} has no run of `{}` with a verdict", experiment.name))?;
+        self.shared.override_verdict(run, by, reason).await.map_err(|s| s.message().to_owned())?;
+        Ok(run)
+    }
+
     async fn accept_merged(
         &self,
         experiment: &ExperimentConfig,

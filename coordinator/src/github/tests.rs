@@ -37,6 +37,7 @@ repo = "acme/lab"
 paths = ["experiments/**"]
 spec = "experiments/persona/phase.toml"
 dashboard_url = "http://dash.test/runs/{run}"
+override_label = "phasegate:override"
 "#;
 const SPEC: &str = r#"
 experiment = "persona"
@@ -281,6 +282,36 @@ async fn an_override_completes_the_same_check_run_again_as_success_naming_who_an
     assert!(err.message().contains("nothing to override"), "{err:?}");
 }
 
+#[tokio::test]
+async fn the_configured_label_overrides_the_prs_failing_verdict_naming_who_added_it() {
+    let env = env_with(FakeSink::new().with_pr_files(&["experiments/persona/data.jsonl"])).await;
+    let run = env.submit(Some(7), Priority::Pr).await;
+    env.verdict(run, "fail").await;
+    env.service.sync(run).await;
+    let labeled = pr_event(PrAction::Labeled { label: "phasegate:override".into() }, "acme/lab");
+    let outcomes = env.service.on_event(&labeled).await;
+    assert_eq!(outcomes, [EventOutcome::Overridden { experiment: "persona".into(), run }]);
+    let record = env.shared.store.run(run).await.unwrap().unwrap();
+    let o = record.overridden.expect("the override is stored with the run");
+    assert_eq!(o.by, "ana");
+    assert!(o.reason.contains("label `phasegate:override` added to pull request #7 by ana"), "{}", o.reason);
+    env.service.reopen(run).await;
+    let completed: Vec<_> = env
+        .writes()
+        .into_iter()
+        .filter_map(|c| match c {
+            SinkCall::CompleteCheckRun { conclusion, title, .. } => Some((conclusion, title)),
+            _ => None,
+        })
+        .collect();
+    let (conclusion, title) = completed.last().expect("the check run is completed again");
+    assert_eq!(*conclusion, Conclusion::Success, "{completed:?}");
+    assert!(title.contains("overridden by ana"), "{title}");
+    // Another label is not an override.
+    let other = pr_event(PrAction::Labeled { label: "bug".into() }, "acme/lab");
+    assert!(matches!(&env.service.on_event(&other).await[..], [EventOutcome::Ignored { .. }]));
+}
+
 fn pr_event(action: PrAction, head_repo: &str) -> Event {
     Event::PullRequest(PullRequestEvent {
         action,
@@ -291,6 +322,7 @@ fn pr_event(action: PrAction, head_repo: &str) -> Event {
         head_repo: Some(head_repo.into()),
         base_branch: "main".into(),
         labels: vec![],
+        sender: Some("ana".into()),
     })
 }
 

@@ -17,6 +17,7 @@ name = "persona"
 repo = "acme/lab"
 paths = ["datasets/**", "experiments/**/phase.toml"]
 spec = "experiments/persona/phase.toml"
+override_label = "phasegate:override"
 "#;
     let read = |_: &Path| Ok("x".to_owned());
     GithubConfig::parse(text, Path::new("phasegate.toml"), &|_| None, &read).unwrap().experiments.remove(0)
@@ -33,7 +34,8 @@ fn pr_payload(action: &str, head_repo: Option<&str>, label: Option<&str>) -> Vec
             "base": { "sha": SHA, "ref": "main", "repo": { "full_name": "acme/lab" } },
             "labels": [{ "name": "bug" }]
         },
-        "repository": { "full_name": "acme/lab", "default_branch": "main" }
+        "repository": { "full_name": "acme/lab", "default_branch": "main" },
+        "sender": { "login": "ana" }
     });
     if let Some(label) = label {
         v["label"] = json!({ "name": label });
@@ -99,6 +101,7 @@ fn pull_request_payload_parses() {
     assert_eq!((pr.repo.to_string(), pr.pr, pr.head_sha.as_str()), ("acme/lab".to_owned(), PrNumber(12), SHA));
     assert_eq!((pr.base_branch.as_str(), pr.labels.clone()), ("main", vec!["bug".to_owned()]));
     assert!(pr.is_fork());
+    assert_eq!(pr.sender.as_deref(), Some("ana"));
     assert!(matches!(parse_event("pull_request", &pr_payload("closed", None, None)), Ok(Event::Ignored { .. })));
     assert!(matches!(parse_event("issues", b"{}"), Ok(Event::Ignored { .. })));
     assert!(matches!(parse_event("pull_request", b"{"), Err(WebhookError::Json { .. })));
@@ -116,7 +119,7 @@ fn pr_decision_table() {
     let own = Some("acme/lab");
     let fork = Some("bob/lab");
     #[rustfmt::skip]
-    let table: [Row<'_>; 12] = [
+    let table: [Row<'_>; 15] = [
         ("opened", own, None, &data, "start"),
         ("synchronize", own, None, &data, "start"),
         ("reopened", own, None, &spec, "start"),
@@ -129,6 +132,9 @@ fn pr_decision_table() {
         ("labeled", fork, Some("bug"), &data, "ignore"),
         ("labeled", own, Some("phasegate:run"), &data, "ignore"),
         ("labeled", fork, Some("phasegate:run"), &docs, "ignore"),
+        ("labeled", own, Some("phasegate:override"), &data, "override"),
+        ("labeled", fork, Some("phasegate:override"), &data, "override"),
+        ("labeled", own, Some("phasegate:override"), &docs, "ignore"),
     ];
     for (action, head_repo, label, changed, expected) in table {
         let event = parse_event("pull_request", &pr_payload(action, head_repo, label)).unwrap();
@@ -140,6 +146,10 @@ fn pr_decision_table() {
             }
             Decision::Ignore(_) => "ignore",
             Decision::AcceptMerged { .. } => "accept",
+            Decision::OverrideVerdict { ref by, ref label, .. } => {
+                assert_eq!((by.as_str(), label.as_str()), ("ana", "phasegate:override"));
+                "override"
+            }
         };
         assert_eq!(got, expected, "{action} {head_repo:?} {label:?} {changed:?}");
     }
