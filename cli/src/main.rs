@@ -13,11 +13,6 @@ mod render;
 
 use clap::Parser as _;
 
-/// The tokenizer, the JSON parser and the HTTP stack allocate small objects from many threads;
-/// mimalloc serves them without the system allocator's contention.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
