@@ -123,6 +123,9 @@ struct Agent {
     heartbeat: Mutex<Duration>,
     /// The coordinator's lease TTL as last registered: a job's calls ride out outages of a few TTLs.
     lease_ttl: Mutex<Duration>,
+    /// When the coordinator last answered this agent: a job's call gives up only after that long
+    /// a silence, not after that long of its own failed attempts.
+    contact: Arc<crate::retry::Contact>,
     /// The environment fingerprint of the last registration, for eval results.
     environment: Mutex<BTreeMap<String, String>>,
     /// Set (under the `running` lock) when a drain begins: nothing new is leased or started.
@@ -241,6 +244,7 @@ async fn start(config: AgentConfig, probe: Arc<dyn GpuProbe>) -> Result<(Arc<Age
         instance: new_instance(),
         heartbeat: Mutex::new(Duration::from_secs(5)),
         lease_ttl: Mutex::new(DEFAULT_LEASE_TTL),
+        contact: Arc::default(),
         environment: Mutex::default(),
         draining: AtomicBool::new(false),
     });
@@ -336,6 +340,7 @@ impl Agent {
 
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::for_lease_ttl(self.lease_ttl.lock().map(|t| *t).unwrap_or(DEFAULT_LEASE_TTL))
+            .with_contact(self.contact.clone())
     }
 
     async fn register(&self) -> Result<(), tonic::Status> {
@@ -363,6 +368,7 @@ impl Agent {
             *ttl = Duration::from_millis(resp.lease_ttl_ms);
         }
         self.stop(&resp.stop_jobs);
+        self.contact.note();
         tracing::info!(agent = %self.config.name, "registered with the coordinator");
         Ok(())
     }
@@ -413,6 +419,7 @@ impl Agent {
             }
             match self.beat(false).await {
                 Ok(reregister) => {
+                    self.contact.note();
                     if reregister {
                         lost = self.register().await.is_err();
                     }

@@ -104,7 +104,7 @@ async fn run_stages(
             ..Default::default()
         };
     }
-    let started = retry(ctx.retry, "start job", || {
+    let started = retry(ctx.retry.clone(), "start job", || {
         let mut client = ctx.client.clone();
         async move { client.start_job(pb::StartJobRequest { lease: Some(lease.into()) }).await }
     })
@@ -290,7 +290,7 @@ async fn prepare_dir(ctx: &JobContext, a: &pb::Assignment, dir: &Path) -> Result
     }
     tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
     if !a.bundle_sha256.is_empty() {
-        let bytes = download(&ctx.client, ctx.retry, &a.bundle_sha256).await?;
+        let bytes = download(&ctx.client, ctx.retry.clone(), &a.bundle_sha256).await?;
         let dest = dir.to_owned();
         tokio::task::spawn_blocking(move || crate::bundle::unpack(&bytes, &dest))
             .await
@@ -298,7 +298,7 @@ async fn prepare_dir(ctx: &JobContext, a: &pb::Assignment, dir: &Path) -> Result
             .map_err(|e| e.to_string())?;
     }
     for input in &a.inputs {
-        let bytes = download(&ctx.client, ctx.retry, &input.sha256).await?;
+        let bytes = download(&ctx.client, ctx.retry.clone(), &input.sha256).await?;
         let rel = Path::new(&input.name);
         if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(format!("input artifact name {:?} escapes the job directory", input.name));
@@ -372,7 +372,7 @@ pub(crate) async fn upload(
         size: bytes.len() as u64,
         sha256: crate::bundle::sha256_hex(&bytes),
     };
-    let resp = retry(ctx.retry, "upload artifact", || {
+    let resp = retry(ctx.retry.clone(), "upload artifact", || {
         let mut chunks = vec![pb::ArtifactChunk { part: Some(pb::artifact_chunk::Part::Header(header.clone())) }];
         chunks.extend(
             bytes

@@ -130,7 +130,7 @@ pub fn lint_stage(stage: &LintStage, dir: &Path, cache: &Path) -> Result<LintRep
 
 /// Downloads the accepted phase's bundle and unpacks it under [`ACCEPTED_DIR`].
 async fn unpack_accepted(ctx: &JobContext, accepted: &AcceptedDataset, dir: &Path) -> Result<(), String> {
-    let bytes = crate::job::download(&ctx.client, ctx.retry, &accepted.bundle_sha256).await?;
+    let bytes = crate::job::download(&ctx.client, ctx.retry.clone(), &accepted.bundle_sha256).await?;
     let dest = dir.join(ACCEPTED_DIR);
     tokio::task::spawn_blocking(move || crate::bundle::unpack(&bytes, &dest).map(|_| ()).map_err(|e| e.to_string()))
         .await

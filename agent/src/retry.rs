@@ -20,19 +20,45 @@ pub(crate) const OUTAGE_TTLS: u32 = 3;
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
+/// When this agent last heard from the coordinator (any answered call: a heartbeat, a
+/// registration, another job's call). A call's silence is counted from the later of its own start
+/// and this, so a coordinator restarting again and again — answering other calls in between —
+/// does not make a job's call give up although each of its own attempts met a restart.
+#[derive(Debug, Default)]
+pub(crate) struct Contact(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+impl Contact {
+    pub(crate) fn note(&self) {
+        if let Ok(mut at) = self.0.lock() {
+            *at = Some(tokio::time::Instant::now());
+        }
+    }
+
+    fn last(&self) -> Option<tokio::time::Instant> {
+        self.0.lock().ok().and_then(|at| *at)
+    }
+}
+
 /// Backoff with jitter, and how long an outage may last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct RetryPolicy {
     pub first_delay: Duration,
     pub max_delay: Duration,
     /// How long the coordinator may stay silent before the call gives up; `None` retries for ever.
     pub give_up_after: Option<Duration>,
+    /// The agent's last contact with the coordinator, when it keeps one.
+    pub contact: Option<std::sync::Arc<Contact>>,
 }
 
 impl RetryPolicy {
     /// The policy for a lease TTL: rides out [`OUTAGE_TTLS`] TTLs of silence.
     pub(crate) fn for_lease_ttl(ttl: Duration) -> Self {
-        Self { first_delay: FIRST_DELAY, max_delay: MAX_DELAY, give_up_after: Some(ttl * OUTAGE_TTLS) }
+        Self { first_delay: FIRST_DELAY, max_delay: MAX_DELAY, give_up_after: Some(ttl * OUTAGE_TTLS), contact: None }
+    }
+
+    /// The same, with silence counted from the agent's last contact too.
+    pub(crate) fn with_contact(self, contact: std::sync::Arc<Contact>) -> Self {
+        Self { contact: Some(contact), ..self }
     }
 
     /// The same backoff without a limit (a job's completion: it is kept until delivered or refused).
@@ -70,11 +96,17 @@ where
     let mut failures = 0u32;
     loop {
         match call().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                if let Some(c) = &policy.contact {
+                    c.note();
+                }
+                return Ok(v);
+            }
             Err(s) if !is_transient(&s) => return Err(s),
             Err(s) => {
                 failures += 1;
-                if policy.give_up_after.is_some_and(|limit| started.elapsed() >= limit) {
+                let quiet_since = policy.contact.as_ref().and_then(|c| c.last()).map_or(started, |at| at.max(started));
+                if policy.give_up_after.is_some_and(|limit| quiet_since.elapsed() >= limit) {
                     tracing::warn!(
                         call = what,
                         failures,
@@ -143,6 +175,38 @@ mod tests {
         .await;
         assert_eq!(got.map_err(|s| s.code()), Ok(7));
         assert!(calls.load(Ordering::SeqCst) > 2);
+    }
+
+    /// A coordinator killed again and again: each attempt of the call meets a restart, but the
+    /// agent's heartbeats get through in between, so the call keeps trying; it gives up only once
+    /// the coordinator has been silent for three TTLs.
+    #[tokio::test(start_paused = true)]
+    async fn answers_in_between_keep_a_call_retrying_through_restart_after_restart() {
+        let contact = std::sync::Arc::new(Contact::default());
+        let policy = RetryPolicy::for_lease_ttl(TTL).with_contact(contact.clone());
+        let started = tokio::time::Instant::now();
+        let heartbeats = {
+            let contact = contact.clone();
+            tokio::spawn(async move {
+                for _ in 0..15 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    contact.note();
+                }
+            })
+        };
+        let got: Result<(), Status> = retry(policy, "test", || async { Err(Status::unavailable("restarting")) }).await;
+        assert_eq!(got.map_err(|s| s.code()), Err(Code::Unavailable));
+        let took = started.elapsed();
+        let limit = TTL * OUTAGE_TTLS;
+        let last_answer = Duration::from_secs(15);
+        assert!(took >= last_answer + limit, "gave up {took:?} in, before {limit:?} of silence after the last answer");
+        assert!(took < last_answer + limit + MAX_DELAY, "{took:?}");
+        heartbeats.await.unwrap();
+        // Without the agent's contact the same call gives up after three TTLs of its own failures.
+        let alone = tokio::time::Instant::now();
+        let _ = retry(RetryPolicy::for_lease_ttl(TTL), "test", || async { Err::<(), _>(Status::unavailable("down")) })
+            .await;
+        assert!(alone.elapsed() < limit + MAX_DELAY);
     }
 
     #[tokio::test(start_paused = true)]
