@@ -757,18 +757,12 @@ fn lint_failure(result_json: &str) -> Result<Option<VerdictRecord>, Status> {
         "examples": outcome.examples,
         "findings": outcome.findings,
     });
-    let mut report = format!(
+    // The lint's markdown is bounded (a few examples per finding, 20 contaminated listed);
+    // GitHub delivery fits it to a comment with a note where it cuts.
+    let report = format!(
         "**Stopped at the lint stage: the data fails its checks, so no later stage ran.**\n\n{}",
         outcome.markdown
     );
-    let limit = gate_rules::report::GITHUB_COMMENT_LIMIT - 200;
-    if report.len() > limit {
-        let cut = (0..=limit).rev().find(|i| report.is_char_boundary(*i)).unwrap_or(0);
-        report.truncate(cut);
-        report.push_str(
-            "\n\n… (cut to fit a PR comment; the whole report is the lint job's artifact `lint/report.md`)\n",
-        );
-    }
     Ok(Some(VerdictRecord { verdict: outcome.verdict, report, evaluation_json: summary.to_string() }))
 }
 

@@ -60,24 +60,24 @@ pub(crate) struct StageKey {
 
 /// The bundle files the keys of `plans` read (relative to the spec's directory).
 pub(crate) fn files_needed(plans: &[StagePlan]) -> BTreeSet<String> {
-    let mut files = BTreeSet::new();
-    for plan in plans {
-        match &plan.work {
-            StageWork::Lint(l) => {
-                files.extend(l.datasets.iter().cloned());
-                files.extend(l.baseline.iter().cloned());
-                files.extend(l.suite.iter().cloned());
-                files.extend(l.config.iter().cloned());
-            }
-            StageWork::Eval(e) => {
-                files.insert(e.suite.clone());
-            }
-            StageWork::Score(s) => {
-                files.insert(s.suite.clone());
-                files.extend(s.baseline_responses.iter().cloned());
-            }
-            StageWork::Command(_) | StageWork::Gate(_) => {}
+    plans.iter().flat_map(|p| files_read(&p.work)).map(str::to_owned).collect()
+}
+
+/// The bundle files one stage's result depends on besides its work (a command's is the whole
+/// bundle, keyed apart).
+fn files_read(work: &StageWork) -> Vec<&str> {
+    let mut files: Vec<&str> = Vec::new();
+    match work {
+        StageWork::Lint(l) => {
+            files.extend(l.datasets.iter().chain(&l.baseline).map(String::as_str));
+            files.extend(l.suite.iter().chain(&l.config).map(String::as_str));
         }
+        StageWork::Eval(e) => files.push(&e.suite),
+        StageWork::Score(s) => {
+            files.push(&s.suite);
+            files.extend(s.baseline_responses.as_deref());
+        }
+        StageWork::Command(_) | StageWork::Gate(_) => {}
     }
     files
 }
@@ -167,14 +167,8 @@ fn work_json(work: &StageWork) -> Option<String> {
 }
 
 fn input_files<'a>(work: &StageWork, files: &'a BTreeMap<String, FileDigest>) -> Vec<(&'a str, &'a FileDigest)> {
-    let wanted = files_needed(std::slice::from_ref(&StagePlan {
-        stage: Stage::Gate,
-        depends_on: Vec::new(),
-        requires: Default::default(),
-        work: work.clone(),
-        cache: false,
-    }));
-    files.iter().filter(|(name, _)| wanted.contains(*name)).map(|(n, d)| (n.as_str(), d)).collect()
+    let wanted = files_read(work);
+    files.iter().filter(|(name, _)| wanted.contains(&name.as_str())).map(|(n, d)| (n.as_str(), d)).collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
