@@ -28,7 +28,9 @@ use tokio::sync::{mpsc, watch};
 use phasegate_eval::{EvalError, Interrupt};
 use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
-use phasegate_proto::spec::{EVAL_RESPONSES, JudgeModel, JudgeServer, SCORES, ScoreMode, ScoreStage, StageJob};
+use phasegate_proto::spec::{
+    AcceptedResponses, EVAL_RESPONSES, JudgeModel, JudgeServer, SCORES, ScoreMode, ScoreStage, StageJob,
+};
 use phasegate_score::judge::JudgeRefused;
 use phasegate_score::{Lexicon, Responses, SampleScore, ScoredPhase, Suite, score_phase};
 
@@ -76,6 +78,8 @@ pub(crate) enum ScoreJobError {
     Upload(String),
     #[error("the judge task stopped: {0}")]
     Task(String),
+    #[error("failed to fetch the responses of accepted phase {phase}, the pairwise baseline: {detail}")]
+    Baseline { phase: String, detail: String },
 }
 
 /// Why the judge failed a score job (resolving its model is [`ScoreJobError::JudgeModel`]).
@@ -156,21 +160,35 @@ async fn score(
         suite: stage.suite.clone(),
         source,
     })?;
-    let task = match (&stage.baseline_responses, stage.mode) {
-        (Some(path), ScoreMode::Pairwise) => {
+    let baseline = match (stage.mode, &stage.baseline_responses, &stage.accepted) {
+        (ScoreMode::Pairwise, Some(path), _) => Some((path.clone(), Responses::load(&dir.join(path))?)),
+        (ScoreMode::Pairwise, None, Some(accepted)) => {
+            let say = format!("pairwise: the baseline is accepted phase {}", accepted.phase);
+            let _ = events.send(Event::Agent(say)).await;
+            Some(accepted_responses(ctx, accepted).await?)
+        }
+        (ScoreMode::Pairwise, None, None) => {
+            let say = "pairwise: no accepted phase keeps its responses to compare with; only the rules score";
+            let _ = events.send(Event::Agent(say.to_owned())).await;
+            None
+        }
+        _ => None,
+    };
+    let task = match baseline {
+        Some((file, responses)) => {
             // The baseline's answers, scored on the same suite.
-            let responses = Responses::load(&dir.join(path))?;
             let baseline = score_phase(&suite, &lexicon, &responses).map_err(|source| ScoreJobError::Score {
-                file: path.clone(),
+                file,
                 suite: stage.suite.clone(),
                 source,
             })?;
-            JudgeTask::Pairwise(Box::new(baseline))
+            Some(JudgeTask::Pairwise(Box::new(baseline)))
         }
-        _ => JudgeTask::Phase(stage.mode),
+        None if stage.mode == ScoreMode::Pairwise => None,
+        None => Some(JudgeTask::Phase(stage.mode)),
     };
-    let judged = match &stage.judge {
-        Some(judge) => {
+    let judged = match (&stage.judge, task) {
+        (Some(judge), Some(task)) => {
             // A cancellation or `score.timeout` stops an in-process judge between two generated
             // tokens, and drops a judge server's requests in flight.
             let interrupt = Interrupt::default();
@@ -188,7 +206,7 @@ async fn score(
             watchdog.abort();
             Some(judged?)
         }
-        None => None,
+        _ => None,
     };
     let (judged, pairwise) = match judged {
         Some(Judged::Scores(report)) => (Some(report), None),
@@ -218,6 +236,19 @@ async fn score(
         summary["pairwise"] = p.summary();
     }
     Ok((artifact, summary))
+}
+
+/// The accepted phase's stored responses, from the coordinator's artifact store.
+async fn accepted_responses(
+    ctx: &JobContext,
+    accepted: &AcceptedResponses,
+) -> Result<(String, Responses), ScoreJobError> {
+    let fail = |detail: String| ScoreJobError::Baseline { phase: accepted.phase.clone(), detail };
+    let bytes = crate::job::download(&ctx.client, ctx.retry.clone(), &accepted.sha256).await.map_err(fail)?;
+    let text = String::from_utf8(bytes).map_err(|e| fail(e.to_string()))?;
+    let name = format!("accepted phase {} responses", accepted.phase);
+    let responses = Responses::from_json_str(&text, Path::new(&name)).map_err(|e| fail(e.to_string()))?;
+    Ok((name, responses))
 }
 
 /// What the judge is asked to do.

@@ -644,3 +644,75 @@ async fn judge_mode_judge_end_to_end_fails_the_score_stage_naming_the_calibratio
     );
     assert!(run.verdict.is_empty(), "a run without scores has no verdict: {:?}", run.verdict);
 }
+
+/// A mock OpenAI-compatible judge server on 127.0.0.1:0 that, asked which of two answers is
+/// better, always picks the one that is phase 9's (the accepted phase's) stored answer: it sees
+/// through the order, so both orders agree. Returns its endpoint and the pairwise prompts it saw.
+async fn judge_preferring_phase_9() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let text = std::fs::read_to_string(Path::new(DATASET).join("history/phase9/eval_responses_phase9.json")).unwrap();
+    let results: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let phase9: Vec<String> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["response"].as_str().unwrap().chars().take(40).collect())
+        .collect();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let prompts = seen.clone();
+    let reply = move |body: axum::body::Bytes| {
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let user = body["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str());
+        let user = user.unwrap_or_default().to_owned();
+        let (a, b) = (user.find("Answer A:").unwrap_or(0), user.find("Answer B:").unwrap_or(0));
+        let a_is_phase9 = phase9.iter().any(|p| user[a..b.max(a)].contains(p.as_str()));
+        let better = if a_is_phase9 { "A" } else { "B" };
+        prompts.lock().unwrap().push(user);
+        let dims: Vec<String> = (1..=5).map(|i| format!("\"D{i}\": {{\"better\": \"{better}\"}}")).collect();
+        let content = format!("{{{}}}", dims.join(", "));
+        let answer = serde_json::json!({ "id": "c", "object": "chat.completion", "choices": [{ "index": 0,
+            "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }] });
+        async move { answer.to_string() }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(reply));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (endpoint, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairwise_judging_against_the_accepted_phase_feeds_the_gates_own_comparison() {
+    let cache = tempfile::tempdir().unwrap();
+    phasegate_eval::tiny::write_tiny_gguf(cache.path());
+    write_tiny_dictionary(cache.path());
+    let root = tempfile::tempdir().unwrap();
+    let mut local = start(root.path(), cache.path()).await;
+    let (endpoint, prompts) = judge_preferring_phase_9().await;
+    // No `baseline_responses`: the coordinator hands the score job accepted phase 9's answers.
+    let score = format!(
+        "mode = \"pairwise\"\njudge_model = \"judge-7b\"\njudge_endpoint = \"{endpoint}\"\ncalibration = false"
+    );
+    let run_id = submit(&mut local, root.path(), &spec("tiny", 8, &score), &suite(true)).await;
+    let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(120)).await;
+    assert_eq!(run.state, "succeeded", "{}\n{run:?}", run.error);
+    // Phase 9 keeps one answer per question, the candidate two: one pair per question, both orders.
+    assert_eq!(prompts.lock().unwrap().len(), 2 * 8);
+    let file = artifact(&local, job(&run, "score"), "score/scores.json");
+    assert_eq!(file["pairwise"]["baseline"]["phase"], "9", "{}", file["pairwise"]);
+    assert_eq!(file["pairwise"]["preference"], -1.0, "{}", file["pairwise"]);
+    // The gate tested the preferences as their own comparison and failed on them.
+    assert_eq!(run.verdict, "fail", "{}", run.report);
+    let evaluation: serde_json::Value = serde_json::from_str(&run.evaluation_json).unwrap();
+    let pairwise = &evaluation["pairwise"];
+    assert_eq!(pairwise["baseline"], "9", "{pairwise}");
+    assert_eq!(pairwise["judge"], format!("judge-7b at {endpoint}"), "{pairwise}");
+    assert_eq!((pairwise["questions"].as_u64(), pairwise["baseline_preferred"].as_u64()), (Some(8), Some(8)));
+    assert_eq!(pairwise["p_value"], 2.0 / 256.0, "{pairwise}");
+    let finding = evaluation["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "pairwise");
+    assert_eq!(finding.map(|f| f["severity"].clone()), Some(serde_json::json!("fail")), "{evaluation}");
+    assert!(run.report.contains("## Pairwise judging"), "{}", run.report);
+    assert!(run.report.contains("prefers phase 9's answers"), "{}", run.report);
+    let lines = log_lines(&mut local.control, run_id, "score").await;
+    assert!(lines.iter().any(|l| l == "pairwise: the baseline is accepted phase 9"), "{lines:#?}");
+    let _ = local.stop.send(true);
+}

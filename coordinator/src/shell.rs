@@ -16,7 +16,9 @@ use phasegate_proto::domain::{
     Stage, Trigger,
 };
 use phasegate_proto::pb;
-use phasegate_proto::spec::{AcceptedDataset, LintOutcome, PhaseSpec, StagePlan, StageWork};
+use phasegate_proto::spec::{
+    AcceptedDataset, AcceptedResponses, LintOutcome, PhaseSpec, ScoreMode, StagePlan, StageWork,
+};
 
 use crate::artifacts::ArtifactStore;
 use crate::credentials::Credentials;
@@ -285,6 +287,12 @@ impl<S: Store> Shared<S> {
         {
             lint.accepted = self.accepted_dataset(&spec.experiment).await?;
         }
+        if let Some(score) = spec.score.as_mut()
+            && score.mode == ScoreMode::Pairwise
+            && score.baseline_responses.is_none()
+        {
+            score.accepted = self.accepted_responses(&spec.experiment).await?;
+        }
         let plans = spec.stages();
         // A nightly run exists to catch drift: it never reads the cache.
         let cache_use =
@@ -397,6 +405,26 @@ impl<S: Store> Shared<S> {
             bundle_sha256: run.bundle_sha256,
             datasets: lint.datasets,
         }))
+    }
+
+    /// The stored responses of the experiment's newest accepted phase that keeps them, as a blob:
+    /// the pairwise judge's baseline.
+    async fn accepted_responses(&self, experiment: &str) -> Result<Option<AcceptedResponses>, Status> {
+        let phases = self.store.phases(experiment).await.map_err(store_status)?;
+        let Some(newest) = phases.iter().rev().find(|p| p.phase.accepted && p.phase.has_responses()) else {
+            return Ok(None);
+        };
+        let responses =
+            crate::rescore::responses_of(&newest.phase).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(&responses).map_err(|e| Status::internal(e.to_string()))?;
+        let artifacts = self.artifacts.clone();
+        let _placing = self.artifacts.placing().await;
+        let (sha256, size) = tokio::task::spawn_blocking(move || artifacts.put("baseline-responses.json", &bytes))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| e.status())?;
+        self.store.record_artifact(&sha256, size, now_ms() as i64).await.map_err(store_status)?;
+        Ok(Some(AcceptedResponses { phase: newest.phase.label.clone(), sha256 }))
     }
 
     /// Each plan's cache key and, where the cache may stand in for it, the succeeded job it

@@ -44,6 +44,7 @@ pub struct Rules {
     pub truncation: Truncation,
     pub environment: Environment,
     pub plateau: Plateau,
+    pub pairwise: Pairwise,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +113,15 @@ pub struct Environment {
     pub ignore_keys: Vec<String>,
 }
 
+/// `[rules.pairwise]`: a pairwise judge's preference for the baseline's answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pairwise {
+    pub enabled: bool,
+    /// Smallest mean preference (of −1..1) for the baseline that counts as a preference at all.
+    pub min_preference: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Plateau {
@@ -147,6 +157,7 @@ impl Default for Rules {
             truncation: Truncation::default(),
             environment: Environment::default(),
             plateau: Plateau::default(),
+            pairwise: Pairwise::default(),
         }
     }
 }
@@ -193,6 +204,12 @@ impl Default for Environment {
     }
 }
 
+impl Default for Pairwise {
+    fn default() -> Self {
+        Pairwise { enabled: true, min_preference: 0.25 }
+    }
+}
+
 impl Default for Plateau {
     fn default() -> Self {
         Plateau { enabled: true, n: 3 }
@@ -223,6 +240,7 @@ const RULE_KEYS: &[(&str, &[&str])] = &[
     ("truncation", &["enabled", "max_share_pct"]),
     ("environment", &["enabled", "ignore_keys"]),
     ("plateau", &["enabled", "n"]),
+    ("pairwise", &["enabled", "min_preference"]),
 ];
 
 impl GateConfig {
@@ -237,7 +255,7 @@ impl GateConfig {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let r = &self.rules;
-        let checks: [(&str, f64, bool, &'static str); 10] = [
+        let checks: [(&str, f64, bool, &'static str); 11] = [
             ("min_effect", self.min_effect, (0.0..=10.0).contains(&self.min_effect), "0 to 10"),
             ("alpha", self.alpha, self.alpha > 0.0 && self.alpha < 1.0, "between 0 and 1"),
             ("power", self.power, self.power > 0.0 && self.power < 1.0, "between 0 and 1"),
@@ -263,6 +281,12 @@ impl GateConfig {
                 "0 to 100",
             ),
             ("rules.plateau.n", f64::from(r.plateau.n), r.plateau.n >= 2, "at least 2"),
+            (
+                "rules.pairwise.min_preference",
+                r.pairwise.min_preference,
+                r.pairwise.min_preference > 0.0 && r.pairwise.min_preference <= 1.0,
+                "above 0, at most 1",
+            ),
         ];
         let lint = self.lint.out_of_range();
         let failed =

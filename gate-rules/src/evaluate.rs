@@ -29,6 +29,30 @@ pub struct Evaluation {
     /// Missing inputs first, then instruments, then differing question texts, then rule order;
     /// within each, baseline order.
     pub findings: Vec<Finding>,
+    /// The pairwise judge's preference between the candidate's answers and a baseline's, when
+    /// the candidate was judged pairwise: its own comparison, beside `statistics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairwise: Option<PairwiseComparison>,
+}
+
+/// The per-question preferences of pairwise judging, tested with the sign-flip test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairwiseComparison {
+    pub baseline: String,
+    pub judge: String,
+    /// Whether the baseline is an accepted phase of the history (else it is reported, not judged).
+    pub in_history: bool,
+    /// Questions with a readable preference.
+    pub questions: usize,
+    /// Questions without one.
+    pub unreadable: usize,
+    /// Mean preference in [−1, 1] (above 0: the candidate); `None` without readable questions.
+    pub mean: Option<f64>,
+    /// Two-sided sign-flip p-value of the preferences.
+    pub p_value: Option<f64>,
+    pub candidate_preferred: usize,
+    pub baseline_preferred: usize,
+    pub ties: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,7 +143,15 @@ pub fn evaluate(history: &[Phase], candidate: &Phase, config: &GateConfig) -> Ev
     let timeline = Timeline::new(history, candidate);
     let baselines = baselines(&timeline, candidate, config);
     let candidate_score = candidate.score();
-    let ctx = Context { config, candidate, candidate_score, timeline: &timeline, baselines: &baselines };
+    let pairwise = rules::pairwise::compare(candidate, &timeline);
+    let ctx = Context {
+        config,
+        candidate,
+        candidate_score,
+        timeline: &timeline,
+        baselines: &baselines,
+        pairwise: pairwise.as_ref(),
+    };
     let mut findings = input_findings(&ctx);
     findings.extend(rules::instrument::check(&ctx));
     findings.extend(rules::question_text::check(&ctx));
@@ -140,6 +172,7 @@ pub fn evaluate(history: &[Phase], candidate: &Phase, config: &GateConfig) -> Ev
             })
             .collect(),
         findings,
+        pairwise,
     }
 }
 
@@ -199,7 +232,7 @@ fn input_findings(ctx: &Context<'_>) -> Vec<Finding> {
 }
 
 /// Fail beats everything; then a missing baseline; then an inconclusive drop (reported by
-/// `overall_drop` as a warning) or a baseline from another instrument; then warnings; else pass. Failures of candidate-only rules
+/// `overall_drop` or `pairwise` as a warning) or a baseline from another instrument; then warnings; else pass. Failures of candidate-only rules
 /// (auto_fail, vram_budget, ...) still fail without a baseline: fail closed, with the reason.
 fn verdict(findings: &[Finding], baselines: &[Baseline<'_>]) -> Verdict {
     if findings.iter().any(|f| f.severity == Severity::Fail) {
@@ -208,7 +241,7 @@ fn verdict(findings: &[Finding], baselines: &[Baseline<'_>]) -> Verdict {
     if !baselines.iter().any(|b| matches!(b.comparison, Comparison::Compared(_))) {
         return Verdict::InsufficientBaseline;
     }
-    let inconclusive = [RuleId::OverallDrop, RuleId::Instrument];
+    let inconclusive = [RuleId::OverallDrop, RuleId::Instrument, RuleId::Pairwise];
     if findings.iter().any(|f| inconclusive.contains(&f.rule) && f.severity == Severity::Warn) {
         return Verdict::Inconclusive;
     }

@@ -33,6 +33,8 @@ pub enum RuleId {
     Truncation,
     Environment,
     Plateau,
+    /// A pairwise judge preferred the baseline's answers (`[rules.pairwise]`).
+    Pairwise,
     /// Not a configurable rule: the baseline or the candidate lacks what a comparison needs.
     Baseline,
     /// Not a configurable rule: a question id records a different text in the baseline and the
@@ -56,6 +58,7 @@ impl RuleId {
             RuleId::Truncation => "truncation",
             RuleId::Environment => "environment",
             RuleId::Plateau => "plateau",
+            RuleId::Pairwise => "pairwise",
             RuleId::Baseline => "baseline",
             RuleId::QuestionText => "question_text",
             RuleId::Instrument => "instrument",

@@ -27,14 +27,14 @@ mod testkit;
 mod verdict;
 
 pub use config::{
-    AutoFail, ConfigError, Divergence, Environment, GateConfig, MinScore, Plateau, QuestionDrop, Rules, Streak, Toggle,
-    Truncation, VramBudget,
+    AutoFail, ConfigError, Divergence, Environment, GateConfig, MinScore, Pairwise, Plateau, QuestionDrop, Rules,
+    Streak, Toggle, Truncation, VramBudget,
 };
-pub use evaluate::{BaselineComparison, BaselineRole, Evaluation, evaluate};
+pub use evaluate::{BaselineComparison, BaselineRole, Evaluation, PairwiseComparison, evaluate};
 pub use finding::{Evidence, Excerpt, Finding, KeyDifference, NamedValue, RuleId, Severity};
 pub use phase::{
-    ConfigEntry, DatasetInfo, EarlierScores, LossPoint, Phase, QuestionEval, Sample, TrainingMetrics, natural_cmp,
-    ordinal_from_label,
+    ConfigEntry, DatasetInfo, EarlierScores, LossPoint, Phase, Preferences, QuestionEval, QuestionPreference, Sample,
+    TrainingMetrics, natural_cmp, ordinal_from_label,
 };
 pub use phasegate_rubric::{Dimension, DimensionId, Instrument, InstrumentKind, Rubric};
 pub use rubric::{AUTO_FAIL_PHRASES, AutoZeroHit, DimensionScore};

@@ -57,6 +57,33 @@ pub struct Phase {
     /// is lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_scores: Vec<EarlierScores>,
+    /// A judge's preference between this phase's answers and a baseline phase's, question by
+    /// question (the score stage's `pairwise` mode); compared by the `pairwise` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairwise: Option<Preferences>,
+}
+
+/// What pairwise judging found: for each question, the judge's preference between this phase's
+/// answers and the baseline phase's, asked in both orders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preferences {
+    /// The baseline phase's label.
+    pub baseline: String,
+    /// The judge: its model, and where a judge server answered.
+    pub judge: String,
+    /// In the file's order.
+    pub questions: Vec<QuestionPreference>,
+}
+
+/// The judge's preference on one question, in [−1, 1]: above 0 this phase's answers, below 0
+/// the baseline's; `None` when no pair of answers had readable replies in both orders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionPreference {
+    pub qid: String,
+    pub preference: Option<f64>,
+    /// Pairs of answers compared.
+    #[serde(default)]
+    pub pairs: u64,
 }
 
 /// One earlier scoring of a phase's samples, kept when `phasegate rescore` re-scores it.
@@ -147,6 +174,7 @@ impl Phase {
             instrument: None,
             rescored_from: None,
             earlier_scores: Vec::new(),
+            pairwise: None,
         }
     }
 

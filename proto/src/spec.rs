@@ -17,9 +17,9 @@ use serde::Deserialize;
 use crate::domain::{Priority, Requirements, Stage};
 
 pub use eval::{
-    DEFAULT_JUDGE_CONCURRENCY, DEFAULT_JUDGE_MAX_NEW_TOKENS, DEFAULT_JUDGE_RETRIES, DEFAULT_JUDGE_SEEDS,
-    DEFAULT_JUDGE_TIMEOUT_S, EvalGeneration, EvalStage, JobWork, JudgeModel, JudgeServer, PenaltyScope, Requantize,
-    ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
+    AcceptedResponses, DEFAULT_JUDGE_CONCURRENCY, DEFAULT_JUDGE_MAX_NEW_TOKENS, DEFAULT_JUDGE_RETRIES,
+    DEFAULT_JUDGE_SEEDS, DEFAULT_JUDGE_TIMEOUT_S, EvalGeneration, EvalStage, JobWork, JudgeModel, JudgeServer,
+    PenaltyScope, Requantize, ScoreMode, ScoreStage, StageJob, TEMPLATE_NAMES,
 };
 pub use lint::{AcceptedDataset, DEFAULT_LINT_TIMEOUT_S, LINT_REPORT_JSON, LINT_REPORT_MD, LintOutcome, LintStage};
 
@@ -771,8 +771,11 @@ config = "gate.toml"
         let job = StageJob::from_json(&spec.stage_job(&plans[1].work).unwrap().to_json()).unwrap();
         let JobWork::Score(sent) = job.work else { panic!("not a score job") };
         assert_eq!(sent.baseline_responses.as_deref(), Some("baselines/9.json"));
+        // Without a file, the coordinator fills in the accepted phase's responses at submission.
+        let spec = PhaseSpec::parse(&with_score("mode = \"pairwise\"\njudge_model = \"j\""), "p.toml").unwrap();
+        let score = spec.score.as_ref().unwrap();
+        assert_eq!((score.baseline_responses.as_ref(), score.accepted.as_ref()), (None, None));
         let cases = [
-            ("mode = \"pairwise\"\njudge_model = \"j\"", "`score.baseline_responses` is required"),
             ("mode = \"pairwise\"\nbaseline_responses = \"b.json\"", "`score.judge_model` must name"),
             (
                 "mode = \"both\"\njudge_model = \"j\"\nbaseline_responses = \"b.json\"",

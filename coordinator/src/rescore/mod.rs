@@ -92,7 +92,8 @@ impl Rescorer {
 }
 
 /// The stored responses of a phase as the scorer reads them.
-fn responses_of(phase: &Phase) -> Result<Responses, RescoreError> {
+/// The phase's stored answers in the eval stage's responses shape.
+pub(crate) fn responses_of(phase: &Phase) -> Result<Responses, RescoreError> {
     if phase.eval.is_empty() {
         return Err(RescoreError::Empty { label: phase.label.clone() });
     }

@@ -20,6 +20,7 @@ pub fn merge(parts: Vec<ImportedPart>, experiment: &str) -> Result<Phase, Import
     phase.eval = questions(&ranked)?;
     phase.rubric = agreed(&ranked, |p| p.rubric.as_ref(), |a, b| a.same_scale(b), "rubric")?;
     phase.instrument = agreed(&ranked, |p| p.instrument.as_ref(), Instrument::same_as, "instrument")?;
+    phase.pairwise = agreed(&ranked, |p| p.pairwise.as_ref(), PartialEq::eq, "pairwise")?;
     let rubric = phase.rubric();
     attach_responses(&mut phase.eval, &parts, &rubric)?;
     phase.training = training(&ranked);

@@ -13,6 +13,8 @@
 //! history), else persona v1 (D1..D5, 0–2). Each file's instrument is the one it records
 //! (`instrument`), else `--scorer`, else people for per-dimension files and imported totals for
 //! totals-only files.
+//! A per-dimension file may carry `pairwise` (the score stage's pairwise mode): the baseline phase,
+//! the judge and each question's preference in [−1, 1].
 //! Any shape may also carry an `environment` object (GPU, driver, CUDA, libraries, dtype), which
 //! becomes the phase's environment fingerprint.
 
@@ -32,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use error::ImportError;
 pub use merge::merge;
 
-use crate::phase::{ConfigEntry, DatasetInfo, Phase, QuestionEval, TrainingMetrics};
+use crate::phase::{ConfigEntry, DatasetInfo, Phase, Preferences, QuestionEval, TrainingMetrics};
 use crate::rubric::AutoZeroHit;
 
 /// Which JSON shape a file had.
@@ -83,6 +85,8 @@ pub struct ImportedPart {
     pub rubric: Option<Rubric>,
     /// What scored a score file's scores.
     pub instrument: Option<Instrument>,
+    /// A per-dimension score file's `pairwise` object (pairwise judging).
+    pub pairwise: Option<Preferences>,
 }
 
 /// One generated response from an eval responses file.
@@ -114,6 +118,7 @@ impl ImportedPart {
             notes: Vec::new(),
             rubric: None,
             instrument: None,
+            pairwise: None,
         }
     }
 }

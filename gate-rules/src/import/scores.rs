@@ -9,7 +9,7 @@ use phasegate_rubric::Rubric;
 
 use super::json::{At, Json};
 use super::{ImportError, ImportedPart};
-use crate::phase::{ConfigEntry, QuestionEval, Sample};
+use crate::phase::{ConfigEntry, Preferences, QuestionEval, QuestionPreference, Sample};
 use crate::rubric::{DimensionScore, aggregate};
 
 pub(crate) fn rubric_file(at: &At<'_>, part: &mut ImportedPart) -> Result<(), ImportError> {
@@ -66,6 +66,9 @@ pub(crate) fn dimension_file(at: &At<'_>, part: &mut ImportedPart, rubric: &Rubr
         questions.push(part, &qid, q.opt_str("question")?, range, sample);
     }
     part.training.final_loss = at.opt_f64("training_loss")?;
+    if let Some(p) = at.get("pairwise") {
+        part.pairwise = Some(preferences(&p)?);
+    }
     if let Some(version) = at.opt_str("rubric_version")? {
         part.notes.push(format!("rubric version {version}"));
     }
@@ -107,6 +110,45 @@ fn dimensions(q: &At<'_>, rubric: &Rubric) -> Result<Vec<DimensionScore>, Import
         return Err(q.invalid(format!("no per-dimension scores (the rubric has {})", ids())));
     }
     Ok(out)
+}
+
+/// The `pairwise` object: `baseline.phase`, `model` (and `endpoint`), and `questions[]` with `qid`,
+/// `preference` (in [−1, 1], or null when no pair was readable) and `pairs`.
+fn preferences(at: &At<'_>) -> Result<Preferences, ImportError> {
+    let baseline = at.field("baseline")?.field("phase")?;
+    let baseline = match baseline.value {
+        Json::Number(n) => n.to_string(),
+        _ => super::shape::normalize_label(baseline.str()?),
+    };
+    let model = at.field("model")?.str()?;
+    let judge = match at.opt_str("endpoint")? {
+        Some(endpoint) => format!("{model} at {endpoint}"),
+        None => model.to_owned(),
+    };
+    let mut questions = Vec::new();
+    let mut seen = HashSet::new();
+    for q in at.field("questions")?.array()? {
+        let qid = q.field("qid")?.str()?;
+        if !seen.insert(qid) {
+            return Err(q.invalid(format!("duplicate question id {qid}")));
+        }
+        let preference = match q.get("preference") {
+            Some(v) => {
+                let value = v.f64()?;
+                if !(-1.0..=1.0).contains(&value) {
+                    return Err(v.invalid(format!("preference {value} is outside −1 to 1")));
+                }
+                Some(value)
+            }
+            None => None,
+        };
+        let pairs = match q.get("pairs") {
+            Some(v) => v.u64()?,
+            None => 0,
+        };
+        questions.push(QuestionPreference { qid: qid.to_owned(), preference, pairs });
+    }
+    Ok(Preferences { baseline, judge, questions })
 }
 
 fn check_overall(at: &At<'_>, part: &ImportedPart) -> Result<(), ImportError> {

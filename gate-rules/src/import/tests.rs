@@ -339,3 +339,50 @@ fn a_large_import_keeps_every_question() {
     assert_eq!(phase.eval.len(), n);
     assert!(phase.eval.iter().all(|q| q.samples.len() == 1));
 }
+
+/// A score stage's file in pairwise mode: the rule scores, and the judge's preferences against
+/// phase 9 (Q2 had no readable pair).
+const PAIRWISE: &str = r#"{"phase": 10, "mode": "pairwise", "scores": [
+  {"qid": "Q1", "d1": {"score": 1}, "d2": {"score": 1}, "d3": {"score": 1}, "d4": {"score": 1}, "d5": {"score": 1}},
+  {"qid": "Q2", "d1": {"score": 2}, "d2": {"score": 2}, "d3": {"score": 2}, "d4": {"score": 2}, "d5": {"score": 2}}],
+  "pairwise": {"model": "judge-7b", "endpoint": "http://127.0.0.1:8080/v1", "baseline": {"phase": "9", "model": "m"},
+    "preference": -0.5, "p_value": 1.0, "test": "sign_flip",
+    "questions": [{"qid": "Q1", "preference": -0.5, "pairs": 2, "order_disagreements": 1, "unreadable": []},
+                  {"qid": "Q2", "preference": null, "pairs": 2, "order_disagreements": 0, "unreadable": []}]}}"#;
+
+#[test]
+fn a_pairwise_score_file_carries_the_judges_preferences() {
+    let phase = merge(vec![parse("scores.json", PAIRWISE)], "persona-v1").unwrap();
+    let prefs = phase.pairwise.expect("pairwise preferences");
+    assert_eq!(prefs.baseline, "9");
+    assert_eq!(prefs.judge, "judge-7b at http://127.0.0.1:8080/v1");
+    let got: Vec<(&str, Option<f64>, u64)> =
+        prefs.questions.iter().map(|q| (q.qid.as_str(), q.preference, q.pairs)).collect();
+    assert_eq!(got, [("Q1", Some(-0.5), 2), ("Q2", None, 2)]);
+    assert_eq!(phase.eval.len(), 2, "the rule scores stay the record");
+}
+
+#[test]
+fn bad_pairwise_objects_name_file_and_field() {
+    let table = [
+        (
+            r#""qid": "Q1", "preference": -0.5"#,
+            r#""qid": "Q1", "preference": -1.5"#,
+            "pairwise.questions[0].preference",
+            "outside −1 to 1",
+        ),
+        (r#""baseline": {"phase": "9", "model": "m"}"#, r#""baseline": {}"#, "pairwise.baseline.phase", "missing"),
+        (
+            r#"{"qid": "Q2", "preference""#,
+            r#"{"qid": "Q1", "preference""#,
+            "pairwise.questions[1]",
+            "duplicate question id Q1",
+        ),
+    ];
+    for (from, to, field, words) in table {
+        let text = PAIRWISE.replacen(from, to, 1);
+        let message = parse_file("scores.json", &text, None).unwrap_err().to_string();
+        assert!(message.contains("scores.json") && message.contains(field), "{field}: {message}");
+        assert!(message.contains(words), "{words}: {message}");
+    }
+}

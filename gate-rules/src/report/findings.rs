@@ -1,10 +1,12 @@
-//! Report body: every finding with its evidence, and the statistics line per baseline.
+//! Report body: every finding with its evidence, the statistics line per baseline, and the
+//! pairwise judge's comparison.
 
 use std::fmt::Write as _;
 
 use super::{Detail, Input};
 use crate::finding::{Finding, Severity};
 use crate::numfmt::{loss, num, p};
+use crate::rules::pairwise::signed;
 use crate::stats::{Change, Comparison, Method, PairedStats, SamplesNeeded};
 
 pub(crate) fn findings(out: &mut String, input: &Input<'_>, detail: Detail) {
@@ -117,4 +119,35 @@ fn reading(c: &PairedStats, input: &Input<'_>) -> String {
         Change::BelowMinEffect => format!("below min_effect {min_effect}: not a drop"),
         Change::Rise => "rise".to_owned(),
     }
+}
+
+/// The pairwise judge's comparison, beside the statistics of the scores.
+pub(crate) fn pairwise(out: &mut String, input: &Input<'_>) {
+    let (Some(c), Some(record)) = (&input.evaluation.pairwise, &input.candidate.pairwise) else { return };
+    out.push_str("## Pairwise judging\n\n");
+    let scope = if c.in_history { "" } else { " (not an accepted phase: reported, not judged)" };
+    let summary = match (c.mean, c.p_value) {
+        (Some(mean), Some(p_value)) => format!(
+            "mean preference {} (−1: the baseline's answers, +1: the candidate's) over {} questions: baseline \
+             preferred on {}, candidate on {}, {} ties; sign-flip p = {}",
+            signed(mean),
+            c.questions,
+            c.baseline_preferred,
+            c.candidate_preferred,
+            c.ties,
+            p(p_value)
+        ),
+        _ => "no question had a readable preference".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "The judge `{}` compared each answer with phase {}'s{scope}, asked in both orders: {summary}.\n",
+        c.judge, c.baseline
+    );
+    out.push_str("| Question | Preference | Pairs |\n|---|---|---|\n");
+    for q in &record.questions {
+        let value = q.preference.map_or_else(|| "unreadable".to_owned(), signed);
+        let _ = writeln!(out, "| {} | {value} | {} |", q.qid, q.pairs);
+    }
+    out.push('\n');
 }

@@ -108,6 +108,7 @@ fn render(input: &Input<'_>, detail: Detail) -> String {
     tables::improved_regressed(&mut out, input);
     findings::findings(&mut out, input, detail);
     findings::statistics(&mut out, input);
+    findings::pairwise(&mut out, input);
     chart::chart(&mut out, input, detail);
     out
 }

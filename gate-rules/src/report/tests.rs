@@ -111,3 +111,32 @@ fn thousands_separator() {
     assert_eq!(thousands(65_536), "65,536");
     assert_eq!(thousands(999), "999");
 }
+
+#[test]
+fn a_pairwise_judged_candidate_gets_its_own_section_beside_the_statistics() {
+    use crate::phase::{Preferences, QuestionPreference};
+    let h = persona_history();
+    let mut candidate = h[3].clone();
+    candidate.accepted = false;
+    candidate.pairwise = Some(Preferences {
+        baseline: "8".to_owned(),
+        judge: "judge-7b".to_owned(),
+        questions: (1..=8)
+            .map(|i| QuestionPreference { qid: format!("Q{i}"), preference: (i != 8).then_some(-0.5), pairs: 1 })
+            .collect(),
+    });
+    let text = report(&h[..3], &candidate, GITHUB_COMMENT_LIMIT);
+    let stats = text.find("## Statistics").unwrap();
+    let pairwise = text.find("## Pairwise judging").expect(&text);
+    assert!(pairwise > stats, "{text}");
+    for needle in [
+        "The judge `judge-7b` compared each answer with phase 8's, asked in both orders: mean preference −0.500",
+        "baseline preferred on 7, candidate on 0, 0 ties; sign-flip p = 0.0156",
+        "| Q1 | −0.500 | 1 |",
+        "| Q8 | unreadable | 1 |",
+        "prefers phase 8's answers",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert!(!report(&h[..3], &h[3], GITHUB_COMMENT_LIMIT).contains("## Pairwise judging"));
+}

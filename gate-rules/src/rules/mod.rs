@@ -1,4 +1,4 @@
-//! The ten rules of `gate.toml`, plus `question_text`, a check that is always on (a baseline
+//! The eleven rules of `gate.toml`, plus `question_text`, a check that is always on (a baseline
 //! whose question ids mean other questions). Each file holds one rule (or two that share a walk
 //! over history) as plain functions from the evaluation context to findings.
 //!
@@ -18,12 +18,13 @@ mod divergence;
 mod environment;
 pub(crate) mod instrument;
 mod overall_drop;
+pub(crate) mod pairwise;
 mod question_drop;
 pub(crate) mod question_text;
 mod trend;
 
 use crate::config::GateConfig;
-use crate::evaluate::{Baseline, Timeline};
+use crate::evaluate::{Baseline, PairwiseComparison, Timeline};
 use crate::finding::Finding;
 use crate::phase::Phase;
 
@@ -35,6 +36,8 @@ pub(crate) struct Context<'a> {
     pub(crate) candidate_score: Option<f64>,
     pub(crate) timeline: &'a Timeline<'a>,
     pub(crate) baselines: &'a [Baseline<'a>],
+    /// The candidate's pairwise judging, when it has one.
+    pub(crate) pairwise: Option<&'a PairwiseComparison>,
 }
 
 /// Runs every enabled rule in the documented order.
@@ -66,6 +69,9 @@ pub(crate) fn run_all(ctx: &Context<'_>) -> Vec<Finding> {
     }
     if rules.plateau.enabled {
         findings.extend(trend::plateau(ctx));
+    }
+    if rules.pairwise.enabled {
+        findings.extend(pairwise::check(ctx));
     }
     findings
 }

@@ -164,6 +164,15 @@ pub enum ScoreMode {
     Pairwise,
 }
 
+/// Where the accepted phase's responses are: a blob of the coordinator's artifact store, in the
+/// eval stage's `eval/responses.json` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedResponses {
+    pub phase: String,
+    pub sha256: String,
+}
+
 /// Default `score.judge_max_new_tokens`: room for five scores with one-sentence reasons.
 pub const DEFAULT_JUDGE_MAX_NEW_TOKENS: u32 = 256;
 /// Default `score.judge_seeds`: the judge is called once with each.
@@ -179,10 +188,15 @@ pub struct ScoreStage {
     /// The judge model; present exactly when `mode` is `Judge`, `Both` or `Pairwise`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeModel>,
-    /// The baseline's eval responses file, relative to the spec's directory; present exactly when
-    /// `mode` is `Pairwise`.
+    /// The baseline's eval responses file, relative to the spec's directory; only in `Pairwise`
+    /// mode, where it is optional: without it the baseline is [`ScoreStage::accepted`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_responses: Option<String>,
+    /// The pairwise baseline when `baseline_responses` is not set: the stored responses of the
+    /// experiment's newest accepted phase that keeps them, filled in by the coordinator at
+    /// submission (never by the spec). `None` when no accepted phase keeps its responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<AcceptedResponses>,
     /// Seconds the agent lets the judge load and generate before stopping it (`score.timeout`).
     #[serde(default = "default_eval_timeout_s")]
     pub timeout_s: u64,
@@ -364,11 +378,6 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
             super::relative_path("`score.baseline_responses`", path)?;
             Some(path.clone())
         }
-        (None, ScoreMode::Pairwise) => {
-            return Err("`score.baseline_responses` is required when `score.mode` is \"pairwise\": the baseline's \
-                        eval/responses.json, relative to the spec"
-                .to_owned());
-        }
         (Some(_), _) => {
             return Err("`score.baseline_responses` is set but `score.mode` is not \"pairwise\"".to_owned());
         }
@@ -391,7 +400,17 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
     let timeout_s = timeout_s("score.timeout", raw.timeout.as_deref())?;
     let calibration = raw.calibration.unwrap_or(true);
     let cache = raw.cache.unwrap_or(true);
-    Ok(ScoreStage { mode, suite, judge, baseline_responses, timeout_s, calibration, requires: raw.requires, cache })
+    Ok(ScoreStage {
+        mode,
+        suite,
+        judge,
+        baseline_responses,
+        accepted: None,
+        timeout_s,
+        calibration,
+        requires: raw.requires,
+        cache,
+    })
 }
 
 fn calibration_default() -> bool {
