@@ -29,7 +29,8 @@ use phasegate_eval::{EvalError, Interrupt};
 use phasegate_proto::domain::Lease;
 use phasegate_proto::pb;
 use phasegate_proto::spec::{
-    AcceptedResponses, EVAL_RESPONSES, JudgeModel, JudgeServer, SCORES, ScoreMode, ScoreStage, StageJob,
+    AcceptedResponses, EVAL_RESPONSES, JudgeModel, JudgeServer, RESCORED_BASELINES, SCORES, ScoreMode, ScoreStage,
+    StageJob,
 };
 use phasegate_score::judge::JudgeRefused;
 use phasegate_score::{Lexicon, Responses, SampleScore, ScoredPhase, Suite, score_phase};
@@ -174,19 +175,35 @@ async fn score(
         }
         _ => None,
     };
-    let task = match baseline {
-        Some((file, responses)) => {
-            // The baseline's answers, scored on the same suite.
-            let baseline = score_phase(&suite, &lexicon, &responses).map_err(|source| ScoreJobError::Score {
-                file,
-                suite: stage.suite.clone(),
-                source,
-            })?;
-            Some(JudgeTask::Pairwise(Box::new(baseline)))
-        }
-        None if stage.mode == ScoreMode::Pairwise => None,
-        None => Some(JudgeTask::Phase(stage.mode)),
-    };
+    let task =
+        match baseline {
+            Some((file, responses)) => {
+                // The baseline's answers, scored on the same suite.
+                let baseline = score_phase(&suite, &lexicon, &responses).map_err(|source| ScoreJobError::Score {
+                    file,
+                    suite: stage.suite.clone(),
+                    source,
+                })?;
+                Some(JudgeTask::Pairwise(Box::new(baseline)))
+            }
+            None if stage.mode == ScoreMode::Pairwise => None,
+            None => {
+                // In judge mode the judge scores the accepted baselines too: one instrument on both
+                // sides of the gate's comparison.
+                let mut baselines = Vec::new();
+                if stage.mode == ScoreMode::Judge && stage.judge.is_some() {
+                    for accepted in &stage.rescore {
+                        let say = format!("judge: scoring accepted phase {} too, the gate's baseline", accepted.phase);
+                        let _ = events.send(Event::Agent(say)).await;
+                        let (file, responses) = accepted_responses(ctx, accepted).await?;
+                        let scored = score_phase(&suite, &lexicon, &responses)
+                            .map_err(|source| ScoreJobError::Score { file, suite: stage.suite.clone(), source })?;
+                        baselines.push(scored);
+                    }
+                }
+                Some(JudgeTask::Phase { mode: stage.mode, baselines })
+            }
+        };
     let judged = match (&stage.judge, task) {
         (Some(judge), Some(task)) => {
             // A cancellation or `score.timeout` stops an in-process judge between two generated
@@ -208,13 +225,21 @@ async fn score(
         }
         _ => None,
     };
-    let (judged, pairwise) = match judged {
-        Some(Judged::Scores(report)) => (Some(report), None),
-        Some(Judged::Pairwise(report)) => (None, Some(report)),
-        None => (None, None),
+    let (judged, rescored, pairwise) = match judged {
+        Some(Judged::Scores { report, baselines }) => (Some(report), baselines, None),
+        Some(Judged::Pairwise(report)) => (None, Vec::new(), Some(report)),
+        None => (None, Vec::new(), None),
     };
     let mut file = scores_file(&scored, &job.phase, judged.as_ref());
     let mut lines = score_lines(&scored, &file, judged.as_ref());
+    if !rescored.is_empty() {
+        let files: Vec<Value> = rescored.iter().map(|(b, r)| scores_file(b, &b.phase, Some(r))).collect();
+        for f in &files {
+            let score_10 = f["overall"]["score_10"].as_f64().unwrap_or_default();
+            lines.push(format!("judge: accepted phase {} scores {score_10:.2}/10 by the judge", f["phase"]));
+        }
+        file[RESCORED_BASELINES] = Value::Array(files);
+    }
     if let Some(p) = &pairwise {
         file["mode"] = json!(ScoreMode::Pairwise);
         file["pairwise"] = p.to_json();
@@ -254,8 +279,9 @@ async fn accepted_responses(
 /// What the judge is asked to do.
 #[derive(Debug)]
 pub(crate) enum JudgeTask {
-    /// Score every answer (`judge` and `both` modes).
-    Phase(ScoreMode),
+    /// Score every answer (`judge` and `both` modes), then, once the judge is calibrated, every
+    /// answer of `baselines` (`judge` mode).
+    Phase { mode: ScoreMode, baselines: Vec<ScoredPhase> },
     /// Compare every answer with the baseline's (`pairwise` mode).
     Pairwise(Box<ScoredPhase>),
 }
@@ -263,7 +289,11 @@ pub(crate) enum JudgeTask {
 /// What the judge did.
 #[derive(Debug)]
 pub(crate) enum Judged {
-    Scores(JudgeReport),
+    /// The phase's judgement, and each baseline the judge could score with its judgement.
+    Scores {
+        report: JudgeReport,
+        baselines: Vec<(ScoredPhase, JudgeReport)>,
+    },
     Pairwise(PairwiseReport),
 }
 
@@ -277,7 +307,25 @@ fn judge_task(
     progress: &mut dyn FnMut(String),
 ) -> Result<Judged, JudgeError> {
     match task {
-        JudgeTask::Phase(mode) => judge_phase(backend, mode, judge, suite, scored, progress).map(Judged::Scores),
+        JudgeTask::Phase { mode, baselines } => {
+            let report = judge_phase(backend, mode, judge, suite, scored, progress)?;
+            let JudgeOutcome::Judged { anchors, .. } = report.outcome else {
+                return Ok(Judged::Scores { report, baselines: Vec::new() });
+            };
+            let settings = settings(judge);
+            let mut judged = Vec::new();
+            for baseline in baselines {
+                if let Err(refused) = check_sample_fits(backend, suite, &baseline, &settings) {
+                    progress(format!("judge: accepted phase {} kept as scored: {refused}", baseline.phase));
+                    continue;
+                }
+                let samples = judge_samples(backend, suite, &baseline, &settings, progress)
+                    .map_err(|source| JudgeError::Run { model: judge.model.clone(), source })?;
+                let outcome = JudgeOutcome::Judged { anchors, samples };
+                judged.push((baseline, JudgeReport { outcome, ..report.clone() }));
+            }
+            Ok(Judged::Scores { report, baselines: judged })
+        }
         JudgeTask::Pairwise(baseline) => {
             let questions = judge_pairs(backend, suite, scored, &baseline, &settings(judge), progress)
                 .map_err(|source| JudgeError::Run { model: judge.model.clone(), source })?;

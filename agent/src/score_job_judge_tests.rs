@@ -276,3 +276,43 @@ fn a_judge_that_passes_calibration_but_cannot_hold_an_answers_prompt_is_refused_
     let err = judge_phase(&mut judge(), ScoreMode::Judge, &judge_model(), &suite, &scored, &mut |_| ()).unwrap_err();
     assert!(matches!(err, JudgeError::Refused { .. }), "{err}");
 }
+
+#[test]
+fn judge_mode_scores_the_accepted_baselines_too_after_one_calibration() {
+    let suite = suite();
+    let scored = scored(&suite);
+    // The accepted phase's answers: plain ones, which the judge scores as `answers` says.
+    let mut baseline = crate::judge::fake::two_samples_per_question(&suite, |_| PLAIN.to_owned());
+    baseline.phase = "9".into();
+    let mut fake = FakeJudge::with(&suite, faithful, answers);
+    let task = JudgeTask::Phase { mode: ScoreMode::Judge, baselines: vec![baseline.clone()] };
+    let Judged::Scores { report, baselines } =
+        judge_task(&mut fake, task, &judge_model(), &suite, &scored, &mut |_| {}).unwrap()
+    else {
+        panic!("not a scoring judgement")
+    };
+    // One calibration (anchor calls once per seed), then both phases' samples.
+    let anchor_calls = fake.calls.iter().filter(|(id, _, _)| id.starts_with("anchor/")).count();
+    assert_eq!(anchor_calls, 2 * 19);
+    assert_eq!(fake.calls.len(), anchor_calls + 2 * 2 * sample_count(&scored));
+    assert_eq!(baselines.len(), 1);
+    let (phase, judged) = &baselines[0];
+    assert_eq!(phase.phase, "9");
+    assert_eq!(judged.instrument(), report.instrument(), "one instrument on both sides");
+    let file = scores_file(phase, &phase.phase, Some(judged));
+    let part = gate_rules::import::parse_file("rescored", &file.to_string(), None).unwrap();
+    assert_eq!(part.phase.as_deref(), Some("9"));
+    assert_eq!(part.instrument, report.instrument());
+    let points: Vec<f64> = part.questions.iter().flat_map(|q| &q.samples).map(|s| s.points).collect();
+    assert!(points.iter().step_by(2).all(|&p| p == 8.0), "the judge's agreed totals: {points:?}");
+}
+
+#[test]
+fn a_refused_judge_scores_no_baseline() {
+    let suite = suite();
+    let baseline = crate::judge::fake::two_samples_per_question(&suite, |_| PLAIN.to_owned());
+    let mut fake = FakeJudge::with(&suite, lenient, |_, _| unreachable!("a refused judge scores no answer"));
+    let task = JudgeTask::Phase { mode: ScoreMode::Both, baselines: vec![baseline] };
+    let judged = judge_task(&mut fake, task, &judge_model(), &suite, &scored(&suite), &mut |_| {}).unwrap();
+    assert!(matches!(judged, Judged::Scores { baselines, .. } if baselines.is_empty()));
+}

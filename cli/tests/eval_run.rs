@@ -621,6 +621,13 @@ async fn judge_mode_judge_end_to_end_fails_the_score_stage_naming_the_calibratio
     let mut local = start(root.path(), cache.path()).await;
     let run_id = submit(&mut local, root.path(), &spec("tiny", 8, &tiny_judge("judge")), &judge_suite()).await;
     let run = wait_for_end(&mut local.control, run_id, Duration::from_secs(120)).await;
+    // The coordinator handed the job the best (7) and previous (9) accepted phases' answers, for
+    // the judge to score too; the refusal came first.
+    let lines = log_lines(&mut local.control, run_id, "score").await;
+    for phase in ["7", "9"] {
+        let line = format!("judge: scoring accepted phase {phase} too, the gate's baseline");
+        assert!(lines.contains(&line), "{line:?} not in {lines:#?}");
+    }
     let _ = local.stop.send(true);
     assert_eq!(run.state, "failed", "{run:?}");
     let stages: Vec<(&str, &str)> = run.jobs.iter().map(|j| (j.stage.as_str(), j.state.as_str())).collect();

@@ -17,7 +17,7 @@ use gate_rules::report::GITHUB_COMMENT_LIMIT;
 use gate_rules::{ConfigEntry, DatasetInfo, GateConfig, LossPoint, Phase};
 use phasegate_proto::domain::{JobId, RunId, Stage};
 use phasegate_proto::pb;
-use phasegate_proto::spec::{GateStage, LINT_REPORT_JSON, PhaseSpec};
+use phasegate_proto::spec::{GateStage, LINT_REPORT_JSON, PhaseSpec, RESCORED_BASELINES};
 
 use crate::history::{accepted, decide};
 use crate::rescore::Rescorer;
@@ -121,6 +121,7 @@ impl<S: Store> Shared<S> {
             Some(r) => r.align(&input.history, &candidate),
             None => input.history.clone(),
         };
+        let history = crate::rescore::adopt(&history, &rescored_baselines(&input.spec, &input.results)?, &candidate);
         let data_budget = if input.data.is_some() { DATA_SECTION_BUDGET } else { 0 };
         let mut outcome = decide(&history, &candidate, &input.config, GITHUB_COMMENT_LIMIT - 300 - data_budget);
         if let Some(data) = &input.data {
@@ -324,6 +325,25 @@ fn candidate(
     Ok(phase)
 }
 
+/// The accepted phases a judge-mode score job scored with the candidate's judge
+/// (`rescored_baselines`, each in the scores file's shape), as phases of the experiment.
+fn rescored_baselines(spec: &PhaseSpec, results: &[(String, String)]) -> Result<Vec<Phase>, ImportError> {
+    let mut out = Vec::new();
+    for (name, text) in results {
+        let Ok(serde_json::Value::Object(root)) = serde_json::from_str::<serde_json::Value>(text) else { continue };
+        let Some(serde_json::Value::Array(files)) = root.get(RESCORED_BASELINES) else { continue };
+        for (i, file) in files.iter().enumerate() {
+            let part = gate_rules::import::parse_file(
+                &format!("{name} ({RESCORED_BASELINES}[{i}])"),
+                &file.to_string(),
+                None,
+            )?;
+            out.push(gate_rules::import::merge(vec![part], &spec.experiment)?);
+        }
+    }
+    Ok(out)
+}
+
 /// What the agent measured wins over what a result file claims.
 fn apply_metrics(phase: &mut Phase, m: &pb::JobMetrics) {
     let t = &mut phase.training;
@@ -385,6 +405,30 @@ mod tests {
         assert_eq!(phase.config_value("epochs"), Some("8"));
         assert_eq!(phase.config_value("max_length"), Some("512"));
         assert_eq!(phase.config_value("dry"), None);
+    }
+
+    #[test]
+    fn rescored_baselines_of_a_judge_mode_file_are_read_as_phases() {
+        let entry = |phase: u32, score: u32| {
+            format!(
+                r#"{{"phase": "{phase}", "instrument": {{"kind": "judge", "model": "j", "prompt_digest": "d"}},
+                "scores": [{{"qid": "Q1", "d1": {score}, "d2": 2, "d3": 2, "d4": 2, "d5": 2}}]}}"#
+            )
+        };
+        let file = format!(
+            r#"{{"phase": "10", "scores": [{{"qid": "Q1", "d1": 1, "d2": 1, "d3": 1, "d4": 1, "d5": 1}}],
+            "rescored_baselines": [{}, {}]}}"#,
+            entry(7, 2),
+            entry(9, 0)
+        );
+        let results = vec![("score/scores.json".to_owned(), file)];
+        let phases = rescored_baselines(&spec(), &results).unwrap();
+        let got: Vec<(&str, Option<f64>)> = phases.iter().map(|p| (p.label.as_str(), p.score())).collect();
+        assert_eq!(got, [("7", Some(10.0)), ("9", Some(8.0))]);
+        assert!(phases.iter().all(|p| p.instrument().kind() == gate_rules::InstrumentKind::Judge));
+        let bad = vec![("score/scores.json".to_owned(), r#"{"rescored_baselines": [{"phase": "7"}]}"#.to_owned())];
+        let msg = rescored_baselines(&spec(), &bad).unwrap_err().to_string();
+        assert!(msg.contains("score/scores.json (rescored_baselines[0])"), "{msg}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! state changes in the order the core made them. If a write fails, the in-memory core may be ahead
 //! of the store; the shell then rebuilds the core from the store, which is the source of truth.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,8 +21,11 @@ use phasegate_proto::spec::{
     AcceptedDataset, AcceptedResponses, LintOutcome, PhaseSpec, ScoreMode, StagePlan, StageWork,
 };
 
+use gate_rules::Phase;
+
 use crate::artifacts::ArtifactStore;
 use crate::credentials::Credentials;
+use crate::history::accepted;
 use crate::metrics::Stats;
 use crate::scheduler::{
     AgentStatus, CompletedLease, Core, CoreConfig, Effects, HeartbeatOutcome, NewJob, NewRun, Rejection,
@@ -293,6 +297,11 @@ impl<S: Store> Shared<S> {
         {
             score.accepted = self.accepted_responses(&spec.experiment).await?;
         }
+        if let Some(score) = spec.score.as_mut()
+            && score.mode == ScoreMode::Judge
+        {
+            score.rescore = self.baselines_to_rescore(&spec.experiment).await?;
+        }
         let plans = spec.stages();
         // A nightly run exists to catch drift: it never reads the cache.
         let cache_use =
@@ -410,12 +419,33 @@ impl<S: Store> Shared<S> {
     /// The stored responses of the experiment's newest accepted phase that keeps them, as a blob:
     /// the pairwise judge's baseline.
     async fn accepted_responses(&self, experiment: &str) -> Result<Option<AcceptedResponses>, Status> {
-        let phases = self.store.phases(experiment).await.map_err(store_status)?;
-        let Some(newest) = phases.iter().rev().find(|p| p.phase.accepted && p.phase.has_responses()) else {
-            return Ok(None);
-        };
-        let responses =
-            crate::rescore::responses_of(&newest.phase).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let phases = accepted(self.store.phases(experiment).await.map_err(store_status)?);
+        match phases.iter().rev().find(|p| p.has_responses()) {
+            Some(newest) => Ok(Some(self.responses_blob(newest).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The best and the previous accepted phase that keep their responses, as blobs: the phases
+    /// a judge-scored candidate is compared with, for the judge to score too.
+    async fn baselines_to_rescore(&self, experiment: &str) -> Result<Vec<AcceptedResponses>, Status> {
+        let phases = accepted(self.store.phases(experiment).await.map_err(store_status)?);
+        let kept: Vec<&Phase> = phases.iter().filter(|p| p.has_responses() && p.score().is_some()).collect();
+        let previous = kept.last().copied();
+        // The latest of equal scores, as the gate picks its best baseline.
+        let best = kept.iter().copied().max_by(|a, b| a.score().partial_cmp(&b.score()).unwrap_or(Ordering::Equal));
+        let mut out = Vec::new();
+        for phase in [best, previous].into_iter().flatten() {
+            if !out.iter().any(|a: &AcceptedResponses| a.phase == phase.label) {
+                out.push(self.responses_blob(phase).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a phase's responses (the eval stage's shape) as a blob for a score job to fetch.
+    async fn responses_blob(&self, phase: &Phase) -> Result<AcceptedResponses, Status> {
+        let responses = crate::rescore::responses_of(phase).map_err(|e| Status::failed_precondition(e.to_string()))?;
         let bytes = serde_json::to_vec_pretty(&responses).map_err(|e| Status::internal(e.to_string()))?;
         let artifacts = self.artifacts.clone();
         let _placing = self.artifacts.placing().await;
@@ -424,7 +454,7 @@ impl<S: Store> Shared<S> {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| e.status())?;
         self.store.record_artifact(&sha256, size, now_ms() as i64).await.map_err(store_status)?;
-        Ok(Some(AcceptedResponses { phase: newest.phase.label.clone(), sha256 }))
+        Ok(AcceptedResponses { phase: phase.label.clone(), sha256 })
     }
 
     /// Each plan's cache key and, where the cache may stand in for it, the succeeded job it

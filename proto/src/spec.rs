@@ -152,6 +152,9 @@ pub const MAX_SPEC_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Artifact names the eval and score stages upload.
 pub const EVAL_RESPONSES: &str = "eval/responses.json";
 pub const SCORES: &str = "score/scores.json";
+/// The key of a judge-mode scores file that lists the accepted phases the judge scored too
+/// (`ScoreStage::rescore`), each in the scores file's own shape.
+pub const RESCORED_BASELINES: &str = "rescored_baselines";
 /// What `[gate]` imports when a `[score]` stage is present and `results` is not given: the
 /// per-dimension scores, and the responses (truncation flags, seeds, generation parameters,
 /// environment).

@@ -3,6 +3,9 @@
 //! judge) whose responses are stored is re-scored with the candidate's rules scorer. The
 //! re-scored phase records the instrument it was first scored by, and the report says so.
 //!
+//! A judge-scored candidate's baselines are scored by the same judge in the run's score job
+//! (`rescored_baselines` of its scores file); [`adopt`] puts those scores in place.
+//!
 //! Pure: the suite is loaded by the caller (from the run's source bundle, or `--suite`). A phase
 //! that cannot be re-scored (no responses, other questions) is left as it is, and the gate's
 //! `instrument` check then keeps the verdict at best inconclusive.
@@ -91,8 +94,35 @@ impl Rescorer {
     }
 }
 
-/// The stored responses of a phase as the scorer reads them.
-/// The phase's stored answers in the eval stage's responses shape.
+/// The history with each accepted phase that the candidate's own instrument scored in the same
+/// run (a judge-mode score job's `rescored_baselines`) taking those scores; the phase records the
+/// instrument it was first scored by, and its old scores are kept in `earlier_scores`. Phases the
+/// candidate's instrument already scored, and scores from another instrument, change nothing.
+pub fn adopt(history: &[Phase], rescored: &[Phase], candidate: &Phase) -> Vec<Phase> {
+    let instrument = candidate.instrument();
+    history
+        .iter()
+        .map(|p| {
+            let again = rescored.iter().find(|r| {
+                r.label == p.label && r.instrument().same_as(&instrument) && !p.instrument().same_as(&instrument)
+            });
+            let Some(again) = again else { return p.clone() };
+            let mut out = p.clone();
+            out.earlier_scores.push(EarlierScores {
+                instrument: p.instrument(),
+                rubric: p.rubric.clone(),
+                eval: p.eval.clone(),
+            });
+            out.eval = again.eval.clone();
+            out.rubric = again.rubric.clone();
+            out.instrument = Some(instrument.clone());
+            out.rescored_from = Some(p.rescored_from.clone().unwrap_or_else(|| p.instrument()));
+            out
+        })
+        .collect()
+}
+
+/// The stored responses of a phase as the scorer reads them (the eval stage's responses shape).
 pub(crate) fn responses_of(phase: &Phase) -> Result<Responses, RescoreError> {
     if phase.eval.is_empty() {
         return Err(RescoreError::Empty { label: phase.label.clone() });

@@ -86,6 +86,48 @@ fn a_candidate_of_another_instrument_leaves_history_alone() {
     assert_eq!(aligned, history);
 }
 
+fn judge() -> Instrument {
+    Instrument::Judge { model: "judge-7b".into(), endpoint: None, prompt_digest: "sha256:abc".into() }
+}
+
+/// `phase` as a judge-mode score job's `rescored_baselines` entry gives it: the judge's scores.
+fn judged(phase: &Phase, points: f64) -> Phase {
+    let mut out = phase.clone();
+    out.instrument = Some(judge());
+    for s in out.eval.iter_mut().flat_map(|q| q.samples.iter_mut()) {
+        s.points = points;
+    }
+    out
+}
+
+#[test]
+fn a_judge_candidate_adopts_its_judges_scores_of_the_baselines_and_keeps_the_hand_scores() {
+    let history: Vec<Phase> = (7..=9).map(hand_scored).collect();
+    let mut candidate = judged(&hand_scored(9), 4.0);
+    candidate.label = "10".into();
+    candidate.accepted = false;
+    // The job scored phases 8 and 9 with the candidate's judge; phase 7 by another judge.
+    let mut other = judged(&history[0], 9.0);
+    other.instrument =
+        Some(Instrument::Judge { model: "other".into(), endpoint: None, prompt_digest: "sha256:def".into() });
+    let rescored = [other, judged(&history[1], 6.0), judged(&history[2], 6.0)];
+    let adopted = adopt(&history, &rescored, &candidate);
+    assert_eq!(adopted[0], history[0], "scores of another instrument change nothing");
+    for (after, before) in adopted[1..].iter().zip(&history[1..]) {
+        assert_eq!(after.instrument(), judge());
+        assert_eq!(after.rescored_from, Some(Instrument::Human));
+        assert_eq!(after.earlier_scores[0].eval, before.eval, "the hand scores are kept");
+        assert_eq!(after.score(), Some(6.0));
+    }
+    let eval = evaluate(&adopted, &candidate, &GateConfig::default());
+    assert!(eval.statistics.iter().all(|s| s.baseline != "7"), "phase 7 is not the candidate's instrument");
+    assert!(eval.findings.iter().any(|f| f.rule == RuleId::OverallDrop && f.severity == Severity::Fail), "{eval:?}");
+    let instrument: Vec<_> = eval.findings.iter().filter(|f| f.rule == RuleId::Instrument).collect();
+    assert!(instrument.iter().all(|f| f.severity == Severity::Info), "{instrument:?}");
+    // Already the candidate's instrument: nothing to adopt.
+    assert_eq!(adopt(&adopted, &rescored, &candidate), adopted);
+}
+
 #[tokio::test]
 async fn rescore_stores_new_scores_and_keeps_the_old() {
     let dir = tempfile::tempdir().unwrap();

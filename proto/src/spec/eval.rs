@@ -197,6 +197,11 @@ pub struct ScoreStage {
     /// submission (never by the spec). `None` when no accepted phase keeps its responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<AcceptedResponses>,
+    /// In `Judge` mode, the accepted phases the gate may compare with (best and previous) that
+    /// keep their responses: the judge scores them too, so both sides of the comparison are its
+    /// scores. Filled in by the coordinator at submission (never by the spec).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rescore: Vec<AcceptedResponses>,
     /// Seconds the agent lets the judge load and generate before stopping it (`score.timeout`).
     #[serde(default = "default_eval_timeout_s")]
     pub timeout_s: u64,
@@ -406,6 +411,7 @@ pub(super) fn score_stage(raw: RawScoreStage, eval_suite: Option<&str>) -> Resul
         judge,
         baseline_responses,
         accepted: None,
+        rescore: Vec::new(),
         timeout_s,
         calibration,
         requires: raw.requires,

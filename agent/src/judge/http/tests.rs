@@ -322,7 +322,7 @@ async fn the_score_job_reads_the_key_file_and_names_the_endpoint_in_lines_and_er
             let (events, mut rx) = tokio::sync::mpsc::channel(1024);
             let (_stop_tx, stop) = watch::channel(None);
             let result = crate::score_job::run_server_judge(
-                crate::score_job::JudgeTask::Phase(ScoreMode::Judge),
+                crate::score_job::JudgeTask::Phase { mode: ScoreMode::Judge, baselines: Vec::new() },
                 &judge_model,
                 &server,
                 &suite,
@@ -340,7 +340,7 @@ async fn the_score_job_reads_the_key_file_and_names_the_endpoint_in_lines_and_er
         }
     };
     let (report, lines) = run(server.clone()).await;
-    let Ok(crate::score_job::Judged::Scores(report)) = report else { panic!("not judged") };
+    let Ok(crate::score_job::Judged::Scores { report, .. }) = report else { panic!("not judged") };
     assert!(matches!(report.outcome, JudgeOutcome::Judged { .. }));
     assert_eq!(
         lines[0],
