@@ -72,7 +72,8 @@ pub enum Command {
     /// scores.json shape).
     Score(ScoreArgs),
     /// Re-score every stored phase of an experiment that keeps its responses with the suite's
-    /// rules scorer, keeping the old scores beside the new.
+    /// rules scorer, keeping the old scores beside the new (through the coordinator when one is
+    /// named, else in the data dir).
     Rescore(RescoreArgs),
     /// Deliver a run's stored verdict again (operators): `--github` re-posts the check run, PR
     /// comment or nightly issue.
@@ -210,11 +211,14 @@ pub struct LintArgs {
 pub struct RescoreArgs {
     #[arg(long)]
     pub experiment: String,
-    /// The experiment's current eval suite.
+    /// The experiment's current eval suite (read here; sent as text to a named coordinator).
     #[arg(long)]
     pub suite: PathBuf,
+    /// Where the suite language's dictionary is, offline; a named coordinator reads its own model
+    /// cache.
     #[command(flatten)]
     pub models: ModelCacheArg,
+    /// The data dir re-scored offline (without `--access-file` or `--coordinator`).
     #[command(flatten)]
     pub data: DataDirArg,
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Cluster, example_spec};
+use common::{Cluster, example_spec, history_files, write_tiny_dictionary};
 
 /// Long enough for any single run on a loaded 2-core machine.
 const RUN_TIMEOUT: Duration = Duration::from_secs(45);
@@ -214,6 +214,95 @@ fn import_and_accept_go_through_a_named_coordinator() {
         .map(|r| (r["label"].as_str().unwrap_or_default().to_owned(), r["accepted"].as_bool().unwrap_or(false)))
         .collect();
     assert_eq!(labels, [("7".to_owned(), true), ("8".to_owned(), true)], "{rows}");
+}
+
+/// `rescore` through a running coordinator (as a user of a remote one would): the CLI sends the
+/// suite, the coordinator re-scores the hand-scored phases of its own history with the dictionary of
+/// its own model cache, keeping the hand scores and each phase's acceptance.
+#[test]
+fn rescore_goes_through_a_named_coordinator_and_keeps_the_hand_scores() {
+    let cache = tempfile::tempdir().unwrap();
+    write_tiny_dictionary(cache.path());
+    let cluster = Cluster::start_with_env(&[], &[("PHASEGATE_MODEL_CACHE", cache.path().as_os_str())]);
+    for phase in ["6", "7", "8", "9"] {
+        let files = history_files(phase);
+        let mut args = vec!["import", "--experiment", "persona-v1", "--accept", "--scorer", "human"];
+        args.extend(files.iter().map(String::as_str));
+        let out = cluster.cli(&args);
+        assert!(out.status.success(), "import {phase}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/persona-v1/suite.toml");
+    // The CLI's own model cache holds no dictionary: the coordinator's is the one used.
+    let no_dictionary = tempfile::tempdir().unwrap();
+    let rescore = |experiment: &str| {
+        cluster.cli(&[
+            "rescore",
+            "--experiment",
+            experiment,
+            "--suite",
+            suite.to_str().unwrap(),
+            "--model-cache",
+            no_dictionary.path().to_str().unwrap(),
+        ])
+    };
+
+    let out = rescore("persona-v1");
+    assert!(out.status.success(), "rescore: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "one line per phase:\n{stdout}");
+    assert!(lines[0].starts_with("phase 6: kept as scored by human scores: "), "no responses kept:\n{stdout}");
+    let mut after = Vec::new();
+    for (line, label) in lines[1..].iter().zip(["7", "8", "9"]) {
+        let prefix = format!("phase {label}: ");
+        assert!(line.starts_with(&prefix) && line.contains(" (human scores → rules scorer "), "{stdout}");
+        // "phase 7: 6.250 → 1.234 (human scores → rules scorer 2 (suite ...))"
+        let scores = line[prefix.len()..].split(" (").next().unwrap();
+        let (_, new) = scores.split_once(" → ").unwrap_or_else(|| panic!("no scores in {line:?}"));
+        after.push((label.to_owned(), new.to_owned()));
+    }
+
+    // Stored: a second run finds every re-scored phase on the suite's rules scorer already.
+    let out = rescore("persona-v1");
+    assert!(out.status.success(), "rescore again: {}", String::from_utf8_lossy(&out.stderr));
+    let again = String::from_utf8_lossy(&out.stdout).into_owned();
+    for label in ["7", "8", "9"] {
+        assert!(again.contains(&format!("phase {label}: already scored by rules scorer ")), "{again}");
+    }
+
+    // The coordinator's own data dir holds the new scores, the rules instrument and the hand scores.
+    let out = Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(["history", "persona-v1", "--json", "--data-dir"])
+        .arg(cluster.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (label, new) in &after {
+        let row = rows.as_array().unwrap().iter().find(|r| r["label"] == label.as_str()).expect("phase listed");
+        assert_eq!(row["accepted"], true, "acceptance is kept: {row}");
+        assert_eq!(format!("{:.3}", row["score"].as_f64().unwrap()), *new, "{row}");
+    }
+    let phases = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let history = phasegate_coordinator::history::History::open(&cluster.data_dir()).await.unwrap();
+        history.history("persona-v1").await.unwrap()
+    });
+    for entry in &phases[1..] {
+        let phase = &entry.phase;
+        assert_eq!(phase.instrument().kind(), gate_rules::InstrumentKind::Rules, "phase {}", phase.label);
+        assert_eq!(phase.rescored_from, Some(gate_rules::Instrument::Human), "phase {}", phase.label);
+        let [earlier] = phase.earlier_scores.as_slice() else { panic!("phase {}: one earlier score", phase.label) };
+        assert_eq!(earlier.instrument, gate_rules::Instrument::Human, "phase {}", phase.label);
+        assert!(earlier.eval.iter().all(|q| q.samples.iter().all(|s| s.response.is_some())), "phase {}", phase.label);
+    }
+    assert_eq!(phases[0].phase.instrument(), gate_rules::Instrument::Human, "phase 6 is left as it was");
+
+    // An experiment without phases is the same usage error as offline.
+    let none = rescore("persona-v2");
+    assert_eq!(none.status.code(), Some(2), "{}", String::from_utf8_lossy(&none.stderr));
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(stderr.contains("error: no phases in experiment persona-v2"), "{stderr}");
+    assert!(stderr.contains("hint: list the experiment's phases with `phasegate history EXPERIMENT`"), "{stderr}");
 }
 
 /// Starts `phasegate agent` with a per-agent credential (not the access file), stderr piped.

@@ -1,6 +1,6 @@
-//! The gate's phase history for offline use: the CLI's `import`, `history`, `gate` and `accept`
-//! open the same SQLite file a coordinator serves from (`<data dir>/phasegate.db`), with or without
-//! a server running (SQLite's WAL lets both write).
+//! The gate's phase history for offline use: the CLI's `import`, `history`, `gate`, `accept` and
+//! `rescore` open the same SQLite file a coordinator serves from (`<data dir>/phasegate.db`), with
+//! or without a server running (SQLite's WAL lets both write).
 //!
 //! Read → decide → write: [`History::gate`] loads the accepted history, calls
 //! [`gate_rules::evaluate`] and renders the report; it stores nothing (an offline candidate is a
@@ -165,30 +165,10 @@ impl History {
         Ok(decide(&history, candidate, config, budget_chars))
     }
 
-    /// Re-scores every stored phase of `experiment` that keeps its responses with `rescorer`,
-    /// storing each as it was (accepted or not, its run) with the new scores and the old ones in
-    /// `earlier_scores`. Phases already scored by `rescorer` are skipped. One line per phase.
+    /// Re-scores every stored phase of `experiment` that keeps its responses with `rescorer`
+    /// (see [`rescore_stored`]). One line per phase; none when the experiment has no phases.
     pub async fn rescore(&self, experiment: &str, rescorer: &Rescorer) -> Result<Vec<RescoreLine>, HistoryError> {
-        let mut lines = Vec::new();
-        for record in self.store.phases(experiment).await? {
-            let phase = record.phase;
-            let before = phase.score();
-            let outcome = if phase.instrument().same_as(rescorer.instrument()) {
-                RescoreOutcome::Current
-            } else {
-                match rescorer.rescore(&phase) {
-                    Ok(new) => {
-                        let after = new.score();
-                        let run = record.run_id.map(|id| RunId(id as u64));
-                        self.store.upsert_phase(&new, run, now_ms() as i64).await?;
-                        RescoreOutcome::Rescored { after }
-                    }
-                    Err(e) => RescoreOutcome::Skipped(e.to_string()),
-                }
-            };
-            lines.push(RescoreLine { label: phase.label.clone(), from: phase.instrument(), before, outcome });
-        }
-        Ok(lines)
+        Ok(rescore_stored(&self.store, experiment, rescorer).await?)
     }
 
     /// The rubric stored with the accepted history of `experiment`: the newest accepted phase's
@@ -197,6 +177,40 @@ impl History {
         let history = accepted(self.store.phases(experiment).await?);
         Ok(history.into_iter().rev().find_map(|p| p.rubric))
     }
+}
+
+/// Re-scores every phase of `experiment` in `store` that keeps its responses with `rescorer`,
+/// storing each as it was (accepted or not, its run) with the new scores and the old ones in
+/// `earlier_scores`. Phases already scored by `rescorer` are left alone, and so are phases that
+/// cannot be re-scored (no responses, other questions). One line per phase, in history order.
+///
+/// The one implementation of re-scoring a stored history: `phasegate rescore` on a data dir
+/// ([`History::rescore`]) and through a coordinator (the `RescorePhases` RPC).
+pub(crate) async fn rescore_stored<S: Store>(
+    store: &S,
+    experiment: &str,
+    rescorer: &Rescorer,
+) -> Result<Vec<RescoreLine>, StoreError> {
+    let mut lines = Vec::new();
+    for record in store.phases(experiment).await? {
+        let phase = record.phase;
+        let before = phase.score();
+        let outcome = if phase.instrument().same_as(rescorer.instrument()) {
+            RescoreOutcome::Current
+        } else {
+            match rescorer.rescore(&phase) {
+                Ok(new) => {
+                    let after = new.score();
+                    let run = record.run_id.map(|id| RunId(id as u64));
+                    store.upsert_phase(&new, run, now_ms() as i64).await?;
+                    RescoreOutcome::Rescored { after }
+                }
+                Err(e) => RescoreOutcome::Skipped(e.to_string()),
+            }
+        };
+        lines.push(RescoreLine { label: phase.label.clone(), from: phase.instrument(), before, outcome });
+    }
+    Ok(lines)
 }
 
 /// The accepted phases of a stored history.

@@ -81,8 +81,9 @@ pub struct ShellConfig {
     /// `[github]` reporting and the webhook; `None`: nothing GitHub-related runs.
     pub github: Option<crate::github::GithubSetup>,
     /// The model cache the gate stage reads the suite language's dictionary from, to re-score
-    /// baselines with the candidate's rules scorer; `None`: the default cache
-    /// (`$PHASEGATE_MODEL_CACHE`, else `~/.cache/phasegate/models`).
+    /// baselines with the candidate's rules scorer (and `RescorePhases`, to re-score a stored
+    /// history); `None`: the default cache (`$PHASEGATE_MODEL_CACHE`, else
+    /// `~/.cache/phasegate/models`).
     pub model_cache: Option<std::path::PathBuf>,
     /// Whether agents may authenticate with the shared agent token of `access.toml`; when off, only
     /// per-agent credentials are accepted (`phasegate serve --no-shared-agent-token`).

@@ -1,13 +1,14 @@
-//! The gate from the command line: `import`, `history`, `gate`, `accept` open the data dir's
-//! database directly (no server needed; one may be running); `import` and `accept` go through the
-//! coordinator instead when one is named (`--access-file`, `--coordinator`), for remote
-//! coordinators. `bench gate` times `evaluate`.
+//! The gate from the command line: `import`, `history`, `gate`, `accept`, `rescore` open the data
+//! dir's database directly (no server needed; one may be running); `import`, `accept` and `rescore`
+//! go through the coordinator instead when one is named (`--access-file`, `--coordinator`), for
+//! remote coordinators. `bench gate` times `evaluate`.
 //!
 //! Imported phases are added to the accepted history only with `--accept`: importing the past is
 //! usually "these were the phases we shipped", but a file imported by mistake must not silently
 //! become a baseline. Replaying a bundled history is `import --accept` per phase, then
 //! `gate --candidate` on the next phase's files.
 
+use std::fmt::Display;
 use std::path::Path;
 use std::time::Instant;
 
@@ -96,32 +97,101 @@ pub async fn gate(args: GateArgs) -> Result<Code> {
     Ok(verdict_code(outcome.verdict()))
 }
 
-/// Re-scores an experiment's stored phases with the suite's rules scorer (see
-/// [`History::rescore`]) and prints one line per phase.
-pub async fn rescore(args: RescoreArgs) -> Result<Code> {
+/// Re-scores an experiment's stored phases with the suite's rules scorer and prints one line per
+/// phase: through the coordinator when one is named (the suite's text is sent, the coordinator
+/// reads the dictionary from its own model cache and re-scores its store), else on the data dir
+/// (see [`History::rescore`]). Both run the same re-scoring and print the same lines.
+pub async fn rescore(args: RescoreArgs, endpoint: &Endpoint) -> Result<Code> {
+    if endpoint.is_given() {
+        return rescore_through(&args, endpoint).await;
+    }
     let rescorer = rules_scorer(&args.suite, &args.models.dir())?;
     let history = open(&args.data.data_dir).await?;
     let lines = history.rescore(&args.experiment, &rescorer).await.map_err(store_failure)?;
     if lines.is_empty() {
-        return Err(Failure::usage(format!("no phases in experiment {}", args.experiment))
-            .with_hint("list the experiment's phases with `phasegate history EXPERIMENT`"));
+        return Err(no_phases(&args.experiment));
     }
-    let score = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     for l in &lines {
-        match &l.outcome {
-            RescoreOutcome::Rescored { after } => outln!(
-                "phase {}: {} → {} ({} → {})",
-                l.label,
-                score(l.before),
-                score(*after),
-                l.from,
-                rescorer.instrument()
-            ),
-            RescoreOutcome::Current => outln!("phase {}: already scored by {}", l.label, rescorer.instrument()),
-            RescoreOutcome::Skipped(why) => outln!("phase {}: kept as scored by {}: {why}", l.label, l.from),
-        }
+        outln!("{}", rescore_text(&l.label, &l.from, l.before, &l.outcome, rescorer.instrument()));
     }
     Ok(Code::Success)
+}
+
+/// `rescore` through the coordinator (`RescorePhases`): the suite file is read here and sent as
+/// text; the coordinator's errors are reported as the offline command reports the same problem.
+async fn rescore_through(args: &RescoreArgs, endpoint: &Endpoint) -> Result<Code> {
+    use pb::rescore_line::Outcome;
+    let suite_toml = std::fs::read_to_string(&args.suite)
+        .map_err(|source| suite_failure(phasegate_score::SuiteError::Read { path: args.suite.clone(), source }))?;
+    let req = pb::RescorePhasesRequest {
+        experiment: args.experiment.clone(),
+        suite_toml,
+        suite_path: args.suite.display().to_string(),
+    };
+    let mut client = endpoint.control()?;
+    let resp = client.rescore_phases(req).await.map_err(|s| rescore_status_failure(&args.experiment, &s))?.into_inner();
+    if resp.lines.is_empty() {
+        return Err(no_phases(&args.experiment));
+    }
+    let mut lines = Vec::with_capacity(resp.lines.len());
+    for l in resp.lines {
+        let outcome = match l.outcome {
+            Some(Outcome::Rescored(r)) => RescoreOutcome::Rescored { after: r.after },
+            Some(Outcome::Current(_)) => RescoreOutcome::Current,
+            Some(Outcome::Skipped(why)) => RescoreOutcome::Skipped(why),
+            None => {
+                return Err(Failure::infra(format!(
+                    "failed to re-score the phases: the coordinator's line for phase {} has no outcome",
+                    l.label
+                )));
+            }
+        };
+        lines.push((l.label, l.from, l.before, outcome));
+    }
+    for (label, from, before, outcome) in &lines {
+        outln!("{}", rescore_text(label, from, *before, outcome, &resp.instrument));
+    }
+    Ok(Code::Success)
+}
+
+/// One line of `rescore`'s output: what re-scoring with the instrument `to` did to phase `label`,
+/// scored by `from` before.
+fn rescore_text(
+    label: &str,
+    from: &impl Display,
+    before: Option<f64>,
+    outcome: &RescoreOutcome,
+    to: &impl Display,
+) -> String {
+    match outcome {
+        RescoreOutcome::Rescored { after } => {
+            format!("phase {label}: {} → {} ({from} → {to})", fmt_opt(before), fmt_opt(*after))
+        }
+        RescoreOutcome::Current => format!("phase {label}: already scored by {to}"),
+        RescoreOutcome::Skipped(why) => format!("phase {label}: kept as scored by {from}: {why}"),
+    }
+}
+
+/// `rescore` on an experiment without stored phases.
+fn no_phases(experiment: &str) -> Failure {
+    Failure::usage(format!("no phases in experiment {experiment}"))
+        .with_hint("list the experiment's phases with `phasegate history EXPERIMENT`")
+}
+
+/// A `RescorePhases` error as the offline `rescore` reports the same problem: no phases and a bad
+/// suite are usage errors, a missing dictionary (on the coordinator's machine) is infrastructure.
+fn rescore_status_failure(experiment: &str, s: &tonic::Status) -> Failure {
+    match s.code() {
+        tonic::Code::NotFound => no_phases(experiment),
+        tonic::Code::InvalidArgument if !s.message().starts_with("experiment:") => {
+            Failure::usage(s.message()).with_hint(SUITE_HINT)
+        }
+        tonic::Code::FailedPrecondition => match s.message().split_once("\nhint: ") {
+            Some((message, hint)) => Failure::infra(message).with_hint(format!("on the coordinator's machine: {hint}")),
+            None => Failure::infra(format!("failed to re-score the phases: {}", s.message())),
+        },
+        _ => Failure::from_status("failed to re-score the phases", s),
+    }
 }
 
 pub async fn accept(args: AcceptArgs, endpoint: &Endpoint) -> Result<Code> {
@@ -204,10 +274,16 @@ pub(crate) fn import_options(
     Ok(ImportOptions { phase: phase.map(str::to_owned), rubric, scorer: scoring.scorer.map(ScorerArg::kind) })
 }
 
+/// The hint of a suite that does not load.
+const SUITE_HINT: &str = "pass the experiment's eval suite TOML with --suite";
+
 /// An eval suite named on the command line; a bad one is a usage error naming the file.
 pub(crate) fn load_suite(path: &Path) -> Result<phasegate_score::Suite> {
-    phasegate_score::Suite::load(path)
-        .map_err(|e| Failure::usage(e.to_string()).with_hint("pass the experiment's eval suite TOML with --suite"))
+    phasegate_score::Suite::load(path).map_err(suite_failure)
+}
+
+fn suite_failure(e: phasegate_score::SuiteError) -> Failure {
+    Failure::usage(e.to_string()).with_hint(SUITE_HINT)
 }
 
 /// The rules scorer on a suite named on the command line, with its language's dictionary.

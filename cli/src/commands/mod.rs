@@ -51,7 +51,7 @@ pub async fn dispatch(cli: Cli) -> Result<Code> {
         Command::Override(args) => query::override_verdict(args, &endpoint).await,
         Command::Report(args) => report::report(args).await,
         Command::Score(args) => score::score(&args),
-        Command::Rescore(args) => gate::rescore(args).await,
+        Command::Rescore(args) => gate::rescore(args, &endpoint).await,
         Command::Calibrate(args) => calibrate::calibrate(&args),
         Command::Lint(args) => lint::lint(&args),
         Command::Bench(BenchCommand::Scheduler(args)) => bench::scheduler(args).await,

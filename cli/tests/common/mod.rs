@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -107,6 +108,27 @@ fn finetune_only(spec: &str) -> String {
     }
 }
 
+/// A Portuguese dictionary of a few words where the rules scorer looks for one in the model cache
+/// `cache`: tests of what re-scoring stores need no downloaded dictionary.
+pub fn write_tiny_dictionary(cache: &Path) {
+    let dir = phasegate_score::dictionary_dir(cache, phasegate_score::Language::Pt);
+    std::fs::create_dir_all(&dir).expect("create dictionary dir");
+    std::fs::write(dir.join("index.aff"), "SET UTF-8\n").expect("write index.aff");
+    std::fs::write(dir.join("index.dic"), "3\neu\nsou\na\n").expect("write index.dic");
+}
+
+/// The result files of a bundled persona-v1 history phase (`datasets/persona-v1/history/phaseN`),
+/// sorted.
+pub fn history_files(phase: &str) -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../datasets/persona-v1/history/phase{phase}"));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path().display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
 /// A coordinator and named agents, each a separate `phasegate` process.
 #[derive(Debug)]
 pub struct Cluster {
@@ -114,6 +136,8 @@ pub struct Cluster {
     pub grpc_port: u16,
     pub http_port: u16,
     coordinator: Option<Child>,
+    /// Extra environment of the coordinator process, kept across restarts.
+    coordinator_env: Vec<(String, OsString)>,
     agents: BTreeMap<String, Child>,
     starts: u32,
 }
@@ -122,11 +146,18 @@ impl Cluster {
     /// Starts a coordinator (lease TTL 2 s, heartbeats every 500 ms) and the named agents, and waits
     /// until every agent is registered and online.
     pub fn start(agents: &[&str]) -> Self {
+        Self::start_with_env(agents, &[])
+    }
+
+    /// [`Cluster::start`] with extra environment for the coordinator process, e.g. its model cache
+    /// (`PHASEGATE_MODEL_CACHE`).
+    pub fn start_with_env(agents: &[&str], env: &[(&str, &OsStr)]) -> Self {
         let mut cluster = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             grpc_port: free_port(),
             http_port: free_port(),
             coordinator: None,
+            coordinator_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             agents: BTreeMap::new(),
             starts: 0,
         };
@@ -165,6 +196,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--lease-ttl", "2s", "--heartbeat", "500ms"])
+            .envs(self.coordinator_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.log_file("coordinator"))

@@ -11,7 +11,7 @@ use phasegate_proto::pb::control_service_server::ControlService;
 
 use super::agent::async_stream_acks;
 use super::convert::{agent_to_pb, progress_of, run_to_pb};
-use super::upload;
+use super::{rescore, upload};
 use crate::retention::RetentionPolicy;
 use crate::shell::{Shared, now_ms, store_status};
 use crate::store::Store;
@@ -244,6 +244,15 @@ impl<S: Store> ControlService for ControlApi<S> {
             return Err(Status::not_found(format!("no phase {label} in experiment {experiment}")));
         }
         Ok(Response::new(pb::AcceptPhaseResponse { experiment, label }))
+    }
+
+    async fn rescore_phases(
+        &self,
+        req: Request<pb::RescorePhasesRequest>,
+    ) -> Result<Response<pb::RescorePhasesResponse>, Status> {
+        let cache = self.shared.config.model_cache.clone().unwrap_or_else(phasegate_eval::models::default_cache_dir);
+        let resp = rescore::rescore_phases(&self.shared.store, cache, req.into_inner()).await?;
+        Ok(Response::new(resp))
     }
 
     async fn override_verdict(

@@ -2,6 +2,7 @@
 
 use phasegate_proto::pb;
 
+use crate::history::{RescoreLine, RescoreOutcome};
 use crate::scheduler::AgentStatus;
 use crate::store::{JobRecord, RunRecord};
 
@@ -20,6 +21,22 @@ pub(crate) fn agent_to_pb(name: String, caps: Option<pb::Capabilities>, status: 
         draining: s.drained_ms.is_some() || s.self_draining,
         drained_ms: s.drained_ms.map_or(0, |ms| ms as i64),
         agent_draining: s.self_draining,
+    }
+}
+
+/// What `rescore` did to one phase, with its instruments as displayed.
+pub(crate) fn rescore_line_to_pb(line: &RescoreLine) -> pb::RescoreLine {
+    use pb::rescore_line::{Current, Outcome, Rescored};
+    let outcome = match &line.outcome {
+        RescoreOutcome::Rescored { after } => Outcome::Rescored(Rescored { after: *after }),
+        RescoreOutcome::Current => Outcome::Current(Current {}),
+        RescoreOutcome::Skipped(why) => Outcome::Skipped(why.clone()),
+    };
+    pb::RescoreLine {
+        label: line.label.clone(),
+        from: line.from.to_string(),
+        before: line.before,
+        outcome: Some(outcome),
     }
 }
 

@@ -3,6 +3,7 @@
 mod agent;
 mod control;
 mod convert;
+mod rescore;
 mod upload;
 
 pub(crate) use agent::AgentApi;
