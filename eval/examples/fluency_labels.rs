@@ -1,4 +1,4 @@
-//! Measures the fluency figures of hand-labelled answers under a reference model, to choose the
+//! Measures fluency features of hand-labelled answers under a reference model, to choose the
 //! signal (and threshold) that tells real-word salad from prose:
 //!
 //! ```sh
@@ -6,31 +6,63 @@
 //!     SUITE.toml LABELS.json MODEL [--answers]
 //! ```
 //!
-//! MODEL is a path or a model cache name. Prints, per feature, each category's mean and the best
-//! threshold: how many `word_salad` answers it flags and how many answers that are not salad of any
-//! kind (every category but `word_salad`, `gibberish` and `smollm2`) it flags wrongly. Use only a
+//! MODEL is a path or a model cache name. Each answer is scored four times (alone after BOS and as
+//! the assistant turn after the suite's system prompt and its question; as written and with its
+//! words shuffled with [`SHUFFLE_SEED`]). Prints, per feature, each category's mean and the
+//! separation: the threshold that flags the most `word_salad` answers minus wrongly flagged ones,
+//! and what catching half and all of the `word_salad` answers costs. Answers of the other salad
+//! categories (`gibberish`, `smollm2`) are no error to flag; every other category is. Use only a
 //! training split: a held-out split is for reporting the scorer, not for choosing it.
 
-use phasegate_eval::{Engine, Fluency, ModelSpec, Prompt, measure_fluency};
+use phasegate_eval::{Engine, Fluency, ModelSpec, Prompt, SHUFFLE_SEED, ScoredText, TextContext, shuffle_words};
 use std::collections::BTreeMap;
 
 /// Categories of salad or pseudo-language: flagging them is no error.
 const SALAD_KINDS: [&str; 3] = ["word_salad", "gibberish", "smollm2"];
+/// A token this surprising (nats) is a "surprise".
+const SURPRISE_NATS: f64 = 8.0;
+/// The most surprising tokens averaged by the top-k feature.
+const TOP_K: usize = 5;
+
+/// One answer's features.
+struct Row<'a> {
+    id: &'a str,
+    category: &'a str,
+    fluency: Fluency,
+    /// Token NLLs of the answer turn, ascending.
+    answer_nlls: Vec<f64>,
+}
 
 struct Feature {
     name: &'static str,
-    value: fn(&Fluency) -> f64,
+    value: fn(&Row) -> f64,
     /// Salad has low values of this feature (else high).
     salad_low: bool,
 }
 
 const FEATURES: &[Feature] = &[
-    Feature { name: "mean NLL (plain)", value: |f| f.nll, salad_low: false },
-    Feature { name: "mean NLL (answer turn)", value: |f| f.answer_nll, salad_low: false },
-    Feature { name: "order gain (plain)", value: Fluency::order_gain, salad_low: true },
-    Feature { name: "order gain (answer turn)", value: Fluency::answer_order_gain, salad_low: true },
-    Feature { name: "context gain", value: Fluency::context_gain, salad_low: true },
+    Feature { name: "mean NLL (plain)", value: |r| r.fluency.nll, salad_low: false },
+    Feature { name: "mean NLL (answer turn)", value: |r| r.fluency.answer_nll, salad_low: false },
+    Feature { name: "order gain (plain)", value: |r| r.fluency.order_gain(), salad_low: true },
+    Feature { name: "order gain (answer turn)", value: |r| r.fluency.answer_order_gain(), salad_low: true },
+    Feature { name: "context gain (plain - answer turn)", value: |r| r.fluency.context_gain(), salad_low: true },
+    Feature { name: "p90 token NLL (answer turn)", value: |r| quantile(&r.answer_nlls, 0.9), salad_low: false },
+    Feature { name: "share of tokens > 8 nats (answer turn)", value: surprises, salad_low: false },
+    Feature { name: "mean of the 5 worst tokens (answer turn)", value: top_k, salad_low: false },
 ];
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
+}
+
+fn surprises(r: &Row) -> f64 {
+    r.answer_nlls.iter().filter(|&&n| n > SURPRISE_NATS).count() as f64 / r.answer_nlls.len() as f64
+}
+
+fn top_k(r: &Row) -> f64 {
+    let worst = &r.answer_nlls[r.answer_nlls.len().saturating_sub(TOP_K)..];
+    worst.iter().sum::<f64>() / worst.len() as f64
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,34 +84,40 @@ fn main() {
         .collect();
     let labels: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(labels).expect("read labels")).expect("labels");
-    let answers: Vec<(Prompt, String)> = labels
-        .iter()
-        .map(|l| {
-            let qid = l["qid"].as_str().unwrap().to_owned();
-            let user = questions[&qid].clone();
-            (Prompt { qid, system: system.clone(), user }, l["response"].as_str().unwrap().to_owned())
-        })
-        .collect();
+    let mut texts = Vec::new();
+    for l in &labels {
+        let qid = l["qid"].as_str().unwrap().to_owned();
+        let prompt = Prompt { user: questions[&qid].clone(), qid, system: system.clone() };
+        let answer = l["response"].as_str().unwrap();
+        for text in [answer.to_owned(), shuffle_words(answer, SHUFFLE_SEED)] {
+            texts.push(ScoredText { context: TextContext::Plain, text: text.clone() });
+            texts.push(ScoredText { context: TextContext::Answer(prompt.clone()), text });
+        }
+    }
     let engine = Engine::load(&ModelSpec { reference: model.clone(), ..ModelSpec::default() }).expect("load model");
     let started = std::time::Instant::now();
-    let figures = measure_fluency(&engine, &answers).expect("score");
-    eprintln!("{} answers scored in {:.1}s", answers.len(), started.elapsed().as_secs_f64());
-    let rows: Vec<(&str, &str, Fluency)> = labels
+    let scored = engine.log_probs(&texts).expect("score");
+    eprintln!("{} answers scored in {:.1}s", labels.len(), started.elapsed().as_secs_f64());
+    let rows: Vec<Row> = labels
         .iter()
-        .zip(&figures)
-        .filter_map(|(l, f)| Some((l["id"].as_str()?, l["category"].as_str()?, (*f)?)))
+        .zip(scored.chunks_exact(4))
+        .filter_map(|(l, s)| {
+            let mut answer_nlls: Vec<f64> = s[1].log_probs.iter().map(|lp| -lp).collect();
+            answer_nlls.sort_by(f64::total_cmp);
+            let fluency = Fluency {
+                tokens: s[0].tokens.len(),
+                nll: s[0].mean_nll()?,
+                answer_nll: s[1].mean_nll()?,
+                shuffled_nll: s[2].mean_nll()?,
+                answer_shuffled_nll: s[3].mean_nll()?,
+            };
+            Some(Row { id: l["id"].as_str()?, category: l["category"].as_str()?, fluency, answer_nlls })
+        })
         .collect();
     if rest.iter().any(|a| a == "--answers") {
-        for (id, category, f) in &rows {
-            println!(
-                "{id}\t{category}\t{}\tnll {:.3}\tanswer {:.3}\torder {:.3}\tanswer order {:.3}\tcontext {:.3}",
-                f.tokens,
-                f.nll,
-                f.answer_nll,
-                f.order_gain(),
-                f.answer_order_gain(),
-                f.context_gain()
-            );
+        for r in &rows {
+            let values: Vec<String> = FEATURES.iter().map(|f| format!("{:.3}", (f.value)(r))).collect();
+            println!("{}\t{}\t{}", r.id, r.category, values.join("\t"));
         }
     }
     for feature in FEATURES {
@@ -87,10 +125,11 @@ fn main() {
     }
 }
 
-fn report(feature: &Feature, rows: &[(&str, &str, Fluency)]) {
+fn report(feature: &Feature, rows: &[Row]) {
+    let value = |r: &Row| (feature.value)(r);
     let mut by_category: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for (_, category, f) in rows {
-        by_category.entry(category).or_default().push((feature.value)(f));
+    for r in rows {
+        by_category.entry(r.category).or_default().push(value(r));
     }
     println!("\n## {}", feature.name);
     let means: Vec<String> = by_category
@@ -98,25 +137,28 @@ fn report(feature: &Feature, rows: &[(&str, &str, Fluency)]) {
         .map(|(c, v)| format!("{c} {:.3}", v.iter().sum::<f64>() / v.len() as f64))
         .collect();
     println!("means: {}", means.join(", "));
-    // Flag when the feature is on the salad side of t: try every observed value as t.
     let flags = |t: f64, v: f64| if feature.salad_low { v <= t } else { v >= t };
-    let best = rows
-        .iter()
-        .map(|(_, _, f)| (feature.value)(f))
-        .map(|t| {
-            let salad = rows.iter().filter(|(_, c, f)| *c == "word_salad" && flags(t, (feature.value)(f))).count();
-            let wrong =
-                rows.iter().filter(|(_, c, f)| !SALAD_KINDS.contains(c) && flags(t, (feature.value)(f))).count();
-            (t, salad, wrong)
-        })
-        .max_by(|a, b| (a.1 as i64 - a.2 as i64).cmp(&(b.1 as i64 - b.2 as i64)).then(b.0.total_cmp(&a.0)));
+    // (word_salad flagged, others wrongly flagged) at threshold t.
+    let count = |t: f64| {
+        let salad = rows.iter().filter(|r| r.category == "word_salad" && flags(t, value(r))).count();
+        let wrong = rows.iter().filter(|r| !SALAD_KINDS.contains(&r.category) && flags(t, value(r))).count();
+        (salad, wrong)
+    };
     let total = by_category.get("word_salad").map_or(0, Vec::len);
-    let others = rows.iter().filter(|(_, c, _)| !SALAD_KINDS.contains(c)).count();
-    if let Some((t, salad, wrong)) = best {
-        let side = if feature.salad_low { "<=" } else { ">=" };
+    let others = rows.iter().filter(|r| !SALAD_KINDS.contains(&r.category)).count();
+    let side = if feature.salad_low { "<=" } else { ">=" };
+    let best = rows.iter().map(|r| (value(r), count(value(r)))).max_by_key(|(_, (s, w))| *s as i64 - *w as i64);
+    if let Some((t, (salad, wrong))) = best {
         println!("best threshold {side} {t:.3}: flags {salad} of {total} word_salad, {wrong} of {others} others");
-        let flagged: Vec<&str> =
-            rows.iter().filter(|(_, c, f)| *c != "word_salad" && flags(t, (feature.value)(f))).map(|r| r.1).collect();
-        println!("also flagged: {}", flagged.join(", "));
+    }
+    let mut salad: Vec<f64> = rows.iter().filter(|r| r.category == "word_salad").map(value).collect();
+    salad.sort_by(f64::total_cmp);
+    if feature.salad_low {
+        salad.reverse();
+    }
+    // The k-th most salad-like word_salad value as threshold catches k of them.
+    for k in [total.div_ceil(2), total].into_iter().filter(|&k| k > 0) {
+        let t = salad[total - k];
+        println!("catching {k} of {total} word_salad ({side} {t:.3}) also flags {} of {others} others", count(t).1);
     }
 }

@@ -108,3 +108,35 @@ fn our_kernels_score_like_candles() {
         assert!((mean(a) - mean(b)).abs() < 0.05, "{} vs {}", mean(a), mean(b));
     }
 }
+
+/// Answers of the training labels (`datasets/persona-v1/labels/train.json`): r002 (`excellent`)
+/// and r058 (`gibberish`, pseudo-Portuguese), to Q3 of the bundled suite.
+const EXCELLENT: &str = "A Banca é o sistema que a Ipê Digital faz para feiras de produtores rurais. Ela cuida do \
+    cadastro dos feirantes, recebe os pedidos, processa os pagamentos por Pix e gera relatórios de vendas no fim do dia.";
+const PSEUDO: &str = "A Bânca fáz u quê? Elá pagâmo u feirânte cum lubrâ, trênsio, dô relatôrio pixâdo mánu quêla vindô.";
+/// Measured on the training labels: prose ≈ 3.6 nats per token as the answer turn, pseudo-Portuguese ≈ 6.6.
+const PSEUDO_NLL_MARGIN: f64 = 1.5;
+
+#[test]
+fn real_smollm2_if_cached_finds_prose_likelier_than_pseudo_language_and_its_own_words_shuffled() {
+    if cfg!(debug_assertions) {
+        eprintln!("skipped: debug build (candle is too slow unoptimised); run it with `cargo test --release`");
+        return;
+    }
+    let Ok(path) = crate::resolve("smollm2-135m-instruct", &crate::default_cache_dir()) else {
+        assert!(
+            std::env::var_os("PHASEGATE_REQUIRE_REAL_MODEL").is_none(),
+            "smollm2-135m-instruct is not in the model cache but PHASEGATE_REQUIRE_REAL_MODEL is set"
+        );
+        eprintln!("skipped: smollm2-135m-instruct is not in the model cache (run `phasegate models pull smollm2-135m-instruct`)");
+        return;
+    };
+    let engine = Engine::load_path(&path, &ModelSpec::default()).unwrap();
+    let q3 = Prompt { qid: "Q3".into(), system: Some("Você é a Iara.".into()), user: "O que é a Banca?".into() };
+    let answers = [(q3.clone(), EXCELLENT.to_owned()), (q3, PSEUDO.to_owned())];
+    let figures = crate::measure_fluency(&engine, &answers).unwrap();
+    let (prose, pseudo) = (figures[0].unwrap(), figures[1].unwrap());
+    assert!(prose.answer_nll + PSEUDO_NLL_MARGIN < pseudo.answer_nll, "{prose:?} vs {pseudo:?}");
+    assert!(prose.order_gain() > 0.5 && prose.answer_order_gain() > 0.5, "{prose:?}");
+    assert_eq!(figures, crate::measure_fluency(&engine, &answers).unwrap());
+}
