@@ -3,6 +3,7 @@
 use crate::error::EvalError;
 use crate::generate::{self, Job};
 use crate::gguf::GgufMeta;
+use crate::likelihood::{ScoredText, TextContext, TextLogProbs};
 use crate::lora::Adapter;
 use crate::model::gguf_llama::{self, GgufLoader};
 use crate::model::hf_llama::{self, HfConfig};
@@ -252,6 +253,68 @@ impl Engine {
             wall_s: wall.elapsed().as_secs_f64(),
         };
         Ok(GenerationOutput { answers, timing })
+    }
+
+    /// Teacher-forced scoring of `texts`: each token's log-probability under this model, given
+    /// its context and the text's tokens before it, from the logits generation samples from.
+    /// Deterministic; llama-family models only.
+    pub fn log_probs(&self, texts: &[ScoredText]) -> Result<Vec<TextLogProbs>, EvalError> {
+        let mut prompts = Vec::with_capacity(texts.len());
+        let mut forced = Vec::with_capacity(texts.len());
+        for t in texts {
+            let mut ids = self.tokenizer.encode_text(&t.text)?;
+            let context = match &t.context {
+                TextContext::Answer(prompt) => self.prompt_ids(prompt)?,
+                TextContext::Plain => match self.tokenizer.bos {
+                    Some(bos) => vec![bos],
+                    None if ids.is_empty() => Vec::new(),
+                    None => vec![ids.remove(0)],
+                },
+            };
+            if context.len() + ids.len() > self.context_len() {
+                return Err(EvalError::ContextTooLong {
+                    qid: "<scored text>".into(),
+                    prompt_tokens: context.len(),
+                    max_new_tokens: ids.len(),
+                    context: self.context_len(),
+                });
+            }
+            // A row needs one context token to give the first text token's logits.
+            if context.is_empty() {
+                ids.clear();
+            }
+            prompts.push(context);
+            forced.push(ids);
+        }
+        // Answers share their system prompt and plain texts their BOS: scored apart, each group
+        // computes its common prefix once.
+        let mut log_probs = vec![Vec::new(); texts.len()];
+        for plain in [true, false] {
+            let group: Vec<usize> =
+                (0..texts.len()).filter(|&i| matches!(texts[i].context, TextContext::Plain) == plain).collect();
+            let pick = |all: &[Vec<u32>]| group.iter().map(|&i| all[i].clone()).collect::<Vec<_>>();
+            let scored = self.run_forced(&pick(&prompts), &pick(&forced))?;
+            for (&i, lp) in group.iter().zip(scored) {
+                log_probs[i] = lp;
+            }
+        }
+        Ok(forced.into_iter().zip(log_probs).map(|(tokens, log_probs)| TextLogProbs { tokens, log_probs }).collect())
+    }
+
+    fn run_forced(&self, prompts: &[Vec<u32>], forced: &[Vec<u32>]) -> Result<Vec<Vec<f64>>, EvalError> {
+        let batch = GenerationParams::default().max_batch;
+        let interrupt = &self.interrupt;
+        match &self.model {
+            Model::Llama(llama) => {
+                let decoder = generate::CandleDecoder { model: llama, device: &self.device };
+                candle_core::utils::with_threadpool(|| generate::run_forced(&decoder, prompts, forced, batch, interrupt))
+            }
+            Model::Native(llama) => generate::run_forced(llama, prompts, forced, batch, interrupt),
+            Model::Phi3(_) => Err(EvalError::ScoringUnsupported {
+                model: self.info.name.clone(),
+                architecture: self.info.architecture.clone(),
+            }),
+        }
     }
 
     /// The llama, tokenizer and stop ids (tests use llama models only).

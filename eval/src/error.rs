@@ -43,6 +43,10 @@ pub enum EvalError {
         "failed to generate for question {qid}: its prompt ({prompt_tokens} tokens) plus `max_new_tokens` ({max_new_tokens}) exceed the model's context of {context} tokens\nhint: shorten the system prompt or the question, or lower max_new_tokens"
     )]
     ContextTooLong { qid: String, prompt_tokens: usize, max_new_tokens: usize, context: usize },
+    #[error(
+        "failed to score text with model {model} ({architecture}): teacher-forced scoring runs llama-family models only"
+    )]
+    ScoringUnsupported { model: String, architecture: String },
     #[error("generation stopped: {0}")]
     Interrupted(String),
     #[error("failed to run the model: {0}")]

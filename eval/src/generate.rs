@@ -145,6 +145,42 @@ pub(crate) fn run<D: Decoder>(
     Ok((results, spent))
 }
 
+/// Teacher-forced scoring: the natural-log probability the model gives each token of
+/// `forced[i]` after `prompts[i]` and the forced tokens before it. The same prefill and decoding
+/// steps as [`run`], with the next token given instead of sampled; `params.max_batch` rows at a
+/// time, no repetition penalty, no stop tokens.
+pub(crate) fn run_forced<D: Decoder>(
+    model: &D,
+    prompts: &[Vec<u32>],
+    forced: &[Vec<u32>],
+    max_batch: usize,
+    interrupt: &Interrupt,
+) -> Result<Vec<Vec<f64>>, EvalError> {
+    let mut out = vec![Vec::new(); prompts.len()];
+    let work: Vec<usize> = (0..prompts.len()).filter(|&i| !forced[i].is_empty()).collect();
+    let used: Vec<&[u32]> = work.iter().map(|&i| prompts[i].as_slice()).collect();
+    let shared = shared_prefix_len(&used);
+    let prefix = prefill_prefix(model, used.first().map_or(&[][..], |p| &p[..shared]))?;
+    for chunk in work.chunks(max_batch.max(1)) {
+        interrupt.check()?;
+        let longest = chunk.iter().map(|&i| forced[i].len()).max().unwrap_or(1);
+        let params = GenerationParams { max_new_tokens: longest, samples: 1, ..GenerationParams::default() };
+        let ctx = Chunk { model, prompts, prefix: prefix.as_ref(), shared, params: &params, stop_ids: &[], interrupt };
+        let scored = ctx.force(chunk, forced)?;
+        for (&i, log_probs) in chunk.iter().zip(scored) {
+            out[i] = log_probs;
+        }
+    }
+    Ok(out)
+}
+
+/// `ln softmax(logits)[token]`, in f64 so that long texts sum without drift.
+pub(crate) fn log_prob(logits: &[f32], token: u32) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    logits.get(token as usize).map_or(f64::NEG_INFINITY, |&l| l as f64 - max - sum.ln())
+}
+
 /// The length of the token prefix common to all `prompts`, leaving each at least one token of
 /// its own (the last prompt token must run with the rows to give their first logits).
 fn shared_prefix_len(prompts: &[&[u32]]) -> usize {
@@ -212,6 +248,47 @@ impl<D: Decoder> Chunk<'_, D> {
         spent.generated_tokens += generated;
         spent.decode_time += started.elapsed();
         Ok(())
+    }
+
+    /// Teacher-forces `forced[p]` after each prompt `p` of `unique` (distinct, ascending): one
+    /// row per prompt, dropped when its tokens run out.
+    fn force(&self, unique: &[usize], forced: &[Vec<u32>]) -> Result<Vec<Vec<f64>>, EvalError> {
+        let width = unique.iter().map(|&p| self.prompts[p].len() - self.shared).max().unwrap_or(0);
+        let mut cache = self.model.new_cache(self.prefix.cloned(), unique.len(), width + self.params.max_new_tokens)?;
+        let mut logits = self.prefill(unique, width, &mut cache)?;
+        let mut rows: Vec<Row> = unique
+            .iter()
+            .enumerate()
+            .map(|(job, &p)| {
+                let prompt_len = self.prompts[p].len();
+                Row { job, pad: width - (prompt_len - self.shared), prompt_len, rng: StdRng::seed_from_u64(0) }
+            })
+            .collect();
+        // `step` feeds each row the last token of its `results` entry: the forced ones so far.
+        let mut results = vec![JobResult::default(); unique.len()];
+        let mut out = vec![Vec::new(); unique.len()];
+        loop {
+            self.interrupt.check()?;
+            let mut keep = Vec::with_capacity(rows.len());
+            for (index, (row, row_logits)) in rows.iter().zip(std::mem::take(&mut logits)).enumerate() {
+                let tokens = &forced[unique[row.job]];
+                let token = tokens[results[row.job].tokens.len()];
+                out[row.job].push(log_prob(&row_logits, token));
+                results[row.job].tokens.push(token);
+                if results[row.job].tokens.len() < tokens.len() {
+                    keep.push(index);
+                }
+            }
+            if keep.is_empty() {
+                return Ok(out);
+            }
+            if keep.len() < rows.len() {
+                let index: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+                self.model.select_rows(&mut cache, &index)?;
+                rows = rows.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, r)| r).collect();
+            }
+            logits = self.step(&rows, &mut cache, &results)?;
+        }
     }
 
     /// Runs the left-padded rest of each prompt after the shared prefix; returns the logits of

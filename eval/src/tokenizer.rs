@@ -32,6 +32,15 @@ impl TextTokenizer {
         Ok(ids)
     }
 
+    /// Encodes running text, such as an answer after its prompt: no BOS, special tokens matched.
+    pub(crate) fn encode_text(&self, text: &str) -> Result<Vec<u32>, EvalError> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| EvalError::Tokenizer { path: "<text>".into(), message: e.to_string() })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// Decodes generated ids, dropping special tokens.
     pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, EvalError> {
         self.inner
