@@ -132,10 +132,8 @@ fn report(feature: &Feature, rows: &[Row]) {
         by_category.entry(r.category).or_default().push(value(r));
     }
     println!("\n## {}", feature.name);
-    let means: Vec<String> = by_category
-        .iter()
-        .map(|(c, v)| format!("{c} {:.3}", v.iter().sum::<f64>() / v.len() as f64))
-        .collect();
+    let means: Vec<String> =
+        by_category.iter().map(|(c, v)| format!("{c} {:.3}", v.iter().sum::<f64>() / v.len() as f64)).collect();
     println!("means: {}", means.join(", "));
     let flags = |t: f64, v: f64| if feature.salad_low { v <= t } else { v >= t };
     // (word_salad flagged, others wrongly flagged) at threshold t.

@@ -307,7 +307,9 @@ impl Engine {
         match &self.model {
             Model::Llama(llama) => {
                 let decoder = generate::CandleDecoder { model: llama, device: &self.device };
-                candle_core::utils::with_threadpool(|| generate::run_forced(&decoder, prompts, forced, batch, interrupt))
+                candle_core::utils::with_threadpool(|| {
+                    generate::run_forced(&decoder, prompts, forced, batch, interrupt)
+                })
             }
             Model::Native(llama) => generate::run_forced(llama, prompts, forced, batch, interrupt),
             Model::Phi3(_) => Err(EvalError::ScoringUnsupported {

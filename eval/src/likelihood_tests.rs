@@ -113,7 +113,8 @@ fn our_kernels_score_like_candles() {
 /// and r058 (`gibberish`, pseudo-Portuguese), to Q3 of the bundled suite.
 const EXCELLENT: &str = "A Banca é o sistema que a Ipê Digital faz para feiras de produtores rurais. Ela cuida do \
     cadastro dos feirantes, recebe os pedidos, processa os pagamentos por Pix e gera relatórios de vendas no fim do dia.";
-const PSEUDO: &str = "A Bânca fáz u quê? Elá pagâmo u feirânte cum lubrâ, trênsio, dô relatôrio pixâdo mánu quêla vindô.";
+const PSEUDO: &str =
+    "A Bânca fáz u quê? Elá pagâmo u feirânte cum lubrâ, trênsio, dô relatôrio pixâdo mánu quêla vindô.";
 /// Measured on the training labels: prose ≈ 3.6 nats per token as the answer turn, pseudo-Portuguese ≈ 6.6.
 const PSEUDO_NLL_MARGIN: f64 = 1.5;
 
@@ -128,7 +129,9 @@ fn real_smollm2_if_cached_finds_prose_likelier_than_pseudo_language_and_its_own_
             std::env::var_os("PHASEGATE_REQUIRE_REAL_MODEL").is_none(),
             "smollm2-135m-instruct is not in the model cache but PHASEGATE_REQUIRE_REAL_MODEL is set"
         );
-        eprintln!("skipped: smollm2-135m-instruct is not in the model cache (run `phasegate models pull smollm2-135m-instruct`)");
+        eprintln!(
+            "skipped: smollm2-135m-instruct is not in the model cache (run `phasegate models pull smollm2-135m-instruct`)"
+        );
         return;
     };
     let engine = Engine::load_path(&path, &ModelSpec::default()).unwrap();
