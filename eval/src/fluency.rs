@@ -73,9 +73,8 @@ pub fn measure(engine: &Engine, answers: &[(Prompt, String)]) -> Result<Vec<Opti
 }
 
 fn figures(answer: &str, s: &[TextLogProbs]) -> Option<Fluency> {
-    if answer.split_whitespace().nth(1).is_none() {
-        return None;
-    }
+    // Fewer than two words: no order to measure.
+    answer.split_whitespace().nth(1)?;
     Some(Fluency {
         tokens: s[0].tokens.len(),
         nll: s[0].mean_nll()?,
