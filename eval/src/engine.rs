@@ -286,37 +286,24 @@ impl Engine {
             prompts.push(context);
             forced.push(ids);
         }
-        // Answers share their system prompt and plain texts their BOS: scored apart, each group
-        // computes its common prefix once.
-        let mut log_probs = vec![Vec::new(); texts.len()];
-        for plain in [true, false] {
-            let group: Vec<usize> =
-                (0..texts.len()).filter(|&i| matches!(texts[i].context, TextContext::Plain) == plain).collect();
-            let pick = |all: &[Vec<u32>]| group.iter().map(|&i| all[i].clone()).collect::<Vec<_>>();
-            let scored = self.run_forced(&pick(&prompts), &pick(&forced))?;
-            for (&i, lp) in group.iter().zip(scored) {
-                log_probs[i] = lp;
-            }
-        }
-        Ok(forced.into_iter().zip(log_probs).map(|(tokens, log_probs)| TextLogProbs { tokens, log_probs }).collect())
-    }
-
-    fn run_forced(&self, prompts: &[Vec<u32>], forced: &[Vec<u32>]) -> Result<Vec<Vec<f64>>, EvalError> {
         let batch = GenerationParams::default().max_batch;
         let interrupt = &self.interrupt;
-        match &self.model {
+        let log_probs = match &self.model {
             Model::Llama(llama) => {
                 let decoder = generate::CandleDecoder { model: llama, device: &self.device };
                 candle_core::utils::with_threadpool(|| {
-                    generate::run_forced(&decoder, prompts, forced, batch, interrupt)
-                })
+                    generate::run_forced(&decoder, &prompts, &forced, batch, interrupt)
+                })?
             }
-            Model::Native(llama) => generate::run_forced(llama, prompts, forced, batch, interrupt),
-            Model::Phi3(_) => Err(EvalError::ScoringUnsupported {
-                model: self.info.name.clone(),
-                architecture: self.info.architecture.clone(),
-            }),
-        }
+            Model::Native(llama) => generate::run_forced(llama, &prompts, &forced, batch, interrupt)?,
+            Model::Phi3(_) => {
+                return Err(EvalError::ScoringUnsupported {
+                    model: self.info.name.clone(),
+                    architecture: self.info.architecture.clone(),
+                });
+            }
+        };
+        Ok(forced.into_iter().zip(log_probs).map(|(tokens, log_probs)| TextLogProbs { tokens, log_probs }).collect())
     }
 
     /// The llama, tokenizer and stop ids (tests use llama models only).
