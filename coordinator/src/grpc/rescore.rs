@@ -71,10 +71,9 @@ fn rules_scorer(text: &str, path: &str, model_cache: &Path) -> Result<Rescorer, 
 mod tests {
     use super::*;
 
-    use gate_rules::import::{ImportOptions, load_files_with};
-    use gate_rules::{InstrumentKind, Phase};
     use tonic::Code;
 
+    use crate::rescore::test_support::hand_scored;
     use crate::store::SqliteStore;
 
     const SUITE: &str = include_str!("../../../datasets/persona-v1/suite.toml");
@@ -98,18 +97,6 @@ mod tests {
             suite_toml: suite_toml.to_owned(),
             suite_path: SUITE_PATH.to_owned(),
         }
-    }
-
-    /// A bundled history phase as the team scored it: by hand.
-    fn hand_scored(n: u32) -> Phase {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../datasets/persona-v1/history/phase{n}"));
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-        files.retain(|p| p.extension().is_some_and(|e| e == "json"));
-        files.sort();
-        let options = ImportOptions { scorer: Some(InstrumentKind::Human), ..ImportOptions::default() };
-        let mut phase = load_files_with(&files, "persona-v1", &options).unwrap();
-        phase.accepted = true;
-        phase
     }
 
     #[tokio::test]

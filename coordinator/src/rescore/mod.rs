@@ -198,4 +198,24 @@ pub fn eval_of(scored: &ScoredPhase) -> Vec<QuestionEval> {
 }
 
 #[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+
+    use gate_rules::import::{ImportOptions, load_files_with};
+    use gate_rules::{InstrumentKind, Phase};
+
+    /// A bundled history phase, imported as the team scored it: by hand.
+    pub(crate) fn hand_scored(n: u32) -> Phase {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../datasets/persona-v1/history/phase{n}"));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+        files.sort();
+        let options = ImportOptions { scorer: Some(InstrumentKind::Human), ..ImportOptions::default() };
+        let mut phase = load_files_with(&files, "persona-v1", &options).unwrap();
+        phase.accepted = true;
+        phase
+    }
+}
+
+#[cfg(test)]
 mod tests;

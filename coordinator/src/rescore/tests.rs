@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
-use gate_rules::import::{ImportOptions, load_files_with};
-use gate_rules::{GateConfig, InstrumentKind, RuleId, Severity, evaluate};
+use gate_rules::{GateConfig, RuleId, Severity, evaluate};
 
+use super::test_support::hand_scored;
 use super::*;
 
 fn dataset() -> PathBuf {
@@ -19,18 +19,6 @@ fn rescorer() -> Rescorer {
     let suite = suite();
     let lexicon = Lexicon::from_hunspell("SET UTF-8\n", "3\nsou\na\niara\n", &suite).unwrap();
     Rescorer::new(suite, lexicon)
-}
-
-/// A bundled history phase, imported as the team scored it: by hand.
-fn hand_scored(n: u32) -> Phase {
-    let dir = dataset().join(format!("history/phase{n}"));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
-    files.sort();
-    let options = ImportOptions { scorer: Some(InstrumentKind::Human), ..ImportOptions::default() };
-    let mut phase = load_files_with(&files, "persona-v1", &options).unwrap();
-    phase.accepted = true;
-    phase
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::{Detail, Input};
 use crate::finding::{Finding, Severity};
 use crate::numfmt::{loss, num, p};
-use crate::rules::pairwise::signed;
+use crate::rules::pairwise::{signed, tally};
 use crate::stats::{Change, Comparison, Method, PairedStats, SamplesNeeded};
 
 pub(crate) fn findings(out: &mut String, input: &Input<'_>, detail: Detail) {
@@ -127,16 +127,13 @@ pub(crate) fn pairwise(out: &mut String, input: &Input<'_>) {
     out.push_str("## Pairwise judging\n\n");
     let scope = if c.in_history { "" } else { " (not an accepted phase: reported, not judged)" };
     let summary = match (c.mean, c.p_value) {
-        (Some(mean), Some(p_value)) => format!(
-            "mean preference {} (−1: the baseline's answers, +1: the candidate's) over {} questions: baseline \
-             preferred on {}, candidate on {}, {} ties; sign-flip p = {}",
-            signed(mean),
-            c.questions,
-            c.baseline_preferred,
-            c.candidate_preferred,
-            c.ties,
-            p(p_value)
-        ),
+        (Some(mean), Some(p_value)) => {
+            format!(
+                "mean preference {} (−1: the baseline's answers, +1: the candidate's) over {}",
+                signed(mean),
+                tally(c, p_value)
+            )
+        }
         _ => "no question had a readable preference".to_owned(),
     };
     let _ = writeln!(

@@ -131,7 +131,7 @@ fn a_pairwise_judged_candidate_gets_its_own_section_beside_the_statistics() {
     assert!(pairwise > stats, "{text}");
     for needle in [
         "The judge `judge-7b` compared each answer with phase 8's, asked in both orders: mean preference −0.500",
-        "baseline preferred on 7, candidate on 0, 0 ties; sign-flip p = 0.0156",
+        "over 7 questions (baseline preferred on 7, candidate on 0, 0 ties), sign-flip p = 0.0156",
         "| Q1 | −0.500 | 1 |",
         "| Q8 | unreadable | 1 |",
         "prefers phase 8's answers",

@@ -54,15 +54,7 @@ pub(crate) fn check(ctx: &Context<'_>) -> Vec<Finding> {
     };
     let min = ctx.config.rules.pairwise.min_preference;
     let alpha = ctx.config.alpha;
-    let tally = format!(
-        "{} over {} questions (baseline preferred on {}, candidate on {}, {} ties), sign-flip p = {}",
-        signed(mean),
-        c.questions,
-        c.baseline_preferred,
-        c.candidate_preferred,
-        c.ties,
-        p(p_value)
-    );
+    let tally = format!("{} over {}", signed(mean), tally(c, p_value));
     let found = if mean <= -min && p_value < alpha {
         finding(
             Severity::Fail,
@@ -100,6 +92,18 @@ pub(crate) fn check(ctx: &Context<'_>) -> Vec<Finding> {
         .into_iter()
         .map(|f| f.value("preference", mean).value("p_value", p_value).value("questions", c.questions as f64))
         .collect()
+}
+
+/// "8 questions (baseline preferred on 7, candidate on 1, 0 ties), sign-flip p = 0.0156".
+pub(crate) fn tally(c: &PairwiseComparison, p_value: f64) -> String {
+    format!(
+        "{} questions (baseline preferred on {}, candidate on {}, {} ties), sign-flip p = {}",
+        c.questions,
+        c.baseline_preferred,
+        c.candidate_preferred,
+        c.ties,
+        p(p_value)
+    )
 }
 
 /// A preference with its sign: "+0.250", "−0.625".
