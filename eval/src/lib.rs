@@ -29,6 +29,7 @@ mod spec;
 mod template;
 mod token_count;
 mod tokenizer;
+pub mod train;
 mod vocab;
 
 #[cfg(any(test, feature = "testutil"))]
