@@ -1,7 +1,7 @@
 //! Trained LoRA pairs written as a PEFT adapter: `adapter_config.json` and
 //! `adapter_model.safetensors`, loadable by PEFT and by the eval engine.
 
-use super::model::{MODULES, TrainModel};
+use super::model::TrainModel;
 use crate::error::EvalError;
 use candle_core::{DType, Tensor};
 use std::collections::HashMap;
@@ -31,11 +31,10 @@ impl TrainedAdapter {
         target_modules: &[String],
     ) -> candle_core::Result<Self> {
         let mut pairs = Vec::new();
-        for (layer, name, pair) in model.pairs() {
-            let group = MODULES.iter().find(|(m, _)| *m == name).map_or("self_attn", |(_, g)| *g);
+        for (layer, module, pair) in model.pairs() {
             let a = pair.a.as_tensor().to_dtype(DType::F32)?.copy()?;
             let b = pair.b.as_tensor().to_dtype(DType::F32)?.copy()?;
-            pairs.push((format!("model.layers.{layer}.{group}.{name}"), a, b));
+            pairs.push((format!("model.layers.{layer}.{module}"), a, b));
         }
         Ok(Self { r, lora_alpha, target_modules: target_modules.to_vec(), pairs })
     }

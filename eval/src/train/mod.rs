@@ -72,7 +72,7 @@ pub struct TrainConfig {
     /// Forward passes whose gradients add up to one optimizer step.
     pub gradient_accumulation_steps: usize,
     pub epochs: usize,
-    /// Optimizer steps to run, overriding `epochs` when set.
+    /// Optimizer steps to run, overriding `epochs` when set (0: the untrained adapter, B = 0).
     pub max_steps: Option<usize>,
     /// Seeds the data order and the LoRA A initialisation.
     pub seed: u64,
@@ -259,7 +259,7 @@ fn accumulate(
     group: &[Vec<&Encoded>],
     pad: u32,
 ) -> Result<(f64, Vec<Tensor>, usize), EvalError> {
-    let dtype = model.layers.first().map_or(DType::F32, |l| l.projs[0].w.dtype());
+    let dtype = model.dtype();
     let batches = group.iter().map(|rows| data::batch(rows, pad, dtype)).collect::<candle_core::Result<Vec<_>>>()?;
     let counted: usize = batches.iter().map(|b| b.counted).sum();
     let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];

@@ -170,10 +170,20 @@ impl TrainModel {
         })
     }
 
-    /// Every LoRA pair with its layer index and module name.
-    pub(crate) fn pairs(&self) -> impl Iterator<Item = (usize, &'static str, &LoraPair)> {
+    /// The float type of the weights and of the LoRA pairs.
+    pub(crate) fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+
+    /// Every LoRA pair with its layer index and its Hugging Face module path within the layer
+    /// (`self_attn.q_proj`).
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (usize, String, &LoraPair)> {
         self.layers.iter().enumerate().flat_map(|(i, layer)| {
-            layer.projs.iter().zip(MODULES).filter_map(move |(p, (name, _))| p.lora.as_ref().map(|l| (i, name, l)))
+            layer
+                .projs
+                .iter()
+                .zip(MODULES)
+                .filter_map(move |(p, (name, group))| p.lora.as_ref().map(|l| (i, format!("{group}.{name}"), l)))
         })
     }
 
@@ -186,7 +196,7 @@ impl TrainModel {
     /// Rows padded at the end need no mask: no real token attends to a later one.
     pub(crate) fn forward(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
         let (batch, seq) = tokens.dims2()?;
-        let dtype = self.embed.dtype();
+        let dtype = self.dtype();
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((batch, seq, self.cfg.hidden))?;
         let cos = self.cos.narrow(0, 0, seq)?;
         let sin = self.sin.narrow(0, 0, seq)?;

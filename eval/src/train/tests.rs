@@ -5,9 +5,9 @@ use crate::engine::{Engine, Kernels};
 use crate::model::llama::{Group, KvCache, Llama, Proj};
 use crate::spec::{GenerationParams, ModelSpec, Prompt};
 use crate::tiny::{TinyOptions, write_tiny_gguf, write_tiny_gguf_with, write_tiny_safetensors};
-use candle_core::Device;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::QMatMul;
+use candle_core::{Device, Var};
 use rand::Rng;
 
 const ALL_MODULES: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -149,6 +149,17 @@ fn the_loss_counts_the_assistant_turn_and_its_end_only() {
     assert!(all.counted.iter().all(|c| *c));
     let short = encoder.encode(0, example, LossOn::Assistant, 8);
     assert!(matches!(short, Err(EvalError::TrainData { example: 0, .. })), "{short:?}");
+    // SentencePiece with a BOS and a Zephyr template: the answer and its EOS, nothing else.
+    let spm = write_tiny_gguf_with(
+        &dir.path().join("spm"),
+        &TinyOptions { vocab: crate::tiny::TinyVocab::SentencePiece, ..TinyOptions::default() },
+    );
+    let (_, tokenizer, template) = Engine::load_for_training(&spm, None).unwrap();
+    let encoder = Encoder { tokenizer: &tokenizer, template: &template, env: template.compiled().unwrap() };
+    let encoded = encoder.encode(0, example, LossOn::Assistant, 256).unwrap();
+    assert_eq!(encoded.ids[0], tokenizer.bos.unwrap());
+    let learnt: Vec<u32> = encoded.ids.iter().zip(&encoded.counted).filter(|(_, c)| **c).map(|(id, _)| *id).collect();
+    assert_eq!(tokenizer.inner.decode(&learnt, false).unwrap().trim_end(), "O João é o meu amigo.</s>");
 }
 
 #[test]
@@ -345,4 +356,46 @@ fn the_eval_engine_loads_the_written_adapter() {
     let gap = logits_gap(merged, &model, &encoded[1].ids);
     eprintln!("trained adapter: training logits vs the eval engine's merged model, max abs difference {gap:e}");
     assert!(gap < 1e-3, "{gap}");
+}
+
+#[test]
+fn adamw_moves_by_the_learning_rate_at_its_first_step_and_clipping_caps_the_norm() {
+    let p = Var::from_tensor(&Tensor::new(&[1.0f64, -2.0, 3.0], &Device::Cpu).unwrap()).unwrap();
+    let mut adam = optim::AdamW::new(&[&p], 0.1).unwrap();
+    let grad = Tensor::new(&[0.5f64, -4.0, 0.0], &Device::Cpu).unwrap();
+    adam.step(&[&p], std::slice::from_ref(&grad), 0.01).unwrap();
+    let got: Vec<f64> = p.as_tensor().to_vec1().unwrap();
+    // Bias-corrected m / √v is the gradient's sign; decay scales by 1 - lr · wd first.
+    let want = [1.0 * 0.999 - 0.01, -2.0 * 0.999 + 0.01, 3.0 * 0.999];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-9, "{got:?} vs {want:?}");
+    }
+    let norm = optim::global_norm(std::slice::from_ref(&grad)).unwrap();
+    assert!((norm - 16.25f64.sqrt()).abs() < 1e-12);
+    let clipped = optim::clip(vec![grad.clone()], norm, 1.0).unwrap();
+    assert!((optim::global_norm(&clipped).unwrap() - 1.0).abs() < 1e-5);
+    assert_eq!(optim::clip(vec![grad], norm, 0.0).unwrap()[0].to_vec1::<f64>().unwrap(), [0.5, -4.0, 0.0]);
+}
+
+#[test]
+fn steps_report_the_scheduled_learning_rate_and_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_gguf(dir.path());
+    let config = TrainConfig {
+        lr_scheduler: LrSchedule::Linear,
+        warmup_steps: 2,
+        batch_size: 1,
+        gradient_accumulation_steps: 2,
+        max_steps: None,
+        epochs: 2,
+        ..fast_config(0, 1)
+    };
+    let outcome = train(&path, &config, &examples(), |_| {}).unwrap();
+    let rates: Vec<f64> = outcome.records.iter().map(|r| r.learning_rate / config.learning_rate).collect();
+    assert_eq!(rates, [0.0, 0.5, 1.0, 0.5]);
+    let epochs: Vec<f64> = outcome.records.iter().map(|r| r.epoch).collect();
+    assert_eq!(epochs, [0.5, 1.0, 1.5, 2.0]);
+    assert!(outcome.records.iter().all(|r| r.loss > 0.0 && r.tokens_per_s > 0.0));
+    let none = train(&path, &config, &[TrainExample { messages: vec![message("user", "Olá")] }], |_| {});
+    assert!(matches!(none, Err(EvalError::TrainData { example: 0, .. })), "{none:?}");
 }
