@@ -399,3 +399,31 @@ fn steps_report_the_scheduled_learning_rate_and_epochs() {
     let none = train(&path, &config, &[TrainExample { messages: vec![message("user", "Olá")] }], |_| {});
     assert!(matches!(none, Err(EvalError::TrainData { example: 0, .. })), "{none:?}");
 }
+
+/// The trainer on SmolLM2-135M from `$PHASEGATE_MODEL_CACHE`, when it is there; slow in a
+/// debug build: `cargo test --release -p phasegate-eval -- --ignored smollm2`.
+#[test]
+#[ignore]
+fn smollm2_trains_on_the_cpu() {
+    let cache = std::env::var_os("PHASEGATE_MODEL_CACHE").map(std::path::PathBuf::from);
+    let Some(path) = cache.map(|c| c.join("smollm2-135m-instruct.gguf")).filter(|p| p.is_file()) else {
+        eprintln!("skipping: SmolLM2 is not in $PHASEGATE_MODEL_CACHE");
+        return;
+    };
+    let config = TrainConfig {
+        learning_rate: 1e-3,
+        lr_scheduler: LrSchedule::Constant,
+        batch_size: 2,
+        max_steps: Some(10),
+        ..TrainConfig::default()
+    };
+    let started = Instant::now();
+    let outcome = train(&path, &config, &examples(), |r| eprintln!("{r:?}")).unwrap();
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(String::from))
+        .unwrap_or_default();
+    eprintln!("10 steps in {:.1} s; {peak}", started.elapsed().as_secs_f64());
+    let (first, last) = (&outcome.records[0], &outcome.records[9]);
+    assert!(last.loss < first.loss, "{} -> {}", first.loss, last.loss);
+}
