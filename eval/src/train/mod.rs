@@ -139,6 +139,7 @@ impl TrainConfig {
 /// One turn of a training conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainMessage {
+    /// `system`, `user` or `assistant`, as the chat template knows them.
     pub role: String,
     pub content: String,
 }
@@ -169,7 +170,9 @@ pub struct StepRecord {
 /// The result of a training run.
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
+    /// The trained pairs; `write_peft_adapter` writes them.
     pub adapter: TrainedAdapter,
+    /// Every step's record, as `on_step` saw them.
     pub records: Vec<StepRecord>,
 }
 
