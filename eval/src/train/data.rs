@@ -9,7 +9,7 @@ use super::{LossOn, TrainExample};
 use crate::error::EvalError;
 use crate::template::ChatTemplate;
 use crate::tokenizer::TextTokenizer;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use minijinja::Environment;
 
 /// The role whose turns `LossOn::Assistant` learns.
@@ -99,12 +99,15 @@ impl Encoder<'_> {
     }
 }
 
-/// A padded micro-batch: inputs, next-token targets and loss weights, all (rows, len - 1).
+/// A padded micro-batch: inputs (rows, len - 1), and the flat positions whose next token the
+/// loss counts with those tokens.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) inputs: Tensor,
+    /// (counted,): row × (len - 1) + position.
+    pub(crate) at: Tensor,
+    /// (counted,): the token after each position of `at`.
     pub(crate) targets: Tensor,
-    pub(crate) weights: Tensor,
     /// Real (not padding) input tokens.
     pub(crate) tokens: usize,
     /// Targets the loss counts.
@@ -112,27 +115,27 @@ pub(crate) struct Batch {
 }
 
 /// Pads `rows` at the end with `pad` to the longest; padding is never counted.
-pub(crate) fn batch(rows: &[&Encoded], pad: u32, dtype: DType) -> candle_core::Result<Batch> {
+pub(crate) fn batch(rows: &[&Encoded], pad: u32) -> candle_core::Result<Batch> {
     let len = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
     let width = len.saturating_sub(1);
-    let (mut inputs, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut tokens, mut counted) = (0, 0);
-    for row in rows {
+    let (mut inputs, mut at, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tokens = 0;
+    for (r, row) in rows.iter().enumerate() {
         let n = row.ids.len();
         for t in 0..width {
             inputs.push(if t < n { row.ids[t] } else { pad });
-            targets.push(if t + 1 < n { row.ids[t + 1] } else { pad });
-            let count = t + 1 < n && row.counted[t + 1];
-            weights.push(if count { 1.0f32 } else { 0.0 });
-            counted += usize::from(count);
+            if t + 1 < n && row.counted[t + 1] {
+                at.push((r * width + t) as u32);
+                targets.push(row.ids[t + 1]);
+            }
             tokens += usize::from(t + 1 < n);
         }
     }
-    let shape = (rows.len(), width);
+    let counted = at.len();
     Ok(Batch {
-        inputs: Tensor::from_vec(inputs, shape, &Device::Cpu)?,
-        targets: Tensor::from_vec(targets, shape, &Device::Cpu)?,
-        weights: Tensor::from_vec(weights, shape, &Device::Cpu)?.to_dtype(dtype)?,
+        inputs: Tensor::from_vec(inputs, (rows.len(), width), &Device::Cpu)?,
+        at: Tensor::from_vec(at, counted, &Device::Cpu)?,
+        targets: Tensor::from_vec(targets, counted, &Device::Cpu)?,
         tokens,
         counted,
     })

@@ -262,14 +262,13 @@ fn accumulate(
     group: &[Vec<&Encoded>],
     pad: u32,
 ) -> Result<(f64, Vec<Tensor>, usize), EvalError> {
-    let dtype = model.dtype();
-    let batches = group.iter().map(|rows| data::batch(rows, pad, dtype)).collect::<candle_core::Result<Vec<_>>>()?;
+    let batches = group.iter().map(|rows| data::batch(rows, pad)).collect::<candle_core::Result<Vec<_>>>()?;
     let counted: usize = batches.iter().map(|b| b.counted).sum();
     let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
     let (mut loss, mut tokens) = (0.0, 0);
     for batch in batches {
-        let logits = model.forward(&batch.inputs)?;
-        let part = (model::summed_nll(&logits, &batch.targets, &batch.weights)? / counted.max(1) as f64)?;
+        let logits = model.logits_at(&batch.inputs, &batch.at)?;
+        let part = (model::summed_nll(&logits, &batch.targets)? / counted.max(1) as f64)?;
         loss += part.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         tokens += batch.tokens;
         let store = part.backward()?;

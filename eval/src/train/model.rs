@@ -193,8 +193,25 @@ impl TrainModel {
     }
 
     /// Logits (batch, seq, vocab) of `tokens` (batch, seq), causal attention from position 0.
-    /// Rows padded at the end need no mask: no real token attends to a later one.
+    /// Rows padded at the end need no mask: no real token attends to a later one. Training
+    /// reads `logits_at`; tests compare these with the eval pass.
+    #[cfg(test)]
     pub(crate) fn forward(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.hidden(tokens)?;
+        let (batch, seq, hidden) = h.dims3()?;
+        h.reshape((batch * seq, hidden))?.matmul(&self.output.t()?)?.reshape((batch, seq, ()))
+    }
+
+    /// Logits (n, vocab) at the flat positions `at` (n; row × seq + position) only: the loss
+    /// needs no others, and the output layer is the largest matmul of a small model.
+    pub(crate) fn logits_at(&self, tokens: &Tensor, at: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.hidden(tokens)?;
+        let (batch, seq, hidden) = h.dims3()?;
+        h.reshape((batch * seq, hidden))?.index_select(at, 0)?.matmul(&self.output.t()?)
+    }
+
+    /// The normed hidden states (batch, seq, hidden) of `tokens` that the output layer reads.
+    fn hidden(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
         let (batch, seq) = tokens.dims2()?;
         let dtype = self.dtype();
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((batch, seq, self.cfg.hidden))?;
@@ -211,9 +228,7 @@ impl TrainModel {
             let up = layer.projs[5].forward(&h)?;
             x = (&x + layer.projs[6].forward(&(gate.silu()? * up)?)?)?;
         }
-        let x = rms_norm(&x, &self.norm, eps)?;
-        let logits = x.reshape((batch * seq, self.cfg.hidden))?.matmul(&self.output.t()?)?;
-        logits.reshape((batch, seq, ()))
+        rms_norm(&x, &self.norm, eps)
     }
 
     fn attention(
@@ -270,15 +285,12 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::cat(&[&first, &second], D::Minus1)
 }
 
-/// The summed cross-entropy of `logits` (batch, seq, vocab) against `targets` (batch, seq),
-/// each position weighted by `weights` (batch, seq; 1 counts, 0 does not).
-pub(crate) fn summed_nll(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
-    let (batch, seq, vocab) = logits.dims3()?;
-    let logits = logits.reshape((batch * seq, vocab))?;
+/// The summed cross-entropy of `logits` (n, vocab) against `targets` (n).
+pub(crate) fn summed_nll(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let n = targets.dim(0)?;
     let max = logits.max_keepdim(1)?.detach();
     let shifted = logits.broadcast_sub(&max)?;
     let log_sum = shifted.exp()?.sum_keepdim(1)?.log()?;
-    let picked = shifted.gather(&targets.reshape((batch * seq, 1))?, 1)?;
-    let nll = (log_sum - picked)?.reshape(batch * seq)?;
-    (nll * weights.reshape(batch * seq)?)?.sum_all()
+    let picked = shifted.gather(&targets.reshape((n, 1))?, 1)?;
+    (log_sum - picked)?.sum_all()
 }

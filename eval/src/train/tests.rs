@@ -126,6 +126,12 @@ fn the_training_forward_gives_the_eval_forwards_logits() {
         let (mut llama, encoded, _) = encode_all(&path, LossOn::Assistant);
         llama.cfg.kv_dtype = DType::F32;
         let model = TrainModel::from_llama(&llama, &shape(&ALL_MODULES, 1), DType::F32).unwrap();
+        let ids = &encoded[0].ids;
+        let tokens = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let at = Tensor::new(&[0u32, ids.len() as u32 - 1], &Device::Cpu).unwrap();
+        let picked: Vec<Vec<f32>> = model.logits_at(&tokens, &at).unwrap().to_vec2().unwrap();
+        let all = train_logits(&model, ids);
+        assert_eq!(picked, [all[0].clone(), all[ids.len() - 1].clone()], "the loss's logits are the forward's");
         let quantised = logits_gap(&llama, &model, &encoded[0].ids);
         let gap = logits_gap(&dequantised(&llama), &model, &encoded[0].ids);
         let name = path.display();
@@ -170,10 +176,10 @@ fn lora_gradients_match_finite_differences() {
     let model = TrainModel::from_llama(&llama, &shape(&ALL_MODULES, 3), DType::F64).unwrap();
     randomise_b(&model, 4);
     let rows: Vec<&Encoded> = encoded.iter().take(2).collect();
-    let batch = batch(&rows, pad, DType::F64).unwrap();
+    let batch = batch(&rows, pad).unwrap();
     let loss = |m: &TrainModel| {
-        let logits = m.forward(&batch.inputs).unwrap();
-        (summed_nll(&logits, &batch.targets, &batch.weights).unwrap() / batch.counted as f64).unwrap()
+        let logits = m.logits_at(&batch.inputs, &batch.at).unwrap();
+        (summed_nll(&logits, &batch.targets).unwrap() / batch.counted as f64).unwrap()
     };
     let grads = loss(&model).backward().unwrap();
     let vars = model.vars();
