@@ -128,6 +128,23 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The llama graph, tokenizer and chat template of the model at `path`, loaded on the CPU
+    /// for candle's kernels without re-quantisation or padding, as the trainer needs them.
+    pub(crate) fn load_for_training(
+        path: &Path,
+        template_override: Option<&str>,
+    ) -> Result<(Llama, TextTokenizer, ChatTemplate), EvalError> {
+        let spec = ModelSpec { template_override: template_override.map(String::from), ..ModelSpec::default() };
+        let engine = Self::load_path_with(path, &spec, Device::Cpu, Kernels::Candle { pad_to: 1 })?;
+        match engine.model {
+            Model::Llama(llama) => Ok((llama, engine.tokenizer, engine.template)),
+            Model::Native(_) | Model::Phi3(_) => Err(EvalError::TrainUnsupported {
+                path: path.to_path_buf(),
+                architecture: engine.info.architecture.clone(),
+            }),
+        }
+    }
+
     pub fn model_info(&self) -> &ModelInfo {
         &self.info
     }

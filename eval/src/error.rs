@@ -47,6 +47,12 @@ pub enum EvalError {
         "failed to score text with model {model} ({architecture}): teacher-forced scoring runs llama-family models only"
     )]
     ScoringUnsupported { model: String, architecture: String },
+    #[error("failed to train on {path}: the trainer runs llama-family models only, not `{architecture}`")]
+    TrainUnsupported { path: PathBuf, architecture: String },
+    #[error("failed to train: invalid setting `{param}`: {message}")]
+    TrainConfig { param: &'static str, message: String },
+    #[error("failed to train: example {example}: {message}")]
+    TrainData { example: usize, message: String },
     #[error("generation stopped: {0}")]
     Interrupted(String),
     #[error("failed to run the model: {0}")]

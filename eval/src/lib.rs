@@ -7,7 +7,8 @@
 //! packed Q4/Q8 weights: `native`), sampling with per-sample seeds, and the model cache
 //! (`pull`, `list`, `resolve`), the rendered token lengths of training conversations
 //! (`TokenCounter`, for `phasegate lint`), and teacher-forced scoring of given texts
-//! (`Engine::log_probs`): the log-probability of each token under the same forward pass. It does
+//! (`Engine::log_probs`): the log-probability of each token under the same forward pass, and a
+//! LoRA trainer over the same weights that writes PEFT adapters (`train`). It does
 //! not score answers (`phasegate-score`) nor decide
 //! anything about a run.
 
@@ -29,6 +30,7 @@ mod spec;
 mod template;
 mod token_count;
 mod tokenizer;
+pub mod train;
 mod vocab;
 
 #[cfg(any(test, feature = "testutil"))]

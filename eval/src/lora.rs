@@ -112,3 +112,10 @@ pub(crate) fn permute_for_gguf_rope(w: &Tensor, n_head: usize) -> candle_core::R
     let (rows, cols) = w.dims2()?;
     w.reshape((n_head, 2, rows / n_head / 2, cols))?.transpose(1, 2)?.reshape((rows, cols))
 }
+
+/// The inverse of [`permute_for_gguf_rope`]: rows of a GGUF q/k weight back in Hugging Face
+/// order (each head's RoPE halves one after the other).
+pub(crate) fn unpermute_from_gguf_rope(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    w.reshape((n_head, rows / n_head / 2, 2, cols))?.transpose(1, 2)?.reshape((rows, cols))
+}

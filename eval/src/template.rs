@@ -109,13 +109,25 @@ impl ChatTemplate {
         env: &Environment<'static>,
         messages: &[(&str, &str)],
     ) -> Result<String, EvalError> {
+        self.render_turns(env, messages, false)
+    }
+
+    /// `messages` rendered with `env` (from [`ChatTemplate::compiled`]), followed by the
+    /// assistant's generation prompt when `add_generation_prompt`; the trainer finds where each
+    /// assistant turn starts and ends by rendering the turns before it both ways.
+    pub(crate) fn render_turns(
+        &self,
+        env: &Environment<'static>,
+        messages: &[(&str, &str)],
+        add_generation_prompt: bool,
+    ) -> Result<String, EvalError> {
         let messages: Vec<Message> = messages.iter().map(|(role, content)| Message { role, content }).collect();
         let fail = |e: minijinja::Error| EvalError::Template { template: self.name.clone(), message: e.to_string() };
         env.get_template(COMPILED)
             .map_err(fail)?
             .render(context! {
                 messages => messages,
-                add_generation_prompt => false,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
             })

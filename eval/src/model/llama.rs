@@ -415,7 +415,8 @@ impl Rope<'_> {
     }
 }
 
-fn rope_tables(cfg: &LlamaConfig, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+/// The cos and sin tables of RoPE, (max_seq, head_dim / 2), in f32.
+pub(crate) fn rope_tables(cfg: &LlamaConfig, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
     let head_dim = cfg.head_dim();
     let inv_freq: Vec<f32> =
         (0..head_dim).step_by(2).map(|i| 1.0 / cfg.rope_theta.powf(i as f32 / head_dim as f32)).collect();
