@@ -200,13 +200,7 @@ fn import_and_accept_go_through_a_named_coordinator() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no phase 99"), "{}", String::from_utf8_lossy(&bad.stderr));
 
     // The coordinator's own data dir now holds both phases, accepted.
-    let out = Command::new(env!("CARGO_BIN_EXE_phasegate"))
-        .args(["history", "persona-v1", "--json", "--data-dir"])
-        .arg(cluster.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = stored_history(&cluster);
     let labels: Vec<(String, bool)> = rows
         .as_array()
         .unwrap()
@@ -271,13 +265,7 @@ fn rescore_goes_through_a_named_coordinator_and_keeps_the_hand_scores() {
     }
 
     // The coordinator's own data dir holds the new scores, the rules instrument and the hand scores.
-    let out = Command::new(env!("CARGO_BIN_EXE_phasegate"))
-        .args(["history", "persona-v1", "--json", "--data-dir"])
-        .arg(cluster.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = stored_history(&cluster);
     for (label, new) in &after {
         let row = rows.as_array().unwrap().iter().find(|r| r["label"] == label.as_str()).expect("phase listed");
         assert_eq!(row["accepted"], true, "acceptance is kept: {row}");
@@ -356,4 +344,15 @@ fn a_credential_is_printed_once_listed_without_its_secret_bound_to_its_agent_and
     let again = cluster.cli(&["token", "revoke", "gpu-1"]);
     assert!(!again.status.success(), "nothing is left to revoke");
     common::sigkill(&mut agent);
+}
+
+/// `phasegate history persona-v1 --json` read from the coordinator's own data dir.
+fn stored_history(cluster: &Cluster) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_phasegate"))
+        .args(["history", "persona-v1", "--json", "--data-dir"])
+        .arg(cluster.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -2,10 +2,11 @@
 //! log-softmax of the very logits the generator samples from.
 
 use crate::engine::Kernels;
-use crate::model::llama::{KvCache, Llama};
+use crate::model::llama::Llama;
+use crate::tests::last_logits;
 use crate::tiny::write_tiny_gguf;
 use crate::{Engine, ModelSpec, Prompt, ScoredText, TextContext};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use std::path::Path;
 
 /// Step-by-step decoding and one full pass differ only by rounding (of the f16 KV cache here).
@@ -34,14 +35,7 @@ fn texts() -> Vec<ScoredText> {
 
 /// The generator's logits after `ids`, from one plain forward pass, as log-softmax.
 fn log_softmax_after(model: &Llama, ids: &[u32]) -> Vec<f64> {
-    let n = ids.len();
-    let device = Device::Cpu;
-    let mut cache = KvCache::new(&model.cfg, 1, n, &device).unwrap();
-    let tokens = Tensor::new(ids, &device).unwrap().unsqueeze(0).unwrap();
-    let positions = Tensor::arange(0u32, n as u32, &device).unwrap().unsqueeze(0).unwrap();
-    let mask: Vec<f32> = (0..n * n).map(|k| if k % n <= k / n { 0.0 } else { f32::NEG_INFINITY }).collect();
-    let mask = Tensor::from_vec(mask, (1, 1, n, n), &device).unwrap();
-    let logits: Vec<f32> = model.forward(&tokens, &positions, &mask, &mut cache).unwrap().to_vec2().unwrap().remove(0);
+    let logits: Vec<f32> = last_logits(model, ids).to_vec2().unwrap().remove(0);
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let log_sum = logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
     logits.iter().map(|&l| l as f64 - max - log_sum).collect()

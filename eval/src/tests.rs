@@ -29,8 +29,9 @@ fn prompt(qid: &str, user: &str) -> Prompt {
     Prompt { qid: qid.into(), system: Some("Você é a Lia.".into()), user: user.into() }
 }
 
-/// Logits of the last position of `ids`, run as one sequence.
-fn last_logits(model: &Llama, ids: &[u32]) -> Tensor {
+/// Logits of the last position of `ids`, run as one sequence through the eval pass (the likelihood
+/// and trainer tests compare against it too).
+pub(crate) fn last_logits(model: &Llama, ids: &[u32]) -> Tensor {
     let n = ids.len();
     let device = Device::Cpu;
     let mut cache = KvCache::new(&model.cfg, 1, n, &device).unwrap();

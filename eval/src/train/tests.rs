@@ -2,7 +2,7 @@ use super::data::{Encoded, Encoder, batch};
 use super::model::{LoraShape, TrainModel, summed_nll};
 use super::*;
 use crate::engine::{Engine, Kernels};
-use crate::model::llama::{Group, KvCache, Llama, Proj};
+use crate::model::llama::{Group, Llama, Proj};
 use crate::spec::{GenerationParams, ModelSpec, Prompt};
 use crate::tiny::{TinyOptions, write_tiny_gguf, write_tiny_gguf_with, write_tiny_safetensors};
 use candle_core::quantized::GgmlDType;
@@ -55,14 +55,7 @@ fn randomise_b(model: &TrainModel, seed: u64) {
 
 /// The eval pass's logits of the last position of `ids`, with an f32 KV cache.
 fn eval_last_logits(llama: &Llama, ids: &[u32]) -> Vec<f32> {
-    let n = ids.len();
-    let device = Device::Cpu;
-    let mut cache = KvCache::new(&llama.cfg, 1, n, &device).unwrap();
-    let tokens = Tensor::new(ids, &device).unwrap().unsqueeze(0).unwrap();
-    let positions = Tensor::arange(0u32, n as u32, &device).unwrap().unsqueeze(0).unwrap();
-    let mask: Vec<f32> = (0..n * n).map(|k| if k % n <= k / n { 0.0 } else { f32::NEG_INFINITY }).collect();
-    let mask = Tensor::from_vec(mask, (1, 1, n, n), &device).unwrap();
-    llama.forward(&tokens, &positions, &mask, &mut cache).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    crate::tests::last_logits(llama, ids).flatten_all().unwrap().to_vec1().unwrap()
 }
 
 /// The training pass's logits at every position of `ids`.
